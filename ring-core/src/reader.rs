@@ -1,0 +1,221 @@
+//! A reader: one cursor into a ring, with nothing shared that it writes.
+//! Any number of readers cost the publishers nothing.
+
+use crate::batch::Batch;
+use crate::ring::{Header, Ring};
+use crate::slot::{append_words, INLINE_MAX};
+use crate::sync::Arc;
+
+/// Seqs at or above this are clamped to it by `Start::At`. No ring gets
+/// there (2^62 messages), and it keeps every stamp (`2 seq + 2`) in range
+/// whatever a client asks for.
+pub const MAX_START_SEQ: u64 = 1 << 62;
+
+/// Where a new reader begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With the next message published (`ring.head()`).
+    Latest,
+    /// With the oldest message the ring still holds.
+    Oldest,
+    /// With this seq. If it is already gone the first read reports
+    /// `Lagged { missed: oldest - seq, resume_seq: oldest }`; if it is in the
+    /// future the reader waits for it.
+    At(u64),
+}
+
+/// What a lapped reader does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Continue with the oldest message still held: lose as little as possible.
+    #[default]
+    Oldest,
+    /// Jump to the newest message (conflation: only the latest value matters).
+    Newest,
+}
+
+/// The reader fell behind and messages were overwritten before it read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lagged {
+    /// Exactly how many seqs the reader skips and will never see.
+    pub missed: u64,
+    /// The seq the reader continues from (`previous cursor + missed`).
+    pub resume_seq: u64,
+}
+
+/// Result of [`Reader::try_read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The payload of message `seq` is in the caller's buffer.
+    Message {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// The reader was lapped; its cursor moved to `resume_seq`.
+    Lagged(Lagged),
+    /// Nothing new yet.
+    Empty,
+}
+
+/// Counters for one reader, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Messages delivered.
+    pub received: u64,
+    /// Lag events reported.
+    pub lagged_events: u64,
+    /// Sum of `missed` over those events.
+    pub missed: u64,
+}
+
+/// One cursor into a ring. `Send`, not shared: give each subscription its own.
+#[derive(Debug)]
+pub struct Reader {
+    ring: Arc<Ring>,
+    next: u64,
+    resume: Resume,
+    stats: ReaderStats,
+}
+
+/// One step of the read loop.
+enum Step {
+    Message {
+        seq: u64,
+        len: usize,
+    },
+    Lagged(Lagged),
+    Empty,
+    /// The next message would exceed the caller's byte budget; not consumed.
+    OverBudget,
+}
+
+impl Reader {
+    /// A reader of `ring` positioned by `start`.
+    pub fn new(ring: Arc<Ring>, start: Start) -> Self {
+        let next = match start {
+            Start::Latest => ring.head(),
+            Start::Oldest => ring.start_oldest(),
+            Start::At(seq) => seq.min(MAX_START_SEQ),
+        };
+        Self {
+            ring,
+            next,
+            resume: Resume::default(),
+            stats: ReaderStats::default(),
+        }
+    }
+
+    /// Chooses what happens when this reader is lapped.
+    pub fn set_resume(&mut self, resume: Resume) {
+        self.resume = resume;
+    }
+
+    /// Reads the next message into `buf` (cleared first). Copying out is the
+    /// price of never holding a slot: the writer may reuse it at any moment.
+    pub fn try_read(&mut self, buf: &mut Vec<u8>) -> ReadOutcome {
+        buf.clear();
+        match self.step(buf, None) {
+            Step::Message { seq, .. } => ReadOutcome::Message { seq },
+            Step::Lagged(l) => ReadOutcome::Lagged(l),
+            Step::Empty | Step::OverBudget => ReadOutcome::Empty,
+        }
+    }
+
+    /// Drains into `batch` (appending) until the ring is empty, `max_messages`
+    /// events were appended (a lag report counts as one), or the next message
+    /// would take the payload bytes appended by this call over `max_bytes`.
+    /// The first message is always taken whatever its size, so a batch makes
+    /// progress. Returns the number of events appended.
+    pub fn read_batch(
+        &mut self,
+        batch: &mut Batch,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> usize {
+        let mut events = 0;
+        let mut bytes = 0usize;
+        let mut took_message = false;
+        while events < max_messages {
+            let budget = took_message.then(|| max_bytes.saturating_sub(bytes));
+            let start = batch.bytes_mut().len();
+            match self.step(batch.bytes_mut(), budget) {
+                Step::Message { seq, len } => {
+                    batch.push_message(seq, start, len);
+                    bytes += len;
+                    took_message = true;
+                }
+                Step::Lagged(l) => batch.push_lagged(l),
+                Step::Empty | Step::OverBudget => break,
+            }
+            events += 1;
+        }
+        events
+    }
+
+    /// True if a read would not return `Empty` (a message, or a lag report).
+    /// One Acquire load of the next header's stamp: cheap enough to poll.
+    pub fn has_new(&self) -> bool {
+        self.ring.has(self.next)
+    }
+
+    /// The seq the next read will deliver (or report a lag at).
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// How many seqs this reader is behind the head (0 if caught up).
+    pub fn backlog(&self) -> u64 {
+        self.ring.head().saturating_sub(self.next)
+    }
+
+    /// The ring's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.ring.epoch()
+    }
+
+    /// Counters since this reader was created.
+    pub fn stats(&self) -> ReaderStats {
+        self.stats
+    }
+
+    /// The ring this reader reads.
+    pub fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// Reads the message at the cursor, appending its payload to `out`.
+    /// On anything but a delivered message `out` is left as it was.
+    fn step(&mut self, out: &mut Vec<u8>, budget: Option<usize>) -> Step {
+        let seq = self.next;
+        match self.ring.read_header(seq) {
+            Header::NotYet => Step::Empty,
+            Header::Gone => self.lag(),
+            Header::Committed { len, words } => {
+                if budget.is_some_and(|b| len > b) {
+                    return Step::OverBudget;
+                }
+                if len <= INLINE_MAX {
+                    append_words(out, &words, len);
+                } else {
+                    let mark = out.len();
+                    if !self.ring.copy_arena(words[0], len, out) {
+                        out.truncate(mark);
+                        return self.lag();
+                    }
+                }
+                self.next = seq + 1;
+                self.stats.received += 1;
+                Step::Message { seq, len }
+            }
+        }
+    }
+
+    fn lag(&mut self) -> Step {
+        let resume_seq = self.ring.resume_after_lap(self.next, self.resume);
+        let missed = resume_seq - self.next;
+        self.next = resume_seq;
+        self.stats.lagged_events += 1;
+        self.stats.missed += missed;
+        Step::Lagged(Lagged { missed, resume_seq })
+    }
+}

@@ -1,0 +1,389 @@
+//! The shared ring: slot arrays, counters, and the read-side probes that
+//! readers and `oldest_retained` share.
+
+use std::fmt;
+
+use crate::config::{ConfigError, Geometry, RingConfig};
+use crate::publisher::{MpPublisher, Publisher};
+use crate::reader::{Reader, Resume, Start};
+use crate::slot::{
+    append_words, begin_write, chunks_for, done, end_write, still_stamped, Slot, WordSource,
+    CHUNK_BYTES, INLINE_MAX, WORDS,
+};
+use crate::sync::{Arc, AtomicU64, Ordering};
+
+/// One topic's messages: a header ring and a chunk arena of stamped slots.
+///
+/// Shared as `Arc<Ring>` between its publisher(s) and any number of
+/// [`Reader`]s. Holds no lock and no waker: whoever wants to sleep until a new
+/// message arrives (the server's subscription tasks) polls
+/// [`Reader::has_new`] after its own notification.
+pub struct Ring {
+    headers: Box<[Slot]>,
+    arena: Box<[Slot]>,
+    header_slots: u64,
+    arena_slots: u64,
+    max_message_bytes: usize,
+    epoch: u64,
+    /// Single producer: count of committed messages (stored after each
+    /// commit). Multi producer: count of claimed sequence numbers.
+    head: Padded,
+    /// Multi producer only: count of claimed arena positions. The single
+    /// producer keeps its arena position in the `Publisher`.
+    arena_head: Padded,
+}
+
+/// Keeps the two hot counters off each other's (and the slots') cache lines.
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("epoch", &self.epoch)
+            .field("head", &self.head())
+            .field("header_slots", &self.header_slots)
+            .field("arena_slots", &self.arena_slots)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of reading a header slot for one particular seq.
+pub(crate) enum Header {
+    /// Not written yet for this seq (its slot still holds an older lap, or
+    /// the writer is mid-way).
+    NotYet,
+    /// Overwritten by a later lap: this seq is gone.
+    Gone,
+    /// Committed and consistent: payload length and the loaded words
+    /// (inline bytes, or the arena position in `words[0]`).
+    Committed { len: usize, words: [u64; WORDS - 1] },
+}
+
+/// How a lag scan judges one seq.
+#[derive(PartialEq, Eq)]
+enum Probe {
+    Gone,
+    Pending,
+    Retained,
+}
+
+impl Ring {
+    /// A ring with one single-producer publisher and a random epoch.
+    pub fn single_producer(cfg: RingConfig) -> Result<(Publisher, Arc<Ring>), ConfigError> {
+        Self::single_producer_with_epoch(cfg, random_epoch())
+    }
+
+    /// A ring whose publisher can be cloned across threads, with a random epoch.
+    pub fn multi_producer(cfg: RingConfig) -> Result<(MpPublisher, Arc<Ring>), ConfigError> {
+        Self::multi_producer_with_epoch(cfg, random_epoch())
+    }
+
+    /// As [`Ring::single_producer`], with a chosen epoch (tests, or a server
+    /// restoring a known epoch).
+    pub fn single_producer_with_epoch(
+        cfg: RingConfig,
+        epoch: u64,
+    ) -> Result<(Publisher, Arc<Ring>), ConfigError> {
+        let ring = Self::build(cfg.geometry()?, cfg.max_message_bytes, epoch)?;
+        Ok((Publisher::new(ring.clone()), ring))
+    }
+
+    /// As [`Ring::multi_producer`], with a chosen epoch.
+    pub fn multi_producer_with_epoch(
+        cfg: RingConfig,
+        epoch: u64,
+    ) -> Result<(MpPublisher, Arc<Ring>), ConfigError> {
+        let ring = Self::build(cfg.geometry()?, cfg.max_message_bytes, epoch)?;
+        Ok((MpPublisher::new(ring.clone()), ring))
+    }
+
+    /// Test constructor with explicit slot counts, so loom and unit tests can
+    /// use rings of 2 or 4 slots. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn single_producer_with_geometry(
+        geometry: Geometry,
+        max_message_bytes: usize,
+        epoch: u64,
+    ) -> Result<(Publisher, Arc<Ring>), ConfigError> {
+        geometry.check(max_message_bytes)?;
+        let ring = Self::build(geometry, max_message_bytes, epoch)?;
+        Ok((Publisher::new(ring.clone()), ring))
+    }
+
+    /// Multi-producer twin of [`Ring::single_producer_with_geometry`].
+    #[doc(hidden)]
+    pub fn multi_producer_with_geometry(
+        geometry: Geometry,
+        max_message_bytes: usize,
+        epoch: u64,
+    ) -> Result<(MpPublisher, Arc<Ring>), ConfigError> {
+        geometry.check(max_message_bytes)?;
+        let ring = Self::build(geometry, max_message_bytes, epoch)?;
+        Ok((MpPublisher::new(ring.clone()), ring))
+    }
+
+    fn build(
+        geometry: Geometry,
+        max_message_bytes: usize,
+        epoch: u64,
+    ) -> Result<Arc<Ring>, ConfigError> {
+        let alloc = |n: usize| -> Result<Box<[Slot]>, ConfigError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n)
+                .map_err(|_| ConfigError::OutOfMemory {
+                    bytes: geometry.memory_bytes(),
+                })?;
+            v.extend((0..n).map(|_| Slot::new()));
+            Ok(v.into_boxed_slice())
+        };
+        Ok(Arc::new(Ring {
+            headers: alloc(geometry.header_slots)?,
+            arena: alloc(geometry.arena_slots)?,
+            header_slots: geometry.header_slots as u64,
+            arena_slots: geometry.arena_slots as u64,
+            max_message_bytes,
+            epoch,
+            head: Padded(AtomicU64::new(0)),
+            arena_head: Padded(AtomicU64::new(0)),
+        }))
+    }
+
+    /// The ring's incarnation: random per ring, so a client resuming by seq
+    /// can tell "same stream" from "restarted stream with reused seqs".
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The seq the next message will get. With several producers some seqs
+    /// below it may still be mid-write.
+    pub fn head(&self) -> u64 {
+        self.head.0.load(Ordering::Acquire)
+    }
+
+    /// Seq of the oldest message a reader could still get (or `head()` if
+    /// none). Racy by nature: a publish may overwrite it right after.
+    pub fn oldest_retained(&self) -> u64 {
+        let head = self.head();
+        self.first_retained(head.saturating_sub(self.header_slots), head)
+    }
+
+    /// The largest payload `publish` accepts.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Bytes allocated for slots (at most the configured `capacity_bytes`).
+    pub fn memory_bytes(&self) -> usize {
+        self.geometry().memory_bytes()
+    }
+
+    /// The slot counts this ring was built with.
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            header_slots: self.headers.len(),
+            arena_slots: self.arena.len(),
+        }
+    }
+
+    /// A new reader with its own cursor. See [`Start`] for where it begins.
+    #[cfg(not(loom))]
+    pub fn reader(self: &Arc<Self>, start: Start) -> Reader {
+        Reader::new(self.clone(), start)
+    }
+
+    #[inline]
+    fn header_slot(&self, seq: u64) -> &Slot {
+        &self.headers[(seq & (self.header_slots - 1)) as usize]
+    }
+
+    #[inline]
+    fn arena_slot(&self, pos: u64) -> &Slot {
+        &self.arena[(pos & (self.arena_slots - 1)) as usize]
+    }
+
+    // ---- write side -------------------------------------------------------
+
+    /// Writes message `seq` whose chunks start at arena position `pos`.
+    /// Chunks first, header last: a committed header implies a complete
+    /// message. `owned` is true for the single producer (see `begin_write`).
+    /// The caller has checked `len <= max_message_bytes`.
+    pub(crate) fn write(&self, seq: u64, pos: u64, len: usize, parts: &[&[u8]], owned: bool) {
+        let mut src = WordSource::new(parts);
+        let mut left = len;
+        for i in 0..chunks_for(len) as u64 {
+            let slot = self.arena_slot(pos + i);
+            begin_write(slot, pos + i, self.arena_slots, owned);
+            let n = left.min(CHUNK_BYTES);
+            for w in &slot.words[..n.div_ceil(8)] {
+                w.store(src.next_word(), Ordering::Relaxed);
+            }
+            left -= n;
+            end_write(slot, pos + i);
+        }
+        let slot = self.header_slot(seq);
+        begin_write(slot, seq, self.header_slots, owned);
+        slot.words[0].store(len as u64, Ordering::Relaxed);
+        if len <= INLINE_MAX {
+            for w in &slot.words[1..1 + len.div_ceil(8)] {
+                w.store(src.next_word(), Ordering::Relaxed);
+            }
+        } else {
+            slot.words[1].store(pos, Ordering::Relaxed);
+        }
+        end_write(slot, seq);
+    }
+
+    /// Single producer: makes `seq` visible to `head()` readers.
+    pub(crate) fn publish_head(&self, next: u64) {
+        self.head.0.store(next, Ordering::Release);
+    }
+
+    /// Multi producer: claims the next seq and `chunks` arena positions.
+    pub(crate) fn claim(&self, chunks: usize) -> (u64, u64) {
+        let seq = self.head.0.fetch_add(1, Ordering::Relaxed);
+        let pos = if chunks == 0 {
+            0
+        } else {
+            self.arena_head
+                .0
+                .fetch_add(chunks as u64, Ordering::Relaxed)
+        };
+        (seq, pos)
+    }
+
+    // ---- read side --------------------------------------------------------
+
+    /// Reads the header of `seq` with the seqlock recipe. Loads only the
+    /// words the length says are in use.
+    pub(crate) fn read_header(&self, seq: u64) -> Header {
+        let slot = self.header_slot(seq);
+        let want = done(seq);
+        let stamp = slot.stamp.load(Ordering::Acquire);
+        if stamp < want {
+            return Header::NotYet;
+        }
+        if stamp > want {
+            return Header::Gone;
+        }
+        let len = slot.words[0].load(Ordering::Relaxed);
+        let mut words = [0u64; WORDS - 1];
+        // A torn `len` is harmless here: it only bounds how many words we
+        // load, and the re-check below rejects the whole read.
+        let used = if len <= INLINE_MAX as u64 {
+            (len as usize).div_ceil(8)
+        } else {
+            1
+        };
+        for (dst, w) in words[..used].iter_mut().zip(&slot.words[1..]) {
+            *dst = w.load(Ordering::Relaxed);
+        }
+        if !still_stamped(slot, want) {
+            return Header::Gone;
+        }
+        match usize::try_from(len) {
+            // A consistent header always has len <= max; anything else would
+            // be a bug, and is reported as a loss rather than trusted.
+            Ok(len) if len <= self.max_message_bytes => Header::Committed { len, words },
+            _ => Header::Gone,
+        }
+    }
+
+    /// Appends the payload of a committed arena message to `out`. Each chunk
+    /// is read with the recipe and must carry exactly its own done stamp:
+    /// arena position `pos` is written by one writer only, ever, so an exact
+    /// stamp before and after proves the bytes are that message's. (No header
+    /// re-check is needed afterwards.) False if any chunk was overwritten.
+    pub(crate) fn copy_arena(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> bool {
+        out.reserve(len);
+        let mut left = len;
+        let mut words = [0u64; WORDS];
+        for i in 0..chunks_for(len) as u64 {
+            let slot = self.arena_slot(pos + i);
+            let want = done(pos + i);
+            if slot.stamp.load(Ordering::Acquire) != want {
+                return false;
+            }
+            let n = left.min(CHUNK_BYTES);
+            let used = n.div_ceil(8);
+            for (dst, w) in words[..used].iter_mut().zip(&slot.words) {
+                *dst = w.load(Ordering::Relaxed);
+            }
+            if !still_stamped(slot, want) {
+                return false;
+            }
+            append_words(out, &words[..used], n);
+            left -= n;
+        }
+        true
+    }
+
+    /// Whether `seq` could still be read, without copying it. For arena
+    /// messages only the first chunk is checked: chunks are overwritten in
+    /// position order, so the first is the first to go. (A later chunk lost
+    /// to a concurrent writer just makes the subsequent read report a lag.)
+    fn probe(&self, seq: u64) -> Probe {
+        match self.read_header(seq) {
+            Header::NotYet => Probe::Pending,
+            Header::Gone => Probe::Gone,
+            Header::Committed { len, .. } if len <= INLINE_MAX => Probe::Retained,
+            Header::Committed { words, .. } => {
+                let pos = words[0];
+                if self.arena_slot(pos).stamp.load(Ordering::Acquire) == done(pos) {
+                    Probe::Retained
+                } else {
+                    Probe::Gone
+                }
+            }
+        }
+    }
+
+    /// First seq in `[from, to)` that is not gone (retained, or not yet
+    /// written so a reader can wait for it), else `to`.
+    fn first_retained(&self, from: u64, to: u64) -> u64 {
+        (from..to)
+            .find(|&s| self.probe(s) != Probe::Gone)
+            .unwrap_or(to)
+    }
+
+    /// Where a reader lapped at `next` continues. Always `> next`, so the
+    /// reported `missed = resume - next` is at least 1 and the cursor moves.
+    pub(crate) fn resume_after_lap(&self, next: u64, policy: Resume) -> u64 {
+        let head = self.head();
+        // Everything below head - H has certainly been overwritten.
+        let from = (next + 1).max(head.saturating_sub(self.header_slots));
+        // `head` may be stale relative to the stamp we saw; never go back.
+        let to = head.max(from);
+        match policy {
+            Resume::Oldest => self.first_retained(from, to),
+            Resume::Newest => (from..to)
+                .rev()
+                .find(|&s| self.probe(s) == Probe::Retained)
+                .unwrap_or(to),
+        }
+    }
+
+    /// Where `Start::Oldest` begins.
+    pub(crate) fn start_oldest(&self) -> u64 {
+        self.oldest_retained()
+    }
+
+    /// Cheap "anything for `seq`?": one Acquire load. True when committed or
+    /// when the slot has moved past `seq` (the reader was lapped).
+    #[inline]
+    pub(crate) fn has(&self, seq: u64) -> bool {
+        self.header_slot(seq).stamp.load(Ordering::Acquire) >= done(seq)
+    }
+}
+
+/// A random, non-zero epoch without extra dependencies: std's `RandomState`
+/// is seeded from the OS once per thread and varied per instance; the
+/// counter separates rings created in the same instant on the same thread.
+fn random_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish().max(1)
+}

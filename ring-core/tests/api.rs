@@ -1,0 +1,264 @@
+//! Behaviour a user of the ring notices, one scenario per test.
+
+use lapwing_ring::{
+    Batch, BatchEvent, ConfigError, Geometry, Lagged, PublishError, ReadOutcome, Resume, Ring,
+    RingConfig, Start,
+};
+
+fn small_sp() -> (lapwing_ring::Publisher, std::sync::Arc<Ring>) {
+    // 8 headers, 8 arena chunks: easy to lap by hand.
+    Ring::single_producer_with_geometry(
+        Geometry {
+            header_slots: 8,
+            arena_slots: 8,
+        },
+        8 * 56,
+        7,
+    )
+    .unwrap()
+}
+
+fn read(r: &mut lapwing_ring::Reader) -> (ReadOutcome, Vec<u8>) {
+    let mut buf = Vec::new();
+    let out = r.try_read(&mut buf);
+    (out, buf)
+}
+
+#[test]
+fn delivers_in_order_with_contiguous_seqs_inline_and_arena() {
+    let (mut p, ring) = small_sp();
+    let mut r = ring.reader(Start::Oldest);
+    assert_eq!(read(&mut r).0, ReadOutcome::Empty);
+    let payloads: Vec<Vec<u8>> = vec![
+        vec![],
+        b"x".to_vec(),
+        vec![7; 48],
+        vec![9; 49],
+        vec![1; 200],
+    ];
+    for (i, pl) in payloads.iter().enumerate() {
+        assert_eq!(p.publish(pl).unwrap(), i as u64);
+    }
+    for (i, pl) in payloads.iter().enumerate() {
+        assert!(r.has_new());
+        let (out, buf) = read(&mut r);
+        assert_eq!(out, ReadOutcome::Message { seq: i as u64 });
+        assert_eq!(&buf, pl);
+    }
+    assert!(!r.has_new());
+    assert_eq!(r.stats().received, 5);
+}
+
+#[test]
+fn publish_parts_is_the_concatenation() {
+    let (mut p, ring) = small_sp();
+    let mut r = ring.reader(Start::Latest);
+    p.publish_parts(&[b"12345678", b"", &[5u8; 100]]).unwrap();
+    let (out, buf) = read(&mut r);
+    assert_eq!(out, ReadOutcome::Message { seq: 0 });
+    assert_eq!(&buf[..8], b"12345678");
+    assert_eq!(&buf[8..], &[5u8; 100][..]);
+}
+
+#[test]
+fn too_large_is_an_error_and_uses_no_seq() {
+    let (mut p, ring) = small_sp();
+    let big = vec![0; 8 * 56 + 1];
+    assert_eq!(
+        p.publish(&big),
+        Err(PublishError::TooLarge { len: 449, max: 448 })
+    );
+    assert_eq!(ring.head(), 0);
+    assert_eq!(p.publish(&big[..448]).unwrap(), 0);
+}
+
+#[test]
+fn lapped_reader_gets_exact_gap_then_continues_from_oldest() {
+    let (mut p, ring) = small_sp();
+    let mut r = ring.reader(Start::Oldest);
+    for i in 0..20u8 {
+        p.publish(&[i]).unwrap();
+    }
+    // 8 headers hold seqs 12..20.
+    assert_eq!(ring.oldest_retained(), 12);
+    let (out, _) = read(&mut r);
+    assert_eq!(
+        out,
+        ReadOutcome::Lagged(Lagged {
+            missed: 12,
+            resume_seq: 12
+        })
+    );
+    let (out, buf) = read(&mut r);
+    assert_eq!(out, ReadOutcome::Message { seq: 12 });
+    assert_eq!(buf, vec![12]);
+    let s = r.stats();
+    assert_eq!((s.received, s.lagged_events, s.missed), (1, 1, 12));
+}
+
+#[test]
+fn arena_laps_before_headers_for_big_messages() {
+    let (mut p, ring) = small_sp();
+    let mut r = ring.reader(Start::Oldest);
+    // Each 112-byte message takes 2 of the 8 chunks: only 4 fit.
+    for i in 0..6u8 {
+        p.publish(&[i; 112]).unwrap();
+    }
+    assert_eq!(ring.oldest_retained(), 2);
+    assert_eq!(
+        read(&mut r).0,
+        ReadOutcome::Lagged(Lagged {
+            missed: 2,
+            resume_seq: 2
+        })
+    );
+    assert_eq!(
+        read(&mut r),
+        (ReadOutcome::Message { seq: 2 }, vec![2; 112])
+    );
+}
+
+#[test]
+fn start_at_a_gone_seq_reports_the_gap() {
+    let (mut p, ring) = small_sp();
+    for i in 0..20u8 {
+        p.publish(&[i]).unwrap();
+    }
+    let mut r = ring.reader(Start::At(5));
+    assert_eq!(
+        read(&mut r).0,
+        ReadOutcome::Lagged(Lagged {
+            missed: 7,
+            resume_seq: 12
+        })
+    );
+    let mut r = ring.reader(Start::At(15));
+    assert_eq!(read(&mut r), (ReadOutcome::Message { seq: 15 }, vec![15]));
+    let mut future = ring.reader(Start::At(22));
+    assert_eq!(read(&mut future).0, ReadOutcome::Empty);
+    p.publish(b"20").unwrap();
+    p.publish(b"21").unwrap();
+    assert!(!future.has_new());
+    p.publish(b"22").unwrap();
+    assert_eq!(
+        read(&mut future),
+        (ReadOutcome::Message { seq: 22 }, b"22".to_vec())
+    );
+    let mut far = ring.reader(Start::At(u64::MAX));
+    assert_eq!(read(&mut far).0, ReadOutcome::Empty);
+}
+
+#[test]
+fn latest_sees_only_new_messages() {
+    let (mut p, ring) = small_sp();
+    p.publish(b"old").unwrap();
+    let mut r = ring.reader(Start::Latest);
+    assert_eq!(r.next_seq(), 1);
+    assert_eq!(read(&mut r).0, ReadOutcome::Empty);
+    p.publish(b"new").unwrap();
+    assert_eq!(
+        read(&mut r),
+        (ReadOutcome::Message { seq: 1 }, b"new".to_vec())
+    );
+}
+
+#[test]
+fn resume_newest_jumps_to_the_last_message() {
+    let (mut p, ring) = small_sp();
+    let mut r = ring.reader(Start::Oldest);
+    r.set_resume(Resume::Newest);
+    for i in 0..20u8 {
+        p.publish(&[i]).unwrap();
+    }
+    assert_eq!(
+        read(&mut r).0,
+        ReadOutcome::Lagged(Lagged {
+            missed: 19,
+            resume_seq: 19
+        })
+    );
+    assert_eq!(read(&mut r), (ReadOutcome::Message { seq: 19 }, vec![19]));
+}
+
+#[test]
+fn batch_drains_in_order_within_limits() {
+    let (mut p, ring) = small_sp();
+    let mut r = ring.reader(Start::Oldest);
+    for i in 0..10u8 {
+        p.publish(&[i; 10]).unwrap();
+    }
+    let mut batch = Batch::with_capacity(16, 1024);
+    // Lag (2 missed), then messages 2.. limited to 3 events.
+    assert_eq!(r.read_batch(&mut batch, 3, usize::MAX), 3);
+    let events: Vec<_> = batch.iter().collect();
+    assert_eq!(
+        events,
+        vec![
+            BatchEvent::Lagged(Lagged {
+                missed: 2,
+                resume_seq: 2
+            }),
+            BatchEvent::Message {
+                seq: 2,
+                payload: &[2; 10]
+            },
+            BatchEvent::Message {
+                seq: 3,
+                payload: &[3; 10]
+            },
+        ]
+    );
+    batch.clear();
+    // 25 bytes: two 10-byte messages fit, the third would not.
+    assert_eq!(r.read_batch(&mut batch, 100, 25), 2);
+    // max_bytes 0 still takes one message.
+    batch.clear();
+    assert_eq!(r.read_batch(&mut batch, 100, 0), 1);
+    batch.clear();
+    assert_eq!(r.read_batch(&mut batch, 100, usize::MAX), 3);
+    assert_eq!(r.read_batch(&mut batch, 100, usize::MAX), 0);
+    assert_eq!(batch.len(), 3);
+    assert_eq!(r.next_seq(), 10);
+}
+
+#[test]
+fn multi_producer_shares_the_read_protocol() {
+    let (p, ring) = Ring::multi_producer(RingConfig::new(4096, 1024)).unwrap();
+    let mut r = ring.reader(Start::Oldest);
+    let p2 = p.clone();
+    assert_eq!(p.publish(b"a").unwrap(), 0);
+    assert_eq!(p2.publish(&[3; 1000]).unwrap(), 1);
+    assert_eq!(
+        read(&mut r),
+        (ReadOutcome::Message { seq: 0 }, b"a".to_vec())
+    );
+    assert_eq!(
+        read(&mut r),
+        (ReadOutcome::Message { seq: 1 }, vec![3; 1000])
+    );
+    assert_eq!(
+        p.publish(&[0; 1025]),
+        Err(PublishError::TooLarge {
+            len: 1025,
+            max: 1024
+        })
+    );
+}
+
+#[test]
+fn config_errors_are_typed() {
+    assert!(matches!(
+        Ring::single_producer(RingConfig::new(0, 0)),
+        Err(ConfigError::CapacityTooSmall { .. })
+    ));
+    assert!(matches!(
+        Ring::multi_producer(RingConfig::new(4096, 4096)),
+        Err(ConfigError::MessageDoesNotFit { .. })
+    ));
+    let (_, ring) = Ring::single_producer(RingConfig::new(4096, 1024)).unwrap();
+    assert_eq!(ring.memory_bytes(), 4096);
+    assert_eq!(ring.max_message_bytes(), 1024);
+    let (_, other) = Ring::single_producer(RingConfig::new(4096, 1024)).unwrap();
+    assert_ne!(ring.epoch(), other.epoch());
+    assert_ne!(ring.epoch(), 0);
+}
