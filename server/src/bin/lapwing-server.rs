@@ -1,0 +1,92 @@
+//! `lapwing-server`: config file + `LAPWING_*` environment + flags (flags
+//! win), logging, signals; everything else is the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use lapwing_server::config::{Config, LogFormat};
+
+/// Lapwing pub/sub message bus server.
+///
+/// Runs with no configuration at all on loopback: QUIC 127.0.0.1:7400/udp,
+/// a self-signed certificate generated in the data directory.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (every key is optional; see deploy/lapwing.toml).
+    #[arg(long, env = "LAPWING_CONFIG")]
+    config: Option<PathBuf>,
+    /// QUIC listen address (UDP) [default: 127.0.0.1:7400].
+    #[arg(long)]
+    quic_listen: Option<SocketAddr>,
+    /// gRPC listen address (TCP; reserved for the gRPC edge) [default: 127.0.0.1:7401].
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
+    /// HTTP health/metrics address (reserved) [default: 127.0.0.1:7402].
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Data directory (generated certificate and key).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format: human or json [default: human].
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+    /// Accepted client token (repeatable). Replaces tokens from file and env.
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+}
+
+fn load(args: &Args) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    if let Some(a) = args.quic_listen {
+        config.listen.quic = a;
+    }
+    if let Some(a) = args.grpc_listen {
+        config.listen.grpc = a;
+    }
+    if let Some(a) = args.http_listen {
+        config.listen.http = a;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+    if !args.tokens.is_empty() {
+        config.auth.tokens = args.tokens.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = load(&args)?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(lapwing_server::run(
+        config,
+        lapwing_server::shutdown::signal(),
+    ))?;
+    Ok(())
+}

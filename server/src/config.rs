@@ -1,0 +1,690 @@
+//! Server configuration: one typed struct, read from a TOML file, then
+//! `LAPWING_*` environment variables, then command-line flags (flags win).
+//!
+//! Every key has a default that runs a useful server on loopback with no
+//! file at all. [`Config::validate`] checks everything at once and reports
+//! every problem, so an operator fixes a config in one round instead of one
+//! error per restart.
+//!
+//! The documented example with every key is `deploy/lapwing.toml`; the
+//! doc comment on each field below says the same (why, and the default).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limits::{HARD_MAX_MESSAGE_BYTES, MIN_RING_BYTES};
+
+/// Default ring size per topic: 4 MiB.
+///
+/// It must hold at least one maximum-size message (1 MiB by default) with
+/// room to spare, so a burst of large messages does not lap a subscriber
+/// that is one message behind. Rings are allocated when a topic sees its
+/// first publish, so idle topics cost no ring memory at all (see
+/// `crate::topic`). Small, chatty topics should get a smaller ring via a
+/// `[[topics]]` override, large fan-in topics a bigger one.
+pub const DEFAULT_RING_BYTES: usize = 4 * 1024 * 1024;
+/// Default largest payload of one message: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Default connection cap.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on live subscriptions of one connection.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 1024;
+/// Default cap on the number of topics.
+pub const DEFAULT_MAX_TOPICS: usize = 100_000;
+/// Default UDP socket buffer size (send and receive): 4 MiB.
+pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            other => Err(format!("`{other}` is not a log format (human|json)")),
+        }
+    }
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Name the server reports in Welcome and logs. Default `lapwing`.
+    pub server_name: String,
+    /// Where the generated certificate and key live. Default:
+    /// `$LAPWING_DATA_DIR`, else `$XDG_DATA_HOME/lapwing`, else
+    /// `~/.local/share/lapwing`, else `./lapwing-data`.
+    pub data_dir: PathBuf,
+    /// `human` (default) or `json`.
+    pub log_format: LogFormat,
+    /// Listen addresses.
+    pub listen: ListenConfig,
+    /// Certificate and key.
+    pub tls: TlsConfig,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// Limits that protect the server from a client.
+    pub limits: LimitsConfig,
+    /// Settings for topics that have no `[[topics]]` entry.
+    pub topic_defaults: TopicDefaults,
+    /// Per-topic overrides, matched by exact name first, then by the longest prefix.
+    pub topics: Vec<TopicOverride>,
+    /// Socket tuning.
+    pub transport: TransportConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// Listen addresses. Loopback by default: exposing a server is a decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// QUIC (UDP). Default `127.0.0.1:7400`.
+    pub quic: SocketAddr,
+    /// gRPC (TCP), reserved for the gRPC edge. Default `127.0.0.1:7401`.
+    pub grpc: SocketAddr,
+    /// HTTP health and metrics, reserved. Default `127.0.0.1:7402`.
+    pub http: SocketAddr,
+}
+
+/// TLS material. With neither set, a self-signed certificate is generated
+/// in `data_dir` on first start and reused afterwards.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first). Default: none (self-signed).
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`. Default: none (self-signed).
+    pub key: Option<PathBuf>,
+}
+
+/// Authentication. With no tokens, everyone is accepted (and the server
+/// warns when it listens on a non-loopback address that way).
+#[derive(Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Tokens a client may present in Hello. Default: none (no auth).
+    pub tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Tokens are secrets: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .finish()
+    }
+}
+
+/// Limits. Each protects the server (and other clients) from one client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest payload of one message, server-wide. A topic override may
+    /// lower it. Default 1 MiB; at most 64 MiB.
+    pub max_message_bytes: usize,
+    /// Concurrent connections; one over gets closed with
+    /// TOO_MANY_CONNECTIONS. Default 10 000.
+    pub max_connections: usize,
+    /// Live subscriptions per connection. Default 1024. Clients must allow
+    /// this many concurrent server-opened uni streams to use them all at once.
+    pub max_subscriptions_per_connection: u32,
+    /// Topics in the registry; auto-creation fails beyond it. Default 100 000.
+    pub max_topics: usize,
+    /// Time a client has to send Hello after connecting. Default 10 s.
+    pub hello_timeout_ms: u64,
+}
+
+/// Settings for topics without an override.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Ring size in bytes. Default 4 MiB (must hold a maximum-size message).
+    pub ring_bytes: usize,
+    /// Create topics on first publish or subscribe. Default true; when
+    /// false, only topics created through the admin API (or `[[topics]]`
+    /// entries with a `name`) exist and other names get TOPIC_NOT_FOUND.
+    pub auto_create: bool,
+}
+
+/// A per-topic override: `name` for one topic or `prefix` for a family.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicOverride {
+    /// Exact topic name. Such a topic is created at start.
+    pub name: Option<String>,
+    /// Prefix of topic names (e.g. `metrics.`).
+    pub prefix: Option<String>,
+    /// Ring size in bytes. Default: `topic_defaults.ring_bytes`.
+    pub ring_bytes: Option<usize>,
+    /// Largest payload; at most `limits.max_message_bytes`. Default: that.
+    pub max_message_bytes: Option<usize>,
+}
+
+/// Socket tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// UDP send/receive buffer size requested from the OS (capped by
+    /// `net.core.rmem_max`/`wmem_max`; the server logs what it got). The
+    /// 208 KiB Linux default drops packets under load. Default 4 MiB.
+    pub udp_buffer_bytes: usize,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After GoAway, how long clients get to go before the connection is
+    /// closed with SHUTTING_DOWN. Default 1000 ms.
+    pub drain_ms: u64,
+    /// Hint to clients in GoAway: wait this long before reconnecting. Default 500 ms.
+    pub reconnect_after_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "lapwing".to_owned(),
+            data_dir: lapwing_proto::defaults::default_data_dir(),
+            log_format: LogFormat::Human,
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            topic_defaults: TopicDefaults::default(),
+            topics: Vec::new(),
+            transport: TransportConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        use lapwing_proto::defaults::{GRPC_PORT, HTTP_PORT, QUIC_PORT};
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        Self {
+            quic: SocketAddr::from((lo, QUIC_PORT)),
+            grpc: SocketAddr::from((lo, GRPC_PORT)),
+            http: SocketAddr::from((lo, HTTP_PORT)),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_topics: DEFAULT_MAX_TOPICS,
+            hello_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self {
+            ring_bytes: DEFAULT_RING_BYTES,
+            auto_create: true,
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_ms: 1000,
+            reconnect_after_ms: 500,
+        }
+    }
+}
+
+/// One configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this struct.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser's message (names the key and line).
+        source: Box<toml::de::Error>,
+    },
+    /// An environment variable has a value that does not parse.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key has a value the server cannot run with.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `limits.max_message_bytes`.
+        key: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// A config for tests: loopback, port 0 everywhere, small rings, a
+    /// short drain, certificate generated in `data_dir`.
+    pub fn for_tests(data_dir: &Path) -> Config {
+        let any = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        Config {
+            server_name: "lapwing-test".to_owned(),
+            data_dir: data_dir.to_owned(),
+            listen: ListenConfig {
+                quic: any,
+                grpc: any,
+                http: any,
+            },
+            limits: LimitsConfig {
+                max_message_bytes: 64 * 1024,
+                max_connections: 256,
+                max_subscriptions_per_connection: 64,
+                max_topics: 10_000,
+                hello_timeout_ms: 5_000,
+            },
+            topic_defaults: TopicDefaults {
+                ring_bytes: 256 * 1024,
+                auto_create: true,
+            },
+            shutdown: ShutdownConfig {
+                drain_ms: 200,
+                reconnect_after_ms: 100,
+            },
+            ..Config::default()
+        }
+    }
+
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies `LAPWING_*` variables from `vars` (pass `std::env::vars()`),
+    /// collecting every unparsable value. Unknown `LAPWING_*` names are
+    /// ignored: the client and other tools share the prefix.
+    ///
+    /// | variable | key |
+    /// |---|---|
+    /// | `LAPWING_QUIC_LISTEN` | `listen.quic` |
+    /// | `LAPWING_GRPC_LISTEN` | `listen.grpc` |
+    /// | `LAPWING_HTTP_LISTEN` | `listen.http` |
+    /// | `LAPWING_DATA_DIR` | `data_dir` |
+    /// | `LAPWING_LOG_FORMAT` | `log_format` |
+    /// | `LAPWING_TOKENS` | `auth.tokens` (comma-separated) |
+    /// | `LAPWING_TLS_CERT`, `LAPWING_TLS_KEY` | `tls.cert`, `tls.key` |
+    /// | `LAPWING_MAX_MESSAGE_BYTES` | `limits.max_message_bytes` |
+    /// | `LAPWING_MAX_CONNECTIONS` | `limits.max_connections` |
+    /// | `LAPWING_RING_BYTES` | `topic_defaults.ring_bytes` |
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (var, value) in vars {
+            let mut parse = |apply: &mut dyn FnMut(&str) -> Result<(), String>| {
+                if let Err(reason) = apply(&value) {
+                    errors.push(ConfigError::Env {
+                        var: var.clone(),
+                        reason,
+                    });
+                }
+            };
+            match var.as_str() {
+                "LAPWING_QUIC_LISTEN" => parse(&mut |v| set_parsed(&mut self.listen.quic, v)),
+                "LAPWING_GRPC_LISTEN" => parse(&mut |v| set_parsed(&mut self.listen.grpc, v)),
+                "LAPWING_HTTP_LISTEN" => parse(&mut |v| set_parsed(&mut self.listen.http, v)),
+                "LAPWING_DATA_DIR" => self.data_dir = PathBuf::from(&value),
+                "LAPWING_LOG_FORMAT" => parse(&mut |v| set_parsed(&mut self.log_format, v)),
+                "LAPWING_TOKENS" => {
+                    self.auth.tokens = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
+                "LAPWING_TLS_CERT" => self.tls.cert = Some(PathBuf::from(&value)),
+                "LAPWING_TLS_KEY" => self.tls.key = Some(PathBuf::from(&value)),
+                "LAPWING_MAX_MESSAGE_BYTES" => {
+                    parse(&mut |v| set_parsed(&mut self.limits.max_message_bytes, v))
+                }
+                "LAPWING_MAX_CONNECTIONS" => {
+                    parse(&mut |v| set_parsed(&mut self.limits.max_connections, v))
+                }
+                "LAPWING_RING_BYTES" => {
+                    parse(&mut |v| set_parsed(&mut self.topic_defaults.ring_bytes, v))
+                }
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Checks the whole config and returns every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let max_msg = self.limits.max_message_bytes;
+        if max_msg == 0 || max_msg > HARD_MAX_MESSAGE_BYTES {
+            errors.push(invalid(
+                "limits.max_message_bytes",
+                format!("{max_msg} is outside 1..={HARD_MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            errors.push(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if self.limits.max_subscriptions_per_connection == 0 {
+            errors.push(invalid(
+                "limits.max_subscriptions_per_connection",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_topics == 0 {
+            errors.push(invalid("limits.max_topics", "must be at least 1"));
+        }
+        if self.limits.hello_timeout_ms == 0 {
+            errors.push(invalid("limits.hello_timeout_ms", "must be at least 1"));
+        }
+        if self.server_name.is_empty() {
+            errors.push(invalid("server_name", "must not be empty"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            errors.push(invalid("data_dir", "must not be empty"));
+        }
+        check_ring(
+            &mut errors,
+            "topic_defaults.ring_bytes",
+            self.topic_defaults.ring_bytes,
+            max_msg,
+        );
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                errors.push(invalid("tls.key", "tls.cert is set but tls.key is not"))
+            }
+            (None, Some(_)) => {
+                errors.push(invalid("tls.cert", "tls.key is set but tls.cert is not"))
+            }
+            _ => {}
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            if token.is_empty() {
+                errors.push(invalid(format!("auth.tokens[{i}]"), "must not be empty"));
+            }
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            let key = |k: &str| format!("topics[{i}].{k}");
+            match (&t.name, &t.prefix) {
+                (Some(name), None) => {
+                    if let Err(e) = lapwing_proto::topic::validate_topic(name) {
+                        errors.push(invalid(key("name"), e.to_string()));
+                    }
+                }
+                (None, Some(prefix)) => {
+                    if prefix.is_empty() || prefix.len() > 255 {
+                        errors.push(invalid(key("prefix"), "must be 1..=255 bytes"));
+                    }
+                }
+                _ => errors.push(invalid(
+                    format!("topics[{i}]"),
+                    "needs exactly one of `name` or `prefix`",
+                )),
+            }
+            let msg = t.max_message_bytes.unwrap_or(max_msg);
+            if msg == 0 || msg > max_msg {
+                errors.push(invalid(
+                    key("max_message_bytes"),
+                    format!("{msg} is outside 1..=limits.max_message_bytes ({max_msg})"),
+                ));
+            }
+            check_ring(
+                &mut errors,
+                &key("ring_bytes"),
+                t.ring_bytes.unwrap_or(self.topic_defaults.ring_bytes),
+                msg.min(max_msg),
+            );
+        }
+        if self.shutdown.drain_ms > 60_000 {
+            errors.push(invalid("shutdown.drain_ms", "at most 60000"));
+        }
+        if self.transport.udp_buffer_bytes < 64 * 1024 {
+            errors.push(invalid("transport.udp_buffer_bytes", "at least 65536"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Time a client has to send Hello.
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.hello_timeout_ms)
+    }
+}
+
+fn set_parsed<T: std::str::FromStr>(slot: &mut T, value: &str) -> Result<(), String>
+where
+    T::Err: std::fmt::Display,
+{
+    *slot = value
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{value}`: {e}"))?;
+    Ok(())
+}
+
+fn check_ring(errors: &mut Vec<ConfigError>, key: &str, ring_bytes: usize, max_message: usize) {
+    if ring_bytes < MIN_RING_BYTES {
+        errors.push(invalid(
+            key,
+            format!("{ring_bytes} is below {MIN_RING_BYTES}"),
+        ));
+        return;
+    }
+    if let Err(e) = crate::topic::check_ring_config(ring_bytes, max_message) {
+        errors.push(invalid(
+            key,
+            format!(
+                "a ring of {ring_bytes} bytes cannot hold messages of {max_message} bytes: {e}"
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.listen.quic.ip().is_loopback());
+        assert_eq!(c.listen.quic.port(), 7400);
+        assert_eq!(c.listen.grpc.port(), 7401);
+        assert_eq!(c.listen.http.port(), 7402);
+        Config::for_tests(Path::new("/tmp/x")).validate().unwrap();
+    }
+
+    #[test]
+    fn validate_reports_every_error_at_once() {
+        let mut c = Config::default();
+        c.limits.max_message_bytes = 0;
+        c.limits.max_connections = 0;
+        c.limits.max_subscriptions_per_connection = 0;
+        c.tls.cert = Some("c.pem".into());
+        c.auth.tokens = vec![String::new()];
+        c.topics.push(TopicOverride {
+            name: Some("bad..name".into()),
+            ..Default::default()
+        });
+        c.topics.push(TopicOverride::default());
+        let errs = c.validate().unwrap_err().0;
+        let keys: Vec<String> = errs
+            .iter()
+            .map(|e| match e {
+                ConfigError::Invalid { key, .. } => key.clone(),
+                other => panic!("unexpected {other}"),
+            })
+            .collect();
+        for k in [
+            "limits.max_message_bytes",
+            "limits.max_connections",
+            "limits.max_subscriptions_per_connection",
+            "tls.key",
+            "auth.tokens[0]",
+            "topics[0].name",
+            "topics[1]",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "missing {k} in {keys:?}");
+        }
+        let shown = ConfigErrors(errs).to_string();
+        assert!(shown.contains("limits.max_connections"), "{shown}");
+    }
+
+    #[test]
+    fn ring_too_small_for_max_message_is_rejected() {
+        let mut c = Config::default();
+        c.topic_defaults.ring_bytes = 64 * 1024;
+        let errs = c.validate().unwrap_err().0;
+        assert!(errs.iter().any(
+            |e| matches!(e, ConfigError::Invalid { key, .. } if key == "topic_defaults.ring_bytes")
+        ));
+    }
+
+    #[test]
+    fn toml_file_then_env_then_flags() {
+        let c = Config::from_toml(
+            r#"
+            server_name = "edge-1"
+            log_format = "json"
+            [listen]
+            quic = "0.0.0.0:9000"
+            [auth]
+            tokens = ["s3cret"]
+            [limits]
+            max_message_bytes = 4096
+            [topic_defaults]
+            ring_bytes = 65536
+            [[topics]]
+            prefix = "metrics."
+            ring_bytes = 16384
+            max_message_bytes = 1024
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server_name, "edge-1");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.listen.quic.port(), 9000);
+        assert_eq!(c.listen.grpc.port(), 7401, "unset keys keep defaults");
+        assert_eq!(c.topics[0].prefix.as_deref(), Some("metrics."));
+        c.validate().unwrap();
+
+        let mut c = c;
+        c.apply_env([
+            (
+                "LAPWING_QUIC_LISTEN".to_owned(),
+                "127.0.0.1:9100".to_owned(),
+            ),
+            ("LAPWING_TOKENS".to_owned(), "a, b".to_owned()),
+            ("LAPWING_UNRELATED".to_owned(), "x".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(c.listen.quic.port(), 9100);
+        assert_eq!(c.auth.tokens, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn env_errors_are_collected() {
+        let mut c = Config::default();
+        let errs = c
+            .apply_env([
+                ("LAPWING_QUIC_LISTEN".to_owned(), "nope".to_owned()),
+                ("LAPWING_MAX_CONNECTIONS".to_owned(), "-1".to_owned()),
+                ("LAPWING_LOG_FORMAT".to_owned(), "xml".to_owned()),
+            ])
+            .unwrap_err()
+            .0;
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[limits]\nmax_mesage_bytes = 1\n").unwrap_err();
+        assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn tokens_are_not_printed() {
+        let mut c = Config::default();
+        c.auth.tokens = vec!["hunter2".into()];
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Publish streams opened by the client.
+//!
+//! Uni streams are fire-and-forget: errors come back as Error frames on
+//! the control stream. Bidi streams (after the control stream) are acked:
+//! one PublishResult per Publish, in order. A message-level error (too
+//! large, bad topic) refuses that one message and the stream goes on; a
+//! frame-level error (undecodable, length over the limit) loses frame sync,
+//! so the stream is stopped with the code. The connection stays up either
+//! way, and every message accepted before the error stays published.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures::{FutureExt, StreamExt};
+use lapwing_proto::v1::{self, publish_result, Publish, PublishResult};
+use lapwing_proto::{FrameCodec, FrameError};
+use quinn::{RecvStream, SendStream};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::control::{error_response, ControlTx};
+use super::{code, Shared};
+use crate::limits::RequestError;
+use crate::topic::{PublishError, Topic};
+
+/// Publish frames handled per write on an acked stream.
+const ACK_BATCH: usize = 64;
+
+/// Publishes on behalf of one stream, caching the topic it used last
+/// (streams usually publish to one topic, so the registry lock is skipped).
+#[derive(Debug)]
+struct StreamPublisher {
+    shared: Arc<Shared>,
+    cached: Option<Arc<Topic>>,
+}
+
+impl StreamPublisher {
+    fn publish(&mut self, p: &Publish) -> Result<v1::PublishAck, RequestError> {
+        let topic = match &self.cached {
+            Some(t) if t.name() == p.topic && !t.is_deleted() => t.clone(),
+            _ => {
+                let t = self.shared.registry.get_or_create(&p.topic)?;
+                self.cached = Some(t.clone());
+                t
+            }
+        };
+        match topic.publish(&p.payload) {
+            Ok(seq) => Ok(v1::PublishAck {
+                epoch: topic.epoch(),
+                seq,
+            }),
+            Err(PublishError::TooLarge { len, max }) => Err(RequestError::MessageTooLarge {
+                topic: p.topic.clone(),
+                len,
+                max,
+            }),
+            Err(PublishError::Deleted) => {
+                // Deleted between lookup and publish: the name now means a
+                // new topic.
+                self.cached = None;
+                self.publish(p)
+            }
+            Err(PublishError::Ring(e)) => Err(RequestError::Internal(e.to_string())),
+        }
+    }
+}
+
+fn frames(recv: RecvStream, shared: &Shared) -> FramedRead<RecvStream, FrameCodec<Publish>> {
+    FramedRead::new(recv, FrameCodec::new(shared.limits.max_frame_bytes))
+}
+
+fn report(control: &ControlTx, err: &RequestError) {
+    // Never wait on the control stream from a publish stream: if the
+    // client does not read its errors, they are dropped, not queued.
+    if control.try_send(error_response(err, 0)).is_err() {
+        debug!(error = %err, "error report dropped (control queue full)");
+    }
+}
+
+/// A uni publish stream.
+pub(super) async fn fire_and_forget(
+    recv: RecvStream,
+    shared: Arc<Shared>,
+    control: ControlTx,
+    cancel: CancellationToken,
+) {
+    let mut frames = frames(recv, &shared);
+    let mut publisher = StreamPublisher {
+        shared,
+        cached: None,
+    };
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = cancel.cancelled() => return,
+        };
+        match frame {
+            None => return,
+            Some(Ok(p)) => {
+                if let Err(err) = publisher.publish(&p) {
+                    debug!(error = %err, "publish refused");
+                    report(&control, &err);
+                }
+            }
+            Some(Err(FrameError::Io(e))) => {
+                debug!(error = %e, "publish stream ended");
+                return;
+            }
+            Some(Err(e)) => {
+                let err = RequestError::from(e);
+                debug!(error = %err, "bad frame on a publish stream; stopping it");
+                let _ = frames.get_mut().stop(code(err.code()));
+                report(&control, &err);
+                return;
+            }
+        }
+    }
+}
+
+/// A bidi (acked) publish stream.
+pub(super) async fn acked(
+    mut send: SendStream,
+    recv: RecvStream,
+    shared: Arc<Shared>,
+    control: ControlTx,
+    cancel: CancellationToken,
+) {
+    let mut frames = frames(recv, &shared);
+    let mut publisher = StreamPublisher {
+        shared,
+        cached: None,
+    };
+    let mut out = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            frame = frames.next() => frame,
+            _ = cancel.cancelled() => return,
+        };
+        let mut next = Some(first);
+        let mut handled = 0;
+        let mut fatal = None;
+        let mut ended = false;
+        // Answer every frame already received, then write once.
+        while let Some(frame) = next.take() {
+            match frame {
+                None => ended = true,
+                Some(Ok(p)) => {
+                    let kind = match publisher.publish(&p) {
+                        Ok(ack) => publish_result::Kind::Ack(ack),
+                        Err(err) => {
+                            debug!(error = %err, "acked publish refused");
+                            publish_result::Kind::Error(err.to_wire(0))
+                        }
+                    };
+                    lapwing_proto::encode_frame(&PublishResult { kind: Some(kind) }, &mut out);
+                    handled += 1;
+                    if handled < ACK_BATCH {
+                        next = frames.next().now_or_never();
+                    }
+                }
+                Some(Err(FrameError::Io(e))) => {
+                    debug!(error = %e, "acked publish stream ended");
+                    ended = true;
+                }
+                Some(Err(e)) => fatal = Some(RequestError::from(e)),
+            }
+        }
+        if let Some(err) = &fatal {
+            let result = PublishResult {
+                kind: Some(publish_result::Kind::Error(err.to_wire(0))),
+            };
+            lapwing_proto::encode_frame(&result, &mut out);
+        }
+        if !out.is_empty() && send.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+        if let Some(err) = fatal {
+            debug!(error = %err, "bad frame on an acked publish stream; stopping it");
+            let _ = frames.get_mut().stop(code(err.code()));
+            let _ = send.finish();
+            report(&control, &err);
+            return;
+        }
+        if ended {
+            let _ = send.finish();
+            return;
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The set of topics: created on first use with the configured settings, or
+//! explicitly (the admin API's create/delete/list/stats).
+//!
+//! A std `RwLock` over a `HashMap`, as mini-redis does: it is held only for
+//! a lookup or an insert, never across an `.await`, and lookups are rare on
+//! the hot path because publish streams cache the `Arc<Topic>` they last
+//! used. Topic settings come from `[[topics]]` overrides (exact name, then
+//! longest prefix) or the defaults.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use lapwing_proto::topic::{validate_topic, TopicError};
+
+use crate::config::Config;
+use crate::topic::{check_ring_config, Topic, TopicSettings, TopicStats};
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name breaks the naming rules.
+    #[error("invalid topic name: {0}")]
+    InvalidName(#[from] TopicError),
+    /// No such topic (and auto-creation is off, for lookups).
+    #[error("topic `{0}` does not exist")]
+    NotFound(String),
+    /// Explicit create of a name that exists.
+    #[error("topic `{0}` already exists")]
+    AlreadyExists(String),
+    /// The registry holds `max_topics` topics.
+    #[error("too many topics (limit {0})")]
+    TooManyTopics(usize),
+    /// Explicit create with settings that cannot make a ring.
+    #[error("invalid topic settings: {0}")]
+    InvalidSettings(String),
+}
+
+#[derive(Debug, Clone)]
+struct Override {
+    name: Option<String>,
+    prefix: Option<String>,
+    ring_bytes: Option<usize>,
+    max_message_bytes: Option<usize>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Registry {
+    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    defaults: TopicSettings,
+    overrides: Vec<Override>,
+    auto_create: bool,
+    max_topics: usize,
+    max_message_bytes: usize,
+}
+
+impl Registry {
+    /// A registry from a validated config; topics named in `[[topics]]`
+    /// entries are created now.
+    pub fn from_config(config: &Config) -> Result<Registry, RegistryError> {
+        let registry = Registry {
+            topics: RwLock::new(HashMap::new()),
+            defaults: TopicSettings {
+                ring_bytes: config.topic_defaults.ring_bytes,
+                max_message_bytes: config.limits.max_message_bytes,
+            },
+            overrides: config
+                .topics
+                .iter()
+                .map(|t| Override {
+                    name: t.name.clone(),
+                    prefix: t.prefix.clone(),
+                    ring_bytes: t.ring_bytes,
+                    max_message_bytes: t.max_message_bytes,
+                })
+                .collect(),
+            auto_create: config.topic_defaults.auto_create,
+            max_topics: config.limits.max_topics,
+            max_message_bytes: config.limits.max_message_bytes,
+        };
+        for name in config.topics.iter().filter_map(|t| t.name.as_deref()) {
+            let settings = registry.settings_for(name);
+            registry.create(name, settings)?;
+        }
+        Ok(registry)
+    }
+
+    /// The settings a topic of this name gets when auto-created.
+    pub fn settings_for(&self, name: &str) -> TopicSettings {
+        let exact = self
+            .overrides
+            .iter()
+            .find(|o| o.name.as_deref() == Some(name));
+        let by_prefix = || {
+            self.overrides
+                .iter()
+                .filter(|o| o.prefix.as_deref().is_some_and(|p| name.starts_with(p)))
+                .max_by_key(|o| o.prefix.as_ref().map_or(0, String::len))
+        };
+        match exact.or_else(by_prefix) {
+            Some(o) => TopicSettings {
+                ring_bytes: o.ring_bytes.unwrap_or(self.defaults.ring_bytes),
+                max_message_bytes: o
+                    .max_message_bytes
+                    .unwrap_or(self.defaults.max_message_bytes),
+            },
+            None => self.defaults,
+        }
+    }
+
+    /// The topic, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read().get(name).cloned()
+    }
+
+    /// The topic, created with its configured settings if it does not exist
+    /// and auto-creation is on. This is the path of every publish and
+    /// subscribe.
+    pub fn get_or_create(&self, name: &str) -> Result<Arc<Topic>, RegistryError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        validate_topic(name)?;
+        if !self.auto_create {
+            return Err(RegistryError::NotFound(name.to_owned()));
+        }
+        let settings = self.settings_for(name);
+        let mut topics = self.write();
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        self.insert(&mut topics, name, settings)
+    }
+
+    /// Creates a topic with explicit settings (admin API).
+    pub fn create(&self, name: &str, settings: TopicSettings) -> Result<Arc<Topic>, RegistryError> {
+        validate_topic(name)?;
+        if settings.max_message_bytes == 0 || settings.max_message_bytes > self.max_message_bytes {
+            return Err(RegistryError::InvalidSettings(format!(
+                "max_message_bytes {} is outside 1..={}",
+                settings.max_message_bytes, self.max_message_bytes
+            )));
+        }
+        check_ring_config(settings.ring_bytes, settings.max_message_bytes)
+            .map_err(|e| RegistryError::InvalidSettings(e.to_string()))?;
+        let mut topics = self.write();
+        if topics.contains_key(name) {
+            return Err(RegistryError::AlreadyExists(name.to_owned()));
+        }
+        self.insert(&mut topics, name, settings)
+    }
+
+    fn insert(
+        &self,
+        topics: &mut HashMap<Arc<str>, Arc<Topic>>,
+        name: &str,
+        settings: TopicSettings,
+    ) -> Result<Arc<Topic>, RegistryError> {
+        if topics.len() >= self.max_topics {
+            return Err(RegistryError::TooManyTopics(self.max_topics));
+        }
+        let name: Arc<str> = name.into();
+        let topic = Arc::new(Topic::new(name.clone(), settings));
+        topics.insert(name, topic.clone());
+        Ok(topic)
+    }
+
+    /// Deletes a topic: its subscriptions end, and a later use of the name
+    /// creates a new topic with a new epoch.
+    pub fn delete(&self, name: &str) -> Result<(), RegistryError> {
+        let topic = self
+            .write()
+            .remove(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        topic.mark_deleted();
+        Ok(())
+    }
+
+    /// Names of all topics, sorted.
+    pub fn list(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().map(|k| k.to_string()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Stats of one topic.
+    pub fn stats(&self, name: &str) -> Option<TopicStats> {
+        self.get(name).map(|t| t.stats())
+    }
+
+    /// Number of topics.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether there are no topics.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<Topic>>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (single inserts/removes), so a poisoned lock is still usable.
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TopicOverride;
+
+    fn config() -> Config {
+        let mut c = Config::for_tests(std::path::Path::new("/tmp/unused"));
+        c.topics = vec![
+            TopicOverride {
+                prefix: Some("metrics.".into()),
+                ring_bytes: Some(16 * 1024),
+                max_message_bytes: Some(1024),
+                ..Default::default()
+            },
+            TopicOverride {
+                prefix: Some("metrics.cpu".into()),
+                ring_bytes: Some(32 * 1024),
+                max_message_bytes: Some(2048),
+                ..Default::default()
+            },
+            TopicOverride {
+                name: Some("orders".into()),
+                ring_bytes: Some(8 * 1024),
+                max_message_bytes: Some(512),
+                ..Default::default()
+            },
+        ];
+        c.validate().unwrap();
+        c
+    }
+
+    #[test]
+    fn topics_are_created_on_first_use_once() {
+        let r = Registry::from_config(&config()).unwrap();
+        let a = r.get_or_create("a.b").unwrap();
+        let b = r.get_or_create("a.b").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(r.list(), vec!["a.b", "orders"]);
+    }
+
+    #[test]
+    fn overrides_match_exact_name_then_longest_prefix() {
+        let c = config();
+        let r = Registry::from_config(&c).unwrap();
+        let d = r.settings_for("other");
+        assert_eq!(d.ring_bytes, c.topic_defaults.ring_bytes);
+        assert_eq!(d.max_message_bytes, c.limits.max_message_bytes);
+        let m = r.settings_for("metrics.mem");
+        assert_eq!((m.ring_bytes, m.max_message_bytes), (16 * 1024, 1024));
+        let cpu = r.settings_for("metrics.cpu.0");
+        assert_eq!(cpu.ring_bytes, 32 * 1024);
+        let o = r.get("orders").expect("named override created at start");
+        assert_eq!(o.settings().max_message_bytes, 512);
+    }
+
+    #[test]
+    fn invalid_names_are_refused_before_creation() {
+        let r = Registry::from_config(&config()).unwrap();
+        assert!(matches!(
+            r.get_or_create("bad..name"),
+            Err(RegistryError::InvalidName(_))
+        ));
+        assert!(matches!(
+            r.get_or_create("has space"),
+            Err(RegistryError::InvalidName(_))
+        ));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn explicit_create_delete_and_stats() {
+        let r = Registry::from_config(&config()).unwrap();
+        let s = TopicSettings {
+            ring_bytes: 8 * 1024,
+            max_message_bytes: 100,
+        };
+        let t = r.create("x", s).unwrap();
+        assert!(matches!(
+            r.create("x", s),
+            Err(RegistryError::AlreadyExists(_))
+        ));
+        t.publish(b"hi").unwrap();
+        let st = r.stats("x").unwrap();
+        assert_eq!((st.published, st.bytes, st.ring_bytes), (1, 2, 8 * 1024));
+        let old_epoch = t.epoch();
+        r.delete("x").unwrap();
+        assert!(t.is_deleted());
+        assert!(r.stats("x").is_none());
+        assert!(matches!(r.delete("x"), Err(RegistryError::NotFound(_))));
+        let again = r.get_or_create("x").unwrap();
+        assert_ne!(again.epoch(), old_epoch, "re-created topic has a new epoch");
+        let too_small = TopicSettings {
+            ring_bytes: 4 * 1024,
+            max_message_bytes: 60_000,
+        };
+        assert!(matches!(
+            r.create("y", too_small),
+            Err(RegistryError::InvalidSettings(_))
+        ));
+    }
+
+    #[test]
+    fn auto_create_off_and_topic_cap() {
+        let mut c = config();
+        c.topic_defaults.auto_create = false;
+        let r = Registry::from_config(&c).unwrap();
+        assert!(matches!(
+            r.get_or_create("nope"),
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(r.get_or_create("orders").is_ok());
+
+        let mut c = config();
+        c.limits.max_topics = 2;
+        let r = Registry::from_config(&c).unwrap();
+        r.get_or_create("a").unwrap();
+        assert!(matches!(
+            r.get_or_create("b"),
+            Err(RegistryError::TooManyTopics(2))
+        ));
+    }
+}

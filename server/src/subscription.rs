@@ -1,0 +1,775 @@
+//! Turning a topic's ring into the Delivery stream of one subscription,
+//! independent of the transport.
+//!
+//! A [`Drain`] owns one ring reader. Each call to [`Drain::next_batch`]
+//! reads a batch (bounded in messages and bytes) and turns every ring event
+//! into a [`DeliveryRef`]: a message becomes `Message{seq, payload, publish
+//! time, epoch}`, a lap becomes `Resync{missed, resume_seq, reason}`. The
+//! QUIC edge encodes the whole batch into one buffer and hands it to the
+//! stream as one write ([`Drain::encode_batch`]); a gRPC edge can call
+//! [`DeliveryRef::to_delivery`] instead.
+//!
+//! This is where the delivery contract is kept: `delivered + missed` covers
+//! every seq the cursor passes, exactly, and the reasons are right: the
+//! first gap of a resume whose start is gone is `NOT_RETAINED`, a resume in
+//! another epoch starts with `EPOCH_CHANGED`, laps are `LAPPED` (or
+//! `SKIPPED` under skip-to-latest); under the disconnect policy a lap ends
+//! the subscription instead ([`Step::Lagged`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use lapwing_proto::v1::{self, LagPolicy, ResyncReason};
+use lapwing_ring::{Batch, BatchEvent, Reader, Resume, Start};
+
+use crate::topic::{split_stored, Topic};
+
+/// Where a subscription starts (the transport-independent form of
+/// `StartPosition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// Only messages published from now on.
+    #[default]
+    Latest,
+    /// Everything the ring still holds.
+    Oldest,
+    /// Resume after `seq` of `epoch`.
+    After {
+        /// Epoch the client last saw.
+        epoch: u64,
+        /// Last seq the client saw.
+        seq: u64,
+    },
+}
+
+impl StartAt {
+    /// From the wire; an absent start means latest.
+    pub fn from_proto(start: Option<&v1::StartPosition>) -> StartAt {
+        use v1::start_position::Kind;
+        match start.and_then(|s| s.kind.as_ref()) {
+            None | Some(Kind::Latest(_)) => StartAt::Latest,
+            Some(Kind::Oldest(_)) => StartAt::Oldest,
+            Some(Kind::After(a)) => StartAt::After {
+                epoch: a.epoch,
+                seq: a.seq,
+            },
+        }
+    }
+}
+
+/// How much one batch may hold. One batch becomes one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Messages per batch.
+    pub max_messages: usize,
+    /// Payload bytes per batch (a single larger message still goes alone).
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        // ~256 messages per write is where QUIC fanout stops gaining
+        // (DESIGN.md measurements); 256 KiB keeps one write well inside the
+        // default stream window.
+        BatchLimits {
+            max_messages: 256,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// One event of a subscription, borrowing the payload from the drain's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryRef<'a> {
+    /// A message.
+    Message {
+        /// Its seq.
+        seq: u64,
+        /// The topic's epoch.
+        epoch: u64,
+        /// Server clock at publish.
+        publish_time_unix_nanos: u64,
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// A gap, with its exact size and reason.
+    Resync(v1::Resync),
+}
+
+impl DeliveryRef<'_> {
+    /// An owned `Delivery` (copies the payload).
+    pub fn to_delivery(&self) -> v1::Delivery {
+        use v1::delivery::Kind;
+        let kind = match *self {
+            DeliveryRef::Message {
+                seq,
+                epoch,
+                publish_time_unix_nanos,
+                payload,
+            } => Kind::Message(v1::Message {
+                seq,
+                payload: bytes::Bytes::copy_from_slice(payload),
+                publish_time_unix_nanos,
+                epoch,
+            }),
+            DeliveryRef::Resync(r) => Kind::Resync(r),
+        };
+        v1::Delivery { kind: Some(kind) }
+    }
+
+    /// Appends this event as one `Delivery` frame. Messages are encoded
+    /// straight from the borrowed payload (no intermediate copy); the bytes
+    /// are identical to what prost produces for the same `Delivery`.
+    pub fn encode_frame(&self, out: &mut BytesMut) {
+        match *self {
+            DeliveryRef::Message {
+                seq,
+                epoch,
+                publish_time_unix_nanos,
+                payload,
+            } => encode_message_frame(out, seq, epoch, publish_time_unix_nanos, payload),
+            DeliveryRef::Resync(_) => lapwing_proto::encode_frame(&self.to_delivery(), out),
+        }
+    }
+}
+
+fn encode_message_frame(out: &mut BytesMut, seq: u64, epoch: u64, time: u64, payload: &[u8]) {
+    use prost::encoding::{encode_varint, encoded_len_varint as vlen};
+    // Message fields: 1 seq (varint), 2 payload (bytes), 3 time (varint),
+    // 4 epoch (varint); proto3 omits zero values, as prost does.
+    let varint_field = |v: u64| if v == 0 { 0 } else { 1 + vlen(v) };
+    let payload_field = if payload.is_empty() {
+        0
+    } else {
+        1 + vlen(payload.len() as u64) + payload.len()
+    };
+    let msg_len = varint_field(seq) + payload_field + varint_field(time) + varint_field(epoch);
+    // Delivery field 1 (`message`), length-delimited.
+    let body_len = 1 + vlen(msg_len as u64) + msg_len;
+    out.reserve(vlen(body_len as u64) + body_len);
+    encode_varint(body_len as u64, out);
+    out.put_u8(0x0a);
+    encode_varint(msg_len as u64, out);
+    if seq != 0 {
+        out.put_u8(0x08);
+        encode_varint(seq, out);
+    }
+    if !payload.is_empty() {
+        out.put_u8(0x12);
+        encode_varint(payload.len() as u64, out);
+        out.put_slice(payload);
+    }
+    if time != 0 {
+        out.put_u8(0x18);
+        encode_varint(time, out);
+    }
+    if epoch != 0 {
+        out.put_u8(0x20);
+        encode_varint(epoch, out);
+    }
+}
+
+/// What one call to [`Drain::next_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Emitted this many events; call again (there may be more).
+    Delivered {
+        /// Messages emitted.
+        messages: usize,
+        /// Resyncs emitted.
+        resyncs: usize,
+    },
+    /// Nothing new: wait with [`Drain::wait`].
+    Idle,
+    /// Lapped under the disconnect policy: the subscription is over (events
+    /// before the lap in this batch were emitted).
+    Lagged {
+        /// Messages lost at the lap.
+        missed: u64,
+    },
+    /// The topic was deleted: the subscription is over.
+    TopicDeleted,
+}
+
+/// Per-subscription accounting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Messages emitted.
+    pub delivered: u64,
+    /// Messages reported missed in resyncs.
+    pub missed: u64,
+    /// Resyncs emitted.
+    pub resyncs: u64,
+}
+
+#[derive(Debug)]
+enum Cursor {
+    /// The topic has no ring yet (nothing published in this epoch): start
+    /// at `start` (always 0) once it has one.
+    Waiting {
+        start: u64,
+    },
+    Reading(Reader),
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Drain {
+    topic: Arc<Topic>,
+    cursor: Cursor,
+    batch: Batch,
+    policy: LagPolicy,
+    start_seq: u64,
+    /// A resync to emit before anything else (epoch changed).
+    pending: Option<v1::Resync>,
+    /// Reason for a gap met as the very first event (a resume whose start
+    /// is no longer held is NOT_RETAINED, not LAPPED).
+    first_lag_reason: Option<ResyncReason>,
+    stats: DrainStats,
+    ended: bool,
+}
+
+impl Drain {
+    /// A subscription to `topic` from `start` with lag `policy`.
+    pub fn new(topic: Arc<Topic>, start: StartAt, policy: LagPolicy) -> Drain {
+        let epoch = topic.epoch();
+        let mut pending = None;
+        let mut first_lag_reason = None;
+        let epoch_changed = |missed_and_resume: u64| v1::Resync {
+            missed: missed_and_resume,
+            resume_seq: missed_and_resume,
+            reason: ResyncReason::EpochChanged as i32,
+            epoch,
+        };
+        let cursor = match topic.ring() {
+            None => {
+                // Nothing was published in this epoch: every start is seq 0.
+                if matches!(start, StartAt::After { epoch: e, .. } if e != epoch) {
+                    pending = Some(epoch_changed(0));
+                }
+                Cursor::Waiting { start: 0 }
+            }
+            Some(ring) => {
+                let ring_start = match start {
+                    StartAt::Latest => Start::Latest,
+                    StartAt::Oldest => Start::Oldest,
+                    StartAt::After { epoch: e, seq } if e == epoch => {
+                        first_lag_reason = Some(ResyncReason::NotRetained);
+                        // A seq the topic never reached is a confused
+                        // client: resume at the head rather than wait for
+                        // (and silently skip up to) it.
+                        Start::At(seq.saturating_add(1).min(ring.head()))
+                    }
+                    StartAt::After { .. } => {
+                        // Accounting restarts at seq 0 of this epoch.
+                        let oldest = ring.oldest_retained();
+                        pending = Some(epoch_changed(oldest));
+                        Start::At(oldest)
+                    }
+                };
+                Cursor::Reading(new_reader(ring, ring_start, policy))
+            }
+        };
+        let start_seq = match &cursor {
+            Cursor::Waiting { start } => *start,
+            Cursor::Reading(r) => r.next_seq(),
+        };
+        topic.counters.subscribers.fetch_add(1, Ordering::Relaxed);
+        Drain {
+            topic,
+            cursor,
+            batch: Batch::new(),
+            policy,
+            start_seq,
+            pending,
+            first_lag_reason,
+            stats: DrainStats::default(),
+            ended: false,
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &Arc<Topic> {
+        &self.topic
+    }
+
+    /// The epoch every Message of this subscription carries.
+    pub fn epoch(&self) -> u64 {
+        self.topic.epoch()
+    }
+
+    /// The first seq this subscription delivers or resyncs to (SubscribeOk).
+    pub fn start_seq(&self) -> u64 {
+        self.start_seq
+    }
+
+    /// Accounting so far.
+    pub fn stats(&self) -> DrainStats {
+        self.stats
+    }
+
+    /// Whether [`Drain::next_batch`] has something to do.
+    pub fn has_new(&self) -> bool {
+        if self.ended || self.pending.is_some() || self.topic.is_deleted() {
+            return true;
+        }
+        match &self.cursor {
+            Cursor::Waiting { .. } => self.topic.ring().is_some(),
+            Cursor::Reading(r) => r.has_new(),
+        }
+    }
+
+    /// Waits until [`Drain::has_new`]. Cancel-safe; costs the publishers
+    /// nothing while this subscription is busy elsewhere.
+    pub async fn wait(&self) {
+        self.topic.wakeup().wait_until(|| self.has_new()).await;
+    }
+
+    /// Reads one batch and emits its events in order.
+    pub fn next_batch(
+        &mut self,
+        limits: BatchLimits,
+        mut emit: impl FnMut(DeliveryRef<'_>),
+    ) -> Step {
+        if self.ended {
+            return Step::TopicDeleted;
+        }
+        if self.topic.is_deleted() {
+            self.ended = true;
+            return Step::TopicDeleted;
+        }
+        let epoch = self.topic.epoch();
+        let mut messages = 0;
+        let mut resyncs = 0;
+        if let Some(r) = self.pending.take() {
+            self.count_resync(r.missed);
+            emit(DeliveryRef::Resync(r));
+            resyncs += 1;
+        }
+        if let Cursor::Waiting { start } = self.cursor {
+            match self.topic.ring() {
+                Some(ring) => {
+                    self.cursor = Cursor::Reading(new_reader(ring, Start::At(start), self.policy))
+                }
+                None => return delivered_or_idle(messages, resyncs),
+            }
+        }
+        let Cursor::Reading(reader) = &mut self.cursor else {
+            return delivered_or_idle(messages, resyncs);
+        };
+        self.batch.clear();
+        reader.read_batch(&mut self.batch, limits.max_messages, limits.max_bytes);
+        for event in self.batch.iter() {
+            let first_lag_reason = self.first_lag_reason.take();
+            match event {
+                BatchEvent::Message { seq, payload } => {
+                    let (publish_time_unix_nanos, payload) = split_stored(payload);
+                    emit(DeliveryRef::Message {
+                        seq,
+                        epoch,
+                        publish_time_unix_nanos,
+                        payload,
+                    });
+                    self.stats.delivered += 1;
+                    messages += 1;
+                }
+                BatchEvent::Lagged(lag) => {
+                    let reason = match (first_lag_reason, self.policy) {
+                        (Some(reason), _) => reason,
+                        (None, LagPolicy::Disconnect) => {
+                            self.stats.missed += lag.missed;
+                            self.topic
+                                .counters
+                                .messages_missed
+                                .fetch_add(lag.missed, Ordering::Relaxed);
+                            self.ended = true;
+                            return Step::Lagged { missed: lag.missed };
+                        }
+                        (None, LagPolicy::SkipToLatest) => ResyncReason::Skipped,
+                        (None, LagPolicy::ResumeOldest) => ResyncReason::Lapped,
+                    };
+                    let resync = v1::Resync {
+                        missed: lag.missed,
+                        resume_seq: lag.resume_seq,
+                        reason: reason as i32,
+                        epoch,
+                    };
+                    // Counted inline: `self.batch` is borrowed by the loop.
+                    self.stats.missed += lag.missed;
+                    self.stats.resyncs += 1;
+                    let c = &self.topic.counters;
+                    c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
+                    c.messages_missed.fetch_add(lag.missed, Ordering::Relaxed);
+                    emit(DeliveryRef::Resync(resync));
+                    resyncs += 1;
+                }
+            }
+        }
+        delivered_or_idle(messages, resyncs)
+    }
+
+    /// Reads one batch and appends it to `out` as Delivery frames: what
+    /// the QUIC edge hands to the stream as one write.
+    pub fn encode_batch(&mut self, out: &mut BytesMut, limits: BatchLimits) -> Step {
+        self.next_batch(limits, |d| d.encode_frame(out))
+    }
+
+    fn count_resync(&mut self, missed: u64) {
+        self.stats.missed += missed;
+        self.stats.resyncs += 1;
+        let c = &self.topic.counters;
+        c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
+        c.messages_missed.fetch_add(missed, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.topic
+            .counters
+            .subscribers
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn new_reader(ring: &Arc<lapwing_ring::Ring>, start: Start, policy: LagPolicy) -> Reader {
+    let mut reader = ring.reader(start);
+    if policy == LagPolicy::SkipToLatest {
+        reader.set_resume(Resume::Newest);
+    }
+    reader
+}
+
+fn delivered_or_idle(messages: usize, resyncs: usize) -> Step {
+    if messages + resyncs == 0 {
+        Step::Idle
+    } else {
+        Step::Delivered { messages, resyncs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::TopicSettings;
+    use bytes::Bytes;
+    use lapwing_proto::FrameCodec;
+    use tokio_util::codec::Decoder;
+
+    fn topic(ring_bytes: usize) -> Arc<Topic> {
+        Arc::new(Topic::new(
+            "t".into(),
+            TopicSettings {
+                ring_bytes,
+                max_message_bytes: 256,
+            },
+        ))
+    }
+
+    fn publish_n(t: &Topic, n: u64) {
+        for _ in 0..n {
+            let seq = t.head();
+            t.publish(format!("m{seq}").as_bytes()).unwrap();
+        }
+    }
+
+    /// Everything a client would observe, and the accounting check.
+    #[derive(Debug, Default)]
+    struct Observed {
+        next: Option<u64>,
+        seqs: Vec<u64>,
+        resyncs: Vec<v1::Resync>,
+        missed: u64,
+    }
+
+    impl Observed {
+        fn take(&mut self, d: DeliveryRef<'_>) {
+            match d {
+                DeliveryRef::Message { seq, payload, .. } => {
+                    if let Some(next) = self.next {
+                        assert_eq!(seq, next, "gap or duplicate without a resync");
+                    }
+                    assert_eq!(payload, format!("m{seq}").as_bytes(), "payload of {seq}");
+                    self.seqs.push(seq);
+                    self.next = Some(seq + 1);
+                }
+                DeliveryRef::Resync(r) => {
+                    if let (Some(next), false) =
+                        (self.next, r.reason == ResyncReason::EpochChanged as i32)
+                    {
+                        assert_eq!(r.resume_seq, next + r.missed, "resync accounting");
+                    }
+                    self.missed += r.missed;
+                    self.next = Some(r.resume_seq);
+                    self.resyncs.push(r);
+                }
+            }
+        }
+
+        fn drain(&mut self, d: &mut Drain, limits: BatchLimits) -> Step {
+            loop {
+                match d.next_batch(limits, |e| self.take(e)) {
+                    Step::Delivered { .. } => continue,
+                    other => return other,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn latest_delivers_only_new_messages_contiguously() {
+        let t = topic(64 * 1024);
+        publish_n(&t, 5);
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        assert_eq!(d.start_seq(), 5);
+        assert!(!d.has_new());
+        publish_n(&t, 10);
+        assert!(d.has_new());
+        let mut o = Observed::default();
+        assert_eq!(o.drain(&mut d, BatchLimits::default()), Step::Idle);
+        assert_eq!(o.seqs, (5..15).collect::<Vec<_>>());
+        assert_eq!(d.stats().delivered, 10);
+    }
+
+    #[test]
+    fn batches_respect_the_message_limit() {
+        let t = topic(64 * 1024);
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        publish_n(&t, 25);
+        let limits = BatchLimits {
+            max_messages: 10,
+            max_bytes: 1 << 20,
+        };
+        let mut sizes = Vec::new();
+        while let Step::Delivered { messages, .. } = d.next_batch(limits, |_| {}) {
+            sizes.push(messages);
+        }
+        assert_eq!(sizes, vec![10, 10, 5]);
+    }
+
+    #[test]
+    fn lapped_subscriber_gets_exact_resync() {
+        let t = topic(4 * 1024); // 32 headers
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        publish_n(&t, 1); // allocate the ring, seq 0
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        publish_n(&t, 200);
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.resyncs.len(), 1, "{:?}", o.resyncs);
+        assert_eq!(o.resyncs[0].reason, ResyncReason::Lapped as i32);
+        assert_eq!(o.resyncs[0].epoch, t.epoch());
+        assert_eq!(o.seqs.len() as u64 + o.missed, 201, "delivered + missed");
+        assert_eq!(*o.seqs.last().unwrap(), 200);
+        let s = t.stats();
+        assert_eq!((s.resyncs_sent, s.messages_missed), (1, o.missed));
+        assert_eq!(d.stats().missed, o.missed);
+    }
+
+    #[test]
+    fn skip_to_latest_jumps_to_the_newest() {
+        let t = topic(4 * 1024);
+        publish_n(&t, 1);
+        let mut d = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::SkipToLatest);
+        publish_n(&t, 199);
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.resyncs[0].reason, ResyncReason::Skipped as i32);
+        assert_eq!(o.seqs.len() as u64 + o.missed, 200);
+        assert!(o.seqs.len() < 5, "skipped to the newest: {:?}", o.seqs);
+        assert_eq!(*o.seqs.last().unwrap(), 199);
+    }
+
+    #[test]
+    fn disconnect_policy_ends_on_lap() {
+        let t = topic(4 * 1024);
+        publish_n(&t, 1);
+        let mut d = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::Disconnect);
+        publish_n(&t, 199);
+        let mut o = Observed::default();
+        match o.drain(&mut d, BatchLimits::default()) {
+            Step::Lagged { missed } => assert!(missed > 0),
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+        assert!(o.resyncs.is_empty());
+        assert!(matches!(
+            d.next_batch(BatchLimits::default(), |_| {}),
+            Step::TopicDeleted
+        ));
+    }
+
+    #[test]
+    fn resume_in_same_epoch_replays_what_is_held() {
+        let t = topic(64 * 1024);
+        publish_n(&t, 10);
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::After {
+                epoch: t.epoch(),
+                seq: 4,
+            },
+            LagPolicy::ResumeOldest,
+        );
+        assert_eq!(d.start_seq(), 5);
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs, (5..10).collect::<Vec<_>>());
+        assert!(o.resyncs.is_empty());
+    }
+
+    #[test]
+    fn resume_past_the_head_starts_at_the_head() {
+        let t = topic(64 * 1024);
+        publish_n(&t, 3);
+        let d = Drain::new(
+            t.clone(),
+            StartAt::After {
+                epoch: t.epoch(),
+                seq: 1000,
+            },
+            LagPolicy::ResumeOldest,
+        );
+        assert_eq!(d.start_seq(), 3);
+    }
+
+    #[test]
+    fn resume_of_a_lost_range_says_not_retained() {
+        let t = topic(4 * 1024);
+        publish_n(&t, 200);
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::After {
+                epoch: t.epoch(),
+                seq: 9,
+            },
+            LagPolicy::ResumeOldest,
+        );
+        let mut o = Observed {
+            next: Some(10),
+            ..Default::default()
+        };
+        o.drain(&mut d, BatchLimits::default());
+        let r = o.resyncs[0];
+        assert_eq!(r.reason, ResyncReason::NotRetained as i32);
+        assert_eq!(r.missed, r.resume_seq - 10);
+        assert_eq!(o.seqs.len() as u64 + o.missed, 190);
+    }
+
+    #[test]
+    fn resume_in_another_epoch_says_epoch_changed() {
+        let t = topic(4 * 1024);
+        publish_n(&t, 200);
+        let oldest = t.oldest_retained();
+        assert!(oldest > 0);
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::After {
+                epoch: t.epoch() ^ 1,
+                seq: 12345,
+            },
+            LagPolicy::ResumeOldest,
+        );
+        assert_eq!(d.start_seq(), oldest);
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        let r = o.resyncs[0];
+        assert_eq!(r.reason, ResyncReason::EpochChanged as i32);
+        assert_eq!(
+            (r.missed, r.resume_seq, r.epoch),
+            (oldest, oldest, t.epoch())
+        );
+        assert_eq!(o.seqs.first(), Some(&oldest));
+        assert_eq!(o.seqs.len() as u64 + o.missed, 200);
+    }
+
+    #[test]
+    fn epoch_change_is_reported_even_before_anything_is_published() {
+        let t = topic(4 * 1024);
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::After { epoch: 7, seq: 7 },
+            LagPolicy::ResumeOldest,
+        );
+        assert!(d.has_new());
+        let mut o = Observed::default();
+        assert_eq!(o.drain(&mut d, BatchLimits::default()), Step::Idle);
+        assert_eq!(o.resyncs.len(), 1);
+        assert_eq!((o.resyncs[0].missed, o.resyncs[0].resume_seq), (0, 0));
+        publish_n(&t, 3);
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn subscription_before_first_publish_starts_at_zero() {
+        let t = topic(4 * 1024);
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        assert_eq!(d.start_seq(), 0);
+        assert!(!d.has_new());
+        assert_eq!(d.next_batch(BatchLimits::default(), |_| {}), Step::Idle);
+        publish_n(&t, 2);
+        assert!(d.has_new());
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs, vec![0, 1]);
+    }
+
+    #[test]
+    fn subscriber_gauge_follows_drains() {
+        let t = topic(4 * 1024);
+        let a = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        let b = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::ResumeOldest);
+        assert_eq!(t.stats().subscribers, 2);
+        drop(a);
+        drop(b);
+        assert_eq!(t.stats().subscribers, 0);
+    }
+
+    #[test]
+    fn deleted_topic_ends_the_drain() {
+        let t = topic(4 * 1024);
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        t.mark_deleted();
+        assert!(d.has_new());
+        assert_eq!(
+            d.next_batch(BatchLimits::default(), |_| {}),
+            Step::TopicDeleted
+        );
+    }
+
+    #[test]
+    fn encoded_frames_match_prost_and_decode() {
+        let t = topic(64 * 1024);
+        t.publish(b"").unwrap(); // seq 0, empty payload: zero fields omitted
+        publish_n(&t, 3);
+        let mut d = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::ResumeOldest);
+        let mut manual = BytesMut::new();
+        let mut via_prost = BytesMut::new();
+        let mut times = Vec::new();
+        d.next_batch(BatchLimits::default(), |e| {
+            e.encode_frame(&mut manual);
+            let owned = e.to_delivery();
+            if let Some(v1::delivery::Kind::Message(m)) = &owned.kind {
+                times.push(m.publish_time_unix_nanos);
+            }
+            lapwing_proto::encode_frame(&owned, &mut via_prost);
+        });
+        assert_eq!(manual, via_prost);
+        let mut codec = FrameCodec::<v1::Delivery>::new(1 << 20);
+        let mut seqs = Vec::new();
+        while let Some(frame) = codec.decode(&mut manual).unwrap() {
+            let Some(v1::delivery::Kind::Message(m)) = frame.kind else {
+                panic!("not a message")
+            };
+            assert_eq!(m.epoch, t.epoch());
+            assert!(m.publish_time_unix_nanos > 0);
+            if m.seq > 0 {
+                assert_eq!(m.payload, Bytes::from(format!("m{}", m.seq)));
+            }
+            seqs.push(m.seq);
+        }
+        assert_eq!(seqs, vec![0, 1, 2, 3]);
+        assert!(times.iter().all(|&t| t > 0));
+    }
+}

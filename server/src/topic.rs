@@ -1,0 +1,366 @@
+//! One topic: its ring, its epoch, the wakeup its subscribers park on, and
+//! its counters.
+//!
+//! Many connections publish to one topic at once, so the ring is written
+//! through the multi-producer publisher (`MpPublisher`, sequence claiming);
+//! no lock is taken on publish.
+//!
+//! Rings are allocated lazily, on the first publish. A topic that only has
+//! subscribers (or was created through the admin API and never used) costs
+//! a few hundred bytes, not its ring size; this is what lets 10 000 idle
+//! topics fit in a few MiB while every ring can still hold a maximum-size
+//! message. The epoch is chosen when the topic is created, not when its
+//! ring is, so subscribers learn it immediately.
+//!
+//! Each stored message is the publish time (8 bytes, little-endian Unix
+//! nanoseconds, server clock) followed by the payload, written with
+//! `publish_parts` so the payload is copied once, straight into the ring.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lapwing_ring::{MpPublisher, Ring, RingConfig};
+
+use crate::limits::STORED_PREFIX_BYTES;
+use crate::wakeup::Wakeup;
+
+/// Size settings of one topic, fixed for the life of its ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Ring capacity in bytes.
+    pub ring_bytes: usize,
+    /// Largest payload a publisher may send.
+    pub max_message_bytes: usize,
+}
+
+impl TopicSettings {
+    fn ring_config(&self) -> RingConfig {
+        RingConfig::new(
+            self.ring_bytes,
+            self.max_message_bytes + STORED_PREFIX_BYTES,
+        )
+    }
+}
+
+/// Checks that a ring of `ring_bytes` can hold messages of `max_message_bytes`
+/// (plus the stored publish time) without allocating it.
+pub fn check_ring_config(
+    ring_bytes: usize,
+    max_message_bytes: usize,
+) -> Result<(), lapwing_ring::ConfigError> {
+    TopicSettings {
+        ring_bytes,
+        max_message_bytes,
+    }
+    .ring_config()
+    .geometry()
+    .map(|_| ())
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The payload is over the topic's maximum.
+    #[error("message of {len} bytes is over the topic's maximum of {max}")]
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The topic was deleted.
+    #[error("topic was deleted")]
+    Deleted,
+    /// The ring could not be created (settings are validated before a
+    /// topic exists, so this means a bug, not bad input).
+    #[error("cannot create ring: {0}")]
+    Ring(#[from] lapwing_ring::ConfigError),
+}
+
+#[derive(Debug)]
+struct TopicRing {
+    publisher: MpPublisher,
+}
+
+impl TopicRing {
+    fn ring(&self) -> &Arc<Ring> {
+        self.publisher.ring()
+    }
+}
+
+/// Live counters of a topic.
+#[derive(Debug, Default)]
+pub(crate) struct TopicCounters {
+    pub(crate) published: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) subscribers: AtomicU64,
+    pub(crate) resyncs_sent: AtomicU64,
+    pub(crate) messages_missed: AtomicU64,
+}
+
+/// A snapshot of a topic's state and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Topic name.
+    pub name: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Configured ring size.
+    pub ring_bytes: usize,
+    /// Largest payload accepted.
+    pub max_message_bytes: usize,
+    /// Memory the ring holds (0 until the first publish allocates it).
+    pub ring_memory_bytes: usize,
+    /// Seq the next message will get.
+    pub head: u64,
+    /// Oldest seq still held (best effort).
+    pub oldest_retained: u64,
+    /// Messages published.
+    pub published: u64,
+    /// Payload bytes published.
+    pub bytes: u64,
+    /// Live subscriptions.
+    pub subscribers: u64,
+    /// Resyncs sent to subscribers.
+    pub resyncs_sent: u64,
+    /// Messages subscribers missed (sum of the resyncs' `missed`).
+    pub messages_missed: u64,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Topic {
+    name: Arc<str>,
+    epoch: u64,
+    settings: TopicSettings,
+    ring: OnceLock<TopicRing>,
+    ring_init: Mutex<()>,
+    wakeup: Wakeup,
+    deleted: AtomicBool,
+    pub(crate) counters: TopicCounters,
+}
+
+impl Topic {
+    /// A topic with a fresh random epoch and no ring yet.
+    pub(crate) fn new(name: Arc<str>, settings: TopicSettings) -> Topic {
+        Topic {
+            name,
+            epoch: random_epoch(),
+            settings,
+            ring: OnceLock::new(),
+            ring_init: Mutex::new(()),
+            wakeup: Wakeup::new(),
+            deleted: AtomicBool::new(false),
+            counters: TopicCounters::default(),
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The epoch: random, fixed for the life of this topic.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Size settings.
+    pub fn settings(&self) -> TopicSettings {
+        self.settings
+    }
+
+    /// The ring, if a publish allocated it.
+    pub fn ring(&self) -> Option<&Arc<Ring>> {
+        self.ring.get().map(TopicRing::ring)
+    }
+
+    /// Seq the next message will get.
+    pub fn head(&self) -> u64 {
+        self.ring().map_or(0, |r| r.head())
+    }
+
+    /// Oldest seq still held (best effort).
+    pub fn oldest_retained(&self) -> u64 {
+        self.ring().map_or(0, |r| r.oldest_retained())
+    }
+
+    /// Where subscribers park; woken after every publish, on ring creation
+    /// and on deletion.
+    pub fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
+    }
+
+    /// Whether the topic was deleted. Subscribers end their streams;
+    /// publishers holding a cached handle look the name up again.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        self.wakeup.wake();
+    }
+
+    /// Publishes one payload stamped with the current time; returns its seq.
+    pub fn publish(&self, payload: &[u8]) -> Result<u64, PublishError> {
+        let max = self.settings.max_message_bytes;
+        if payload.len() > max {
+            return Err(PublishError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        if self.is_deleted() {
+            return Err(PublishError::Deleted);
+        }
+        let ring = match self.ring.get() {
+            Some(r) => r,
+            None => self.init_ring()?,
+        };
+        let now = now_unix_nanos().to_le_bytes();
+        let seq = match ring.publisher.publish_parts(&[&now, payload]) {
+            Ok(seq) => seq,
+            Err(lapwing_ring::PublishError::TooLarge { len, max }) => {
+                // Unreachable given the check above; kept typed, not a panic.
+                return Err(PublishError::TooLarge { len, max });
+            }
+        };
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.wakeup.wake();
+        Ok(seq)
+    }
+
+    #[cold]
+    fn init_ring(&self) -> Result<&TopicRing, PublishError> {
+        // A std Mutex: held only for the allocation, never across .await.
+        let _guard = self.ring_init.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = self.ring.get() {
+            return Ok(r);
+        }
+        let (publisher, _ring) =
+            Ring::multi_producer_with_epoch(self.settings.ring_config(), self.epoch)?;
+        let r = self.ring.get_or_init(|| TopicRing { publisher });
+        // Subscribers waiting for the ring to exist.
+        self.wakeup.wake();
+        Ok(r)
+    }
+
+    /// A snapshot of state and counters.
+    pub fn stats(&self) -> TopicStats {
+        let c = &self.counters;
+        TopicStats {
+            name: self.name.to_string(),
+            epoch: self.epoch,
+            ring_bytes: self.settings.ring_bytes,
+            max_message_bytes: self.settings.max_message_bytes,
+            ring_memory_bytes: self.ring().map_or(0, |r| r.memory_bytes()),
+            head: self.head(),
+            oldest_retained: self.oldest_retained(),
+            published: c.published.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            subscribers: c.subscribers.load(Ordering::Relaxed),
+            resyncs_sent: c.resyncs_sent.load(Ordering::Relaxed),
+            messages_missed: c.messages_missed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Server wall clock in Unix nanoseconds (0 if the clock is before 1970).
+pub fn now_unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A random non-zero epoch. `RandomState` is seeded from the OS once per
+/// process and perturbed per instance; mixing in the time and a counter
+/// makes two topics created in one process (or one restart) differ.
+fn random_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_unix_nanos());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// Splits a stored ring entry into (publish time, payload).
+pub(crate) fn split_stored(stored: &[u8]) -> (u64, &[u8]) {
+    match stored.split_first_chunk::<STORED_PREFIX_BYTES>() {
+        Some((time, payload)) => (u64::from_le_bytes(*time), payload),
+        // Never written by this server; deliver as is rather than panic.
+        None => (0, stored),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TopicSettings {
+        TopicSettings {
+            ring_bytes: 64 * 1024,
+            max_message_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn ring_is_allocated_on_first_publish() {
+        let t = Topic::new("a.b".into(), settings());
+        assert!(t.ring().is_none());
+        assert_eq!(t.head(), 0);
+        assert_eq!(t.stats().ring_memory_bytes, 0);
+        assert_eq!(t.publish(b"hello").unwrap(), 0);
+        assert_eq!(t.publish(b"world").unwrap(), 1);
+        let ring = t.ring().unwrap();
+        assert_eq!(ring.epoch(), t.epoch());
+        let s = t.stats();
+        assert_eq!((s.published, s.bytes, s.head), (2, 10, 2));
+        assert!(s.ring_memory_bytes > 0);
+    }
+
+    #[test]
+    fn stored_messages_carry_publish_time() {
+        let t = Topic::new("a".into(), settings());
+        let before = now_unix_nanos();
+        t.publish(b"payload").unwrap();
+        let mut reader = t.ring().unwrap().reader(lapwing_ring::Start::Oldest);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            reader.try_read(&mut buf),
+            lapwing_ring::ReadOutcome::Message { seq: 0 }
+        ));
+        let (time, payload) = split_stored(&buf);
+        assert_eq!(payload, b"payload");
+        assert!(time >= before && time <= now_unix_nanos());
+    }
+
+    #[test]
+    fn oversize_and_deleted_are_refused() {
+        let t = Topic::new("a".into(), settings());
+        assert!(matches!(
+            t.publish(&[0; 1025]),
+            Err(PublishError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
+        ));
+        t.publish(&[0; 1024]).unwrap();
+        t.mark_deleted();
+        assert!(matches!(t.publish(b"x"), Err(PublishError::Deleted)));
+    }
+
+    #[test]
+    fn epochs_differ_and_are_non_zero() {
+        let a = Topic::new("a".into(), settings());
+        let b = Topic::new("a".into(), settings());
+        assert_ne!(a.epoch(), b.epoch());
+        assert_ne!(a.epoch(), 0);
+    }
+}
