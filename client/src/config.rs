@@ -1,0 +1,63 @@
+//! How to reach and trust a server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lapwing_proto::defaults;
+
+/// How the client decides that it talks to the right server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// A PEM file with CA certificates, or the server's own self-signed
+    /// certificate. Normal verification, including the server name.
+    CaFile(PathBuf),
+    /// The SHA-256 fingerprint of the server's leaf certificate (hex, any
+    /// case, `:` separators allowed). Exactly that certificate is accepted,
+    /// whatever its names and validity dates.
+    Fingerprint(String),
+    /// Accept any certificate. Development only: anyone on the path can
+    /// impersonate the server.
+    Insecure,
+}
+
+/// Everything [`crate::Client::connect`] needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the server's QUIC edge.
+    pub server: String,
+    /// Name verified in the server's certificate (with [`Trust::CaFile`]).
+    pub server_name: String,
+    pub trust: Trust,
+    /// Auth token sent in `Hello`; `None` when the server requires none.
+    pub token: Option<String>,
+    /// Shown in the server's logs and admin API.
+    pub client_name: String,
+    /// Reconnect after a lost connection and resume every subscription.
+    pub reconnect: bool,
+    /// QUIC flow-control window per subscription stream. Together with the
+    /// per-subscription event buffer it bounds how far a slow consumer can
+    /// fall behind before the server's ring laps it (and it gets a resync).
+    pub stream_receive_window: u32,
+    /// Limit on the first connect (TLS + Hello/Welcome).
+    pub connect_timeout: Duration,
+    /// Longest wait between two reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// A config with the defaults: server name `localhost`, no token,
+    /// reconnect on, 1 MiB stream window.
+    pub fn new(server: impl Into<String>, trust: Trust) -> Self {
+        Self {
+            server: server.into(),
+            server_name: defaults::SERVER_NAME.to_owned(),
+            trust,
+            token: None,
+            client_name: format!("lapwing-client/{}", env!("CARGO_PKG_VERSION")),
+            reconnect: true,
+            stream_receive_window: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}

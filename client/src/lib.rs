@@ -1,0 +1,54 @@
+//! Async client for the Lapwing message bus, and the `lapwing` CLI.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lapwing_client::ClientError> {
+//! use futures::StreamExt;
+//! use lapwing_client::{Client, ClientConfig, Event, SubscribeOptions, Trust};
+//!
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:7400", Trust::Insecure)).await?;
+//! let mut sub = client.subscribe("prices.eur", SubscribeOptions::default()).await?;
+//! client.publish("prices.eur", "1.0842").await?;
+//! while let Some(event) = sub.next().await {
+//!     match event? {
+//!         Event::Message { seq, payload, .. } => println!("{seq}: {payload:?}"),
+//!         Event::Resync { missed, resume_seq, .. } => println!("lost {missed}, resuming at {resume_seq}"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The client keeps one QUIC connection. Each subscription is its own
+//! server-opened stream, so a slow subscription never holds up another. When
+//! the connection is lost (or the server says `GoAway`), the client
+//! reconnects with backoff and resumes every subscription after the last
+//! `{epoch, seq}` it received; whatever the server can no longer replay
+//! arrives as [`Event::Resync`]. See `proto/PROTOCOL.md`.
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod error;
+mod publisher;
+mod subscription;
+mod tls;
+mod transport;
+
+pub mod cli;
+
+pub use client::{Client, PublishAck};
+pub use config::{ClientConfig, Trust};
+pub use error::{code_name, ClientError};
+pub use lapwing_proto::v1::{ErrorCode, LagPolicy, ResyncReason};
+pub use publisher::Publisher;
+pub use subscription::{Event, Start, SubscribeOptions, Subscription};
+
+/// `lapped`, `not_retained`, `epoch_changed`, `skipped` (as the CLI prints it).
+pub fn resync_reason_name(reason: ResyncReason) -> &'static str {
+    match reason {
+        ResyncReason::Unspecified => "unspecified",
+        ResyncReason::Lapped => "lapped",
+        ResyncReason::NotRetained => "not_retained",
+        ResyncReason::EpochChanged => "epoch_changed",
+        ResyncReason::Skipped => "skipped",
+    }
+}

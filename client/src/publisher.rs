@@ -1,0 +1,264 @@
+//! Publishing: one long-lived uni stream per [`Publisher`] handle, fed by a
+//! task that batches whatever is queued into one write; and one bidi stream
+//! per connection for acknowledged publishes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use lapwing_proto::v1::{self, publish_result};
+use lapwing_proto::{encode_frame, FrameCodec};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::client::{Handle, PublishAck, Shared};
+use crate::ClientError;
+
+/// Publishes queued per handle before `publish` waits.
+const QUEUE: usize = 4096;
+/// Stop adding frames to one write at about this many bytes.
+const MAX_WRITE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug)]
+enum PubCmd {
+    Publish(v1::Publish),
+    /// Reply once everything queued before has been written.
+    Flush(oneshot::Sender<()>),
+    /// Finish the stream, wait until the server has it all, reply.
+    Finish(oneshot::Sender<()>),
+}
+
+/// A fire-and-forget publisher with its own QUIC stream.
+///
+/// Publishes through one handle (and its clones) reach the server in the
+/// order they were made; separate handles are separate streams, with no
+/// order between them and no head-of-line blocking. Delivery is at most
+/// once: frames in flight when the connection breaks are lost; after a
+/// reconnect the handle continues on a new stream.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<PubCmd>,
+    handle: Handle,
+}
+
+impl Publisher {
+    pub(crate) fn new(handle: Handle) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run_publisher(handle.shared.clone(), rx));
+        Publisher { tx, handle }
+    }
+
+    /// Queues one message. Waits only when the queue is full (the
+    /// connection is slower than the caller, or reconnecting).
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), ClientError> {
+        let publish = self.handle.checked_publish(topic, payload.into())?;
+        self.tx
+            .send(PubCmd::Publish(publish))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Waits until everything queued so far is written to the connection.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(PubCmd::Flush(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Flushes, ends the stream and waits (at most a few seconds) until the
+    /// server has received everything. The handle keeps working afterwards
+    /// (on a new stream).
+    pub async fn finish(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(PubCmd::Finish(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+}
+
+async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
+    let mut conn_rx = shared.conn_tx.subscribe();
+    let mut stream: Option<quinn::SendStream> = None;
+    let mut buf = BytesMut::new();
+    let mut replies = Vec::new();
+    let mut finish = None;
+    while let Some(first) = rx.recv().await {
+        // Take everything already queued, up to one write's worth.
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                PubCmd::Publish(p) => encode_frame(&p, &mut buf),
+                PubCmd::Flush(reply) => replies.push(reply),
+                PubCmd::Finish(reply) => {
+                    finish = Some(reply);
+                    break;
+                }
+            }
+            if buf.len() < MAX_WRITE_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            if stream.is_none() {
+                stream = open_stream(&shared, &mut conn_rx).await;
+            }
+            match &mut stream {
+                Some(s) => {
+                    if let Err(e) = s.write_all(&buf).await {
+                        tracing::debug!(error = %e, dropped_bytes = buf.len(), "publish stream lost");
+                        stream = None;
+                    }
+                }
+                None => tracing::debug!("client closed; publishes dropped"),
+            }
+            buf.clear();
+        }
+        for reply in replies.drain(..) {
+            let _ = reply.send(());
+        }
+        if let Some(reply) = finish.take() {
+            if let Some(mut s) = stream.take() {
+                if s.finish().is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.stopped()).await;
+                }
+            }
+            let _ = reply.send(());
+        }
+    }
+    if let Some(mut s) = stream {
+        let _ = s.finish();
+    }
+}
+
+async fn open_stream(
+    shared: &Shared,
+    conn_rx: &mut tokio::sync::watch::Receiver<crate::client::ConnState>,
+) -> Option<quinn::SendStream> {
+    // A stream can fail to open only when the connection just broke; the
+    // driver then installs a new one, so try a few times.
+    for _ in 0..3 {
+        let conn = shared.connection(conn_rx).await.ok()?;
+        match conn.open_uni().await {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open a publish stream");
+                conn_rx.mark_changed();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+            }
+        }
+    }
+    None
+}
+
+/// One acknowledged publish waiting for its result.
+#[derive(Debug)]
+pub(crate) struct AckRequest {
+    pub(crate) publish: v1::Publish,
+    pub(crate) reply: oneshot::Sender<Result<PublishAck, ClientError>>,
+}
+
+/// Runs the acked publish stream: writes requests as they come (batched),
+/// matches results to requests in order, and on a broken connection fails
+/// what was in flight and continues on the next connection.
+pub(crate) async fn run_acked(shared: Arc<Shared>, mut rx: mpsc::Receiver<AckRequest>) {
+    let mut conn_rx = shared.conn_tx.subscribe();
+    let mut queued: Option<AckRequest> = None;
+    loop {
+        let first = match queued.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let conn = match shared.connection(&mut conn_rx).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = first.reply.send(Err(e));
+                // Fail everything else the same way, then stop.
+                rx.close();
+                while let Some(r) = rx.recv().await {
+                    let _ = r.reply.send(Err(ClientError::Closed));
+                }
+                return;
+            }
+        };
+        let (mut send, recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = first.reply.send(Err(ClientError::Connection(e)));
+                continue;
+            }
+        };
+        let mut results = FramedRead::new(
+            recv,
+            FrameCodec::<v1::PublishResult>::new(shared.max_frame_bytes()),
+        );
+        let mut inflight: VecDeque<oneshot::Sender<Result<PublishAck, ClientError>>> =
+            VecDeque::new();
+        let mut buf = BytesMut::new();
+        let mut next = Some(first);
+        let mut input_open = true;
+        'stream: loop {
+            if let Some(r) = next.take() {
+                encode_frame(&r.publish, &mut buf);
+                inflight.push_back(r.reply);
+                while buf.len() < MAX_WRITE_BYTES {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            encode_frame(&r.publish, &mut buf);
+                            inflight.push_back(r.reply);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let written = send.write_all(&buf).await;
+                buf.clear();
+                if written.is_err() {
+                    break 'stream;
+                }
+            }
+            if !input_open && inflight.is_empty() {
+                let _ = send.finish();
+                return;
+            }
+            tokio::select! {
+                r = rx.recv(), if input_open => match r {
+                    Some(r) => next = Some(r),
+                    None => input_open = false,
+                },
+                res = results.next() => match res {
+                    Some(Ok(result)) => {
+                        let Some(reply) = inflight.pop_front() else {
+                            tracing::warn!("publish result without a request");
+                            continue;
+                        };
+                        let answer = match result.kind {
+                            Some(publish_result::Kind::Ack(a)) => Ok(PublishAck { epoch: a.epoch, seq: a.seq }),
+                            Some(publish_result::Kind::Error(e)) => Err(ClientError::server(e)),
+                            None => Err(ClientError::Protocol("empty PublishResult".into())),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Some(Err(_)) | None => break 'stream,
+                },
+            }
+        }
+        for reply in inflight.drain(..) {
+            let _ = reply.send(Err(ClientError::ConnectionLost));
+        }
+        if !input_open {
+            return;
+        }
+        // Wait for the driver to replace the broken connection.
+        conn_rx.mark_changed();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    }
+}

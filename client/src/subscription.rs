@@ -1,0 +1,424 @@
+//! Subscriptions: the user's [`Subscription`] stream, and the task that reads
+//! one server-opened subscription stream into it.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use lapwing_proto::v1::{self, delivery, start_position, LagPolicy, ResyncReason};
+use lapwing_proto::FrameCodec;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::client::{Cmd, Handle};
+use crate::ClientError;
+
+/// Events buffered per subscription (in batches of up to
+/// [`MAX_BATCH_EVENTS`]) before the reader stops reading the stream, QUIC flow
+/// control pushes back, and the server's ring starts to lap the subscriber.
+pub(crate) const BUFFER_BATCHES: usize = 16;
+/// Most events moved from the stream to the subscription in one step.
+const MAX_BATCH_EVENTS: usize = 256;
+
+/// One thing that happened on a subscription, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message {
+        topic: Arc<str>,
+        epoch: u64,
+        seq: u64,
+        payload: Bytes,
+        /// Server wall clock at publish, ns since the Unix epoch.
+        publish_time_unix_nanos: u64,
+    },
+    /// `missed` messages were not delivered; the next message has seq
+    /// `resume_seq` in `epoch`. See PROTOCOL.md for the reasons.
+    Resync {
+        topic: Arc<str>,
+        missed: u64,
+        resume_seq: u64,
+        reason: ResyncReason,
+        epoch: u64,
+    },
+}
+
+impl Event {
+    pub fn topic(&self) -> &str {
+        match self {
+            Event::Message { topic, .. } | Event::Resync { topic, .. } => topic,
+        }
+    }
+
+    fn from_delivery(topic: &Arc<str>, kind: delivery::Kind) -> Event {
+        match kind {
+            delivery::Kind::Message(m) => Event::Message {
+                topic: topic.clone(),
+                epoch: m.epoch,
+                seq: m.seq,
+                payload: m.payload,
+                publish_time_unix_nanos: m.publish_time_unix_nanos,
+            },
+            delivery::Kind::Resync(r) => Event::Resync {
+                topic: topic.clone(),
+                missed: r.missed,
+                resume_seq: r.resume_seq,
+                reason: r.reason(),
+                epoch: r.epoch,
+            },
+        }
+    }
+
+    /// `(epoch, next seq expected)` after this event.
+    fn next_position(&self) -> (u64, u64) {
+        match self {
+            Event::Message { epoch, seq, .. } => (*epoch, seq.saturating_add(1)),
+            Event::Resync {
+                epoch, resume_seq, ..
+            } => (*epoch, *resume_seq),
+        }
+    }
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Only messages published from now on.
+    #[default]
+    Latest,
+    /// Everything the topic's ring still holds.
+    Oldest,
+    /// Resume: messages after `seq` of `epoch`; a resync reports what can no
+    /// longer be replayed.
+    After { epoch: u64, seq: u64 },
+}
+
+impl Start {
+    fn to_proto(self) -> v1::StartPosition {
+        let kind = match self {
+            Start::Latest => start_position::Kind::Latest(start_position::Latest {}),
+            Start::Oldest => start_position::Kind::Oldest(start_position::Oldest {}),
+            Start::After { epoch, seq } => {
+                start_position::Kind::After(start_position::After { epoch, seq })
+            }
+        };
+        v1::StartPosition { kind: Some(kind) }
+    }
+}
+
+/// How to subscribe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    pub start: Start,
+    pub lag_policy: LagPolicy,
+}
+
+/// Client-side state of one subscription, shared by the connection driver
+/// (which (re)subscribes) and the stream reader (which records progress).
+#[derive(Debug)]
+pub(crate) struct SubEntry {
+    pub(crate) topic: Arc<str>,
+    pub(crate) options: SubscribeOptions,
+    pub(crate) tx: mpsc::Sender<Vec<Event>>,
+    /// Last epoch seen (from SubscribeOk or a delivery).
+    pub(crate) epoch: Option<u64>,
+    /// Next seq expected in `epoch`.
+    pub(crate) next: Option<u64>,
+    /// `(epoch, start_seq)` of the first SubscribeOk.
+    pub(crate) first_ok: Arc<Mutex<Option<(u64, u64)>>>,
+    pub(crate) pending_ok: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// Connection generation the Subscribe was last sent on.
+    pub(crate) sent_generation: Option<u64>,
+    /// Resumed from seq 0 of a known epoch, which `after` cannot express:
+    /// subscribed at `oldest` instead, and the reader turns a gap at the start
+    /// into the resync the server would have sent.
+    pub(crate) from_zero: Option<u64>,
+    pub(crate) terminal: Arc<Mutex<Option<ClientError>>>,
+}
+
+impl SubEntry {
+    /// What to send in Subscribe: the resume point once anything is known,
+    /// else the caller's start position. Returns `(start, from_zero_epoch)`.
+    pub(crate) fn resume_start(&self) -> (Start, Option<u64>) {
+        match (self.epoch, self.next) {
+            (Some(epoch), Some(next)) if next > 0 => (
+                Start::After {
+                    epoch,
+                    seq: next - 1,
+                },
+                None,
+            ),
+            (Some(epoch), Some(_)) => (Start::Oldest, Some(epoch)),
+            _ => (self.options.start, None),
+        }
+    }
+
+    pub(crate) fn subscribe_frame(&mut self, id: u64, generation: u64) -> v1::ControlRequest {
+        let (start, from_zero) = self.resume_start();
+        self.from_zero = from_zero;
+        self.sent_generation = Some(generation);
+        v1::ControlRequest {
+            kind: Some(v1::control_request::Kind::Subscribe(v1::Subscribe {
+                subscription_id: id,
+                topic: self.topic.to_string(),
+                start: Some(start.to_proto()),
+                lag_policy: self.options.lag_policy as i32,
+            })),
+        }
+    }
+
+    /// Ends the subscription with `err` (delivered after buffered events).
+    pub(crate) fn fail(self, err: ClientError) {
+        if let Some(ok) = self.pending_ok {
+            let _ = ok.send(Err(err));
+        } else {
+            *self.terminal.lock().expect("terminal lock") = Some(err);
+        }
+    }
+}
+
+pub(crate) type SubMap = Mutex<HashMap<u64, SubEntry>>;
+
+/// A live subscription: a [`Stream`] of [`Event`]s in order.
+///
+/// Events are buffered (a few thousand) ahead of the consumer; a consumer
+/// slower than that makes the server lap it, which it learns as
+/// [`Event::Resync`]. The stream ends with an error item when the
+/// subscription is closed by the server (e.g. `LAGGED` under the
+/// `disconnect` policy) or the client gives up, and then `None`. Dropping it
+/// unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) id: u64,
+    pub(crate) topic: Arc<str>,
+    pub(crate) rx: mpsc::Receiver<Vec<Event>>,
+    pub(crate) batch: std::vec::IntoIter<Event>,
+    pub(crate) terminal: Arc<Mutex<Option<ClientError>>>,
+    pub(crate) first_ok: Arc<Mutex<Option<(u64, u64)>>>,
+    pub(crate) handle: Handle,
+}
+
+impl Subscription {
+    /// The client-chosen subscription id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// `(epoch, start_seq)` from the server's first SubscribeOk: the topic's
+    /// epoch and the first seq this subscription delivers (or resyncs to).
+    pub fn started_at(&self) -> Option<(u64, u64)> {
+        *self.first_ok.lock().expect("first_ok lock")
+    }
+
+    /// The next event; `None` once the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Result<Event, ClientError>> {
+        self.next().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Event, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.batch.next() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                Poll::Ready(None) => {
+                    let err = self.terminal.lock().expect("terminal lock").take();
+                    return Poll::Ready(err.map(Err));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let removed = self
+            .handle
+            .shared
+            .subs
+            .lock()
+            .expect("subs lock")
+            .remove(&self.id);
+        if removed.is_some() {
+            let _ = self.handle.cmd_tx.send(Cmd::Unsubscribe(self.id));
+        }
+    }
+}
+
+/// Reads one server-opened subscription stream: the header names the
+/// subscription, then every Delivery becomes an [`Event`].
+pub(crate) async fn read_subscription_stream(
+    subs: Arc<SubMap>,
+    recv: quinn::RecvStream,
+    max_frame_bytes: usize,
+) {
+    let mut framed = FramedRead::new(
+        recv,
+        FrameCodec::<v1::SubscriptionStreamHeader>::new(max_frame_bytes),
+    );
+    let header = match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {
+        Ok(Some(Ok(header))) => header,
+        other => {
+            tracing::warn!(?other, "subscription stream without a valid header");
+            return;
+        }
+    };
+    let id = header.subscription_id;
+    let found = subs
+        .lock()
+        .expect("subs lock")
+        .get_mut(&id)
+        .map(|e| (e.tx.clone(), e.topic.clone(), e.from_zero.take()));
+    let Some((tx, topic, mut from_zero)) = found else {
+        // Unsubscribed meanwhile (or a server bug): not ours to read.
+        let _ = framed.into_inner().stop(quinn::VarInt::from_u32(0));
+        return;
+    };
+    let mut framed = framed
+        .map_decoder(|_| FrameCodec::<v1::Delivery>::new(max_frame_bytes))
+        .ready_chunks(MAX_BATCH_EVENTS);
+    while let Some(chunk) = framed.next().await {
+        let mut events = Vec::with_capacity(chunk.len() + 1);
+        let mut failure = None;
+        for delivery in chunk {
+            match delivery {
+                Ok(v1::Delivery { kind: Some(kind) }) => {
+                    let mut event = Event::from_delivery(&topic, kind);
+                    if let Some(epoch) = from_zero.take() {
+                        let (gap, first) = rebase_from_zero(epoch, event);
+                        events.extend(gap);
+                        event = first;
+                    }
+                    events.push(event);
+                }
+                Ok(v1::Delivery { kind: None }) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some((epoch, next)) = events.last().map(Event::next_position) {
+            if let Some(entry) = subs.lock().expect("subs lock").get_mut(&id) {
+                entry.epoch = Some(epoch);
+                entry.next = Some(next);
+            }
+        }
+        if !events.is_empty() && tx.send(events).await.is_err() {
+            // The subscription was dropped.
+            let _ = framed
+                .into_inner()
+                .into_inner()
+                .stop(quinn::VarInt::from_u32(0));
+            return;
+        }
+        if let Some(e) = failure {
+            // A broken frame cannot be skipped; the connection's loss (if
+            // that is what it was) triggers the resume.
+            tracing::debug!(subscription = id, error = %e, "subscription stream ended");
+            return;
+        }
+    }
+}
+
+/// A subscription that resumed "after nothing" of `epoch` (subscribed at
+/// `oldest`, since `after` cannot name seq -1): restates its first event so
+/// the accounting runs from seq 0 of `epoch`, as `after{epoch, -1}` would.
+/// Returns the resync to insert before the event, if any, and the event.
+fn rebase_from_zero(epoch: u64, first: Event) -> (Option<Event>, Event) {
+    match first {
+        Event::Message {
+            epoch: event_epoch,
+            seq,
+            ref topic,
+            ..
+        } => {
+            if event_epoch == epoch && seq == 0 {
+                return (None, first);
+            }
+            let gap = Event::Resync {
+                topic: topic.clone(),
+                missed: seq,
+                resume_seq: seq,
+                reason: if event_epoch == epoch {
+                    ResyncReason::NotRetained
+                } else {
+                    ResyncReason::EpochChanged
+                },
+                epoch: event_epoch,
+            };
+            (Some(gap), first)
+        }
+        Event::Resync {
+            topic,
+            resume_seq,
+            reason,
+            epoch: event_epoch,
+            ..
+        } => (
+            None,
+            Event::Resync {
+                topic,
+                missed: resume_seq,
+                resume_seq,
+                reason: if event_epoch == epoch {
+                    reason
+                } else {
+                    ResyncReason::EpochChanged
+                },
+                epoch: event_epoch,
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(epoch: u64, seq: u64) -> Event {
+        Event::Message {
+            topic: "t".into(),
+            epoch,
+            seq,
+            payload: Bytes::new(),
+            publish_time_unix_nanos: 0,
+        }
+    }
+
+    #[test]
+    fn resume_from_zero_reports_the_gap_it_finds() {
+        assert_eq!(rebase_from_zero(7, msg(7, 0)), (None, msg(7, 0)));
+        assert_eq!(
+            rebase_from_zero(7, msg(7, 5)).0,
+            Some(Event::Resync {
+                topic: "t".into(),
+                missed: 5,
+                resume_seq: 5,
+                reason: ResyncReason::NotRetained,
+                epoch: 7
+            })
+        );
+        assert!(matches!(
+            rebase_from_zero(7, msg(8, 0)).0,
+            Some(Event::Resync {
+                reason: ResyncReason::EpochChanged,
+                missed: 0,
+                ..
+            })
+        ));
+    }
+}

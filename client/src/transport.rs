@@ -1,0 +1,77 @@
+//! The UDP socket and QUIC endpoint, tuned as measured in DESIGN.md.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ClientError;
+
+/// UDP socket buffer size asked for (the OS caps it at `net.core.rmem_max`):
+/// quinn does not size them, and the default 208 KiB dropped packets.
+const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Resolves `host:port`, preferring IPv4 (the server's default listen
+/// address is 127.0.0.1).
+pub(crate) async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| ClientError::InvalidAddress {
+            addr: server.to_owned(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| ClientError::InvalidAddress {
+            addr: server.to_owned(),
+            reason: "resolves to no address".into(),
+        })
+}
+
+/// A client endpoint bound to an ephemeral port of `peer`'s address family.
+pub(crate) fn endpoint(
+    peer: SocketAddr,
+    client_config: quinn::ClientConfig,
+) -> Result<quinn::Endpoint, ClientError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(ClientError::Socket)?;
+    // Best effort: a smaller buffer only costs throughput.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.set_nonblocking(true).map_err(ClientError::Socket)?;
+    socket.bind(&bind.into()).map_err(ClientError::Socket)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| ClientError::Socket(std::io::Error::other("no async runtime")))?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        runtime,
+    )
+    .map_err(ClientError::Socket)?;
+    endpoint.set_default_client_config(client_config);
+    Ok(endpoint)
+}
+
+/// Transport parameters: room for many subscription streams, keep-alives
+/// so a dead server is noticed, and the subscription stream window.
+pub(crate) fn transport_config(stream_receive_window: u32) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16 * 1024))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(16))
+        .stream_receive_window(quinn::VarInt::from_u32(stream_receive_window))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s is a valid timeout"),
+        ));
+    Arc::new(t)
+}
