@@ -1,7 +1,77 @@
 //! `lapwing-ring`: the lossy, seqlock-stamped byte ring behind every Lapwing
 //! topic.
 //!
-//! TODO crate docs
+//! A publisher never waits for readers; a reader that falls a whole ring
+//! behind is told exactly how many messages it lost and where it resumes.
+//! That trade (lossy but *accounted*) is what lets one slow subscriber never
+//! slow down a topic, while still never losing data silently.
+//!
+//! ```
+//! use lapwing_ring::{ReadOutcome, Ring, RingConfig, Start};
+//!
+//! let (mut publisher, ring) = Ring::single_producer(RingConfig::new(4096, 1024))?;
+//! let mut reader = ring.reader(Start::Latest);
+//! let seq = publisher.publish(b"hello")?;
+//! let mut buf = Vec::new();
+//! assert_eq!(reader.try_read(&mut buf), ReadOutcome::Message { seq });
+//! assert_eq!(buf, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//!
+//! Two arrays of 64-byte slots, each one `AtomicU64` stamp plus seven
+//! `AtomicU64` payload words. Message `seq` has its header in header slot
+//! `seq mod H`: its length, then either the payload itself (up to 48 bytes) or
+//! the arena position of its first 56-byte chunk. Bigger payloads occupy
+//! consecutive arena positions (`pos mod C`). Fixed-size slots keep the
+//! protocol per-slot, which is what the loom and TLA+ models check; the arena
+//! lets a 4 KiB ring carry messages of a kilobyte without making every header
+//! that large. See [`RingConfig`] for how a byte budget becomes `H` and `C`.
+//!
+//! # Stamps
+//!
+//! The slot holding message (or arena position) `n` is stamped `2n+1` while
+//! being written and `2n+2` when done; `0` means never written. Because the
+//! stamp names the occupant, not just "busy/free", a reader can tell "not yet
+//! written" (`< 2n+2`), "mine" (`== 2n+2`) and "overwritten by a later lap"
+//! (`> 2n+2`) from one load, and no ABA is possible.
+//!
+//! * **Write**: stamp := odd (plain store for the single producer; for the
+//!   multi-producer a CAS from the previous lap's done stamp, so two writers
+//!   never share a slot even across laps), `fence(Release)`, payload words
+//!   (Relaxed), stamp := even (Release).
+//! * **Commit order**: a message's arena chunks are done before its header is
+//!   begun, so a committed header means a complete message.
+//! * **Read** (Boehm, "Can seqlocks get along with programming language
+//!   memory models?"): stamp (Acquire), payload words (Relaxed),
+//!   `fence(Acquire)`, stamp again (Relaxed), compare. Every word is an
+//!   atomic, so a racing read is never a data race, only a mixed read that the
+//!   re-check rejects. The crate therefore needs no `unsafe`.
+//!
+//! # Lag accounting
+//!
+//! When a reader's next seq is gone it scans forward from
+//! `max(next+1, head-H)` for the first seq that is still held (or not yet
+//! written), and reports `Lagged { missed: resume - next, resume_seq: resume }`.
+//! If that message is overwritten before it is read, the next read reports
+//! another `Lagged` from there. So for every reader, delivered messages plus
+//! the sum of `missed` equals the seqs its cursor passed, exactly.
+//!
+//! # Publishers
+//!
+//! [`Publisher`] (`&mut self`) is the only writer of its ring, so it needs no
+//! read-modify-write at all. [`MpPublisher`] (`Clone + Send + Sync`) claims a
+//! seq and an arena range with `fetch_add` and takes each slot with the CAS
+//! above; it can wait only for an *older* writer of the same slot, so there is
+//! no wait cycle, and never for a reader.
+//!
+//! # What is deliberately not here
+//!
+//! No waking (the server pairs [`Reader::has_new`] with its own notifier), no
+//! I/O, no clock, no allocation per message (readers copy into a caller's
+//! buffer or a reusable [`Batch`]), and no panics on any length or seq a client
+//! could send: sizes are checked and refused with [`PublishError`].
 #![forbid(unsafe_code)]
 
 mod batch;

@@ -122,10 +122,11 @@ impl Reader {
     }
 
     /// Drains into `batch` (appending) until the ring is empty, `max_messages`
-    /// events were appended (a lag report counts as one), or the next message
-    /// would take the payload bytes appended by this call over `max_bytes`.
-    /// The first message is always taken whatever its size, so a batch makes
-    /// progress. Returns the number of events appended.
+    /// events were appended (a lag report counts as one), the payload bytes
+    /// appended by this call reach `max_bytes`, or the next message would
+    /// take them over it. The first message is always taken whatever its
+    /// size, so a batch always makes progress. Returns the number of events
+    /// appended.
     pub fn read_batch(
         &mut self,
         batch: &mut Batch,
@@ -136,7 +137,11 @@ impl Reader {
         let mut bytes = 0usize;
         let mut took_message = false;
         while events < max_messages {
-            let budget = took_message.then(|| max_bytes.saturating_sub(bytes));
+            let budget = match took_message {
+                false => None,
+                true if bytes >= max_bytes => break,
+                true => Some(max_bytes - bytes),
+            };
             let start = batch.bytes_mut().len();
             match self.step(batch.bytes_mut(), budget) {
                 Step::Message { seq, len } => {

@@ -5,7 +5,9 @@ use std::fmt;
 
 use crate::config::{ConfigError, Geometry, RingConfig};
 use crate::publisher::{MpPublisher, Publisher};
-use crate::reader::{Reader, Resume, Start};
+use crate::reader::Resume;
+#[cfg(not(loom))]
+use crate::reader::{Reader, Start};
 use crate::slot::{
     append_words, begin_write, chunks_for, done, end_write, still_stamped, Slot, WordSource,
     CHUNK_BYTES, INLINE_MAX, WORDS,
