@@ -23,6 +23,52 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Frames<M> = FramedRead<RecvStream, FrameCodec<M>>;
 
+/// A subscription stream: its header (checked against the expected id),
+/// then Delivery frames.
+pub type Deliveries = FramedRead<RecvStream, SubscriptionCodec>;
+
+#[derive(Debug)]
+pub struct SubscriptionCodec {
+    expect_id: u64,
+    header_seen: bool,
+    header: FrameCodec<v1::SubscriptionStreamHeader>,
+    deliveries: FrameCodec<Delivery>,
+}
+
+impl SubscriptionCodec {
+    pub fn new(expect_id: u64) -> Self {
+        Self {
+            expect_id,
+            header_seen: false,
+            header: FrameCodec::new(1 << 24),
+            deliveries: FrameCodec::new(1 << 24),
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for SubscriptionCodec {
+    type Item = Delivery;
+    type Error = lapwing_proto::FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Delivery>, Self::Error> {
+        if !self.header_seen {
+            let Some(h) = self.header.decode(src)? else {
+                return Ok(None);
+            };
+            if h.subscription_id != self.expect_id {
+                return Err(lapwing_proto::FrameError::Malformed {
+                    reason: format!(
+                        "header for subscription {}, expected {}",
+                        h.subscription_id, self.expect_id
+                    ),
+                });
+            }
+            self.header_seen = true;
+        }
+        self.deliveries.decode(src)
+    }
+}
+
 /// Runs `fut` with [`TIMEOUT`], panicking with `what` if it takes longer.
 pub async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(TIMEOUT, fut)
@@ -175,7 +221,7 @@ impl Session {
         topic: &str,
         start: start_position::Kind,
         lag_policy: v1::LagPolicy,
-    ) -> (v1::SubscribeOk, Frames<Delivery>) {
+    ) -> (v1::SubscribeOk, Deliveries) {
         self.send(control_request::Kind::Subscribe(v1::Subscribe {
             subscription_id: id,
             topic: topic.into(),
@@ -191,18 +237,7 @@ impl Session {
         let recv = bounded("subscription stream", self.conn.accept_uni())
             .await
             .unwrap();
-        let mut header_frames: Frames<v1::SubscriptionStreamHeader> =
-            FramedRead::new(recv, FrameCodec::new(1 << 24));
-        let header = bounded("stream header", header_frames.next())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(header.subscription_id, id);
-        // Same stream, now read as Delivery frames (keeping any buffered bytes).
-        let parts = header_frames.into_parts();
-        let mut frames = FramedRead::new(parts.io, FrameCodec::new(1 << 24));
-        frames.read_buffer_mut().extend_from_slice(&parts.read_buf);
-        (ok, frames)
+        (ok, FramedRead::new(recv, SubscriptionCodec::new(id)))
     }
 
     /// Opens a fire-and-forget publish stream.
@@ -232,7 +267,7 @@ pub fn publish_frame(topic: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Next delivery on a subscription stream.
-pub async fn next_delivery(frames: &mut Frames<Delivery>) -> delivery::Kind {
+pub async fn next_delivery(frames: &mut Deliveries) -> delivery::Kind {
     bounded("delivery", frames.next())
         .await
         .expect("subscription stream ended")
@@ -256,7 +291,7 @@ pub struct Witness {
     publisher: Session,
     stream: SendStream,
     subscriber: Session,
-    deliveries: Frames<Delivery>,
+    deliveries: Deliveries,
     next_seq: u64,
     topic: String,
 }
