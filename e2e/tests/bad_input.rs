@@ -352,7 +352,7 @@ async fn too_many_subscriptions_refuses_the_extra_one_only() {
     for frames in &mut streams {
         assert!(matches!(
             next_delivery(frames).await,
-            delivery::Kind::Message(m) if m.payload == &b"hi"[..]
+            delivery::Kind::Message(m) if m.payload == b"hi"[..]
         ));
     }
     // Unsubscribing frees a place.
