@@ -6,8 +6,9 @@
 //! every problem, so an operator fixes a config in one round instead of one
 //! error per restart.
 //!
-//! The documented example with every key is `deploy/lapwing.toml`; the
-//! doc comment on each field below says the same (why, and the default).
+//! The documented example with every key is `server/lapwing.example.toml`
+//! (a test keeps it parsing to the defaults); the doc comment on each field
+//! below says the same (why, and the default).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -673,6 +674,38 @@ mod tests {
             .unwrap_err()
             .0;
         assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn example_file_documents_the_defaults() {
+        let example = Config::from_toml(include_str!("../lapwing.example.toml")).unwrap();
+        example.validate().unwrap();
+        let d = Config::default();
+        assert_eq!(example.server_name, d.server_name);
+        assert_eq!(example.listen.quic, d.listen.quic);
+        assert_eq!(example.listen.grpc, d.listen.grpc);
+        assert_eq!(example.listen.http, d.listen.http);
+        assert_eq!(example.limits.max_message_bytes, d.limits.max_message_bytes);
+        assert_eq!(example.limits.max_connections, d.limits.max_connections);
+        assert_eq!(
+            example.limits.max_subscriptions_per_connection,
+            d.limits.max_subscriptions_per_connection
+        );
+        assert_eq!(example.limits.max_topics, d.limits.max_topics);
+        assert_eq!(example.limits.hello_timeout_ms, d.limits.hello_timeout_ms);
+        assert_eq!(
+            example.topic_defaults.ring_bytes,
+            d.topic_defaults.ring_bytes
+        );
+        assert_eq!(
+            example.transport.udp_buffer_bytes,
+            d.transport.udp_buffer_bytes
+        );
+        assert_eq!(example.shutdown.drain_ms, d.shutdown.drain_ms);
+        assert_eq!(
+            example.shutdown.reconnect_after_ms,
+            d.shutdown.reconnect_after_ms
+        );
     }
 
     #[test]

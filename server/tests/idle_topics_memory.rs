@@ -49,7 +49,9 @@ fn ten_thousand_idle_topics_fit_in_a_few_mib() {
 
     // Each of them still takes a maximum-size message once used.
     let topic = registry.get("idle.topic0").unwrap();
-    topic.publish(&vec![0u8; config.limits.max_message_bytes]).unwrap();
+    topic
+        .publish(&vec![0u8; config.limits.max_message_bytes])
+        .unwrap();
     let with_one_ring = rss_bytes().unwrap();
     eprintln!(
         "after one 1 MiB publish: RSS +{:.1} MiB (one ring allocated: {} MiB)",
