@@ -1,1 +1,158 @@
-//! CLI
+//! The `lapwing` command line, as a library: [`run`] parses nothing and
+//! writes to the `impl Write`s it is given, so tests drive it in-process.
+//! `src/bin/lapwing.rs` only parses arguments and sets up the runtime.
+
+mod bench;
+mod output;
+mod publish;
+mod subscribe;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lapwing_proto::defaults;
+
+use crate::{Client, ClientConfig, LagPolicy, Trust};
+
+pub use bench::BenchArgs;
+pub use output::base64_encode;
+pub use publish::PubArgs;
+pub use subscribe::SubArgs;
+
+/// Command line client for the Lapwing message bus.
+#[derive(Debug, Parser)]
+#[command(name = "lapwing", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach and trust the server (global flags).
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Server QUIC address.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:7400",
+        env = "LAPWING_SERVER"
+    )]
+    pub server: String,
+    /// Name to verify in the server's certificate.
+    #[arg(long, global = true, default_value = defaults::SERVER_NAME)]
+    pub server_name: String,
+    /// Trust this CA or server certificate (PEM).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["fingerprint", "insecure"])]
+    pub ca: Option<PathBuf>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint
+    /// (printed by lapwing-server at start).
+    #[arg(long, global = true, value_name = "HEX", conflicts_with = "insecure")]
+    pub fingerprint: Option<String>,
+    /// Accept any server certificate (development only).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Auth token.
+    #[arg(long, global = true, env = "LAPWING_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish messages to a topic.
+    Pub(PubArgs),
+    /// Subscribe to a topic and print what arrives (resyncs included).
+    Sub(SubArgs),
+    /// Measure fanout: 1 publisher to N subscribers over the network.
+    Bench(BenchArgs),
+}
+
+/// `--lag-policy` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LagPolicyArg {
+    #[default]
+    ResumeOldest,
+    SkipToLatest,
+    Disconnect,
+}
+
+impl From<LagPolicyArg> for LagPolicy {
+    fn from(p: LagPolicyArg) -> LagPolicy {
+        match p {
+            LagPolicyArg::ResumeOldest => LagPolicy::ResumeOldest,
+            LagPolicyArg::SkipToLatest => LagPolicy::SkipToLatest,
+            LagPolicyArg::Disconnect => LagPolicy::Disconnect,
+        }
+    }
+}
+
+/// Where input comes from and output goes, and whether it may use colour.
+pub struct Io<'a> {
+    pub out: &'a mut (dyn Write + Send),
+    pub err: &'a mut (dyn Write + Send),
+    /// Lines for `pub --stdin`; `None` reads the process's standard input.
+    pub input: Option<Box<dyn std::io::BufRead + Send + 'a>>,
+    /// Colour resyncs (the binary sets it when stdout is a terminal).
+    pub color: bool,
+}
+
+impl std::fmt::Debug for Io<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io")
+            .field("color", &self.color)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Pub(args) => publish::run(&cli.conn, args, io).await,
+        Command::Sub(args) => subscribe::run(&cli.conn, args, io).await,
+        Command::Bench(args) => bench::run(&cli.conn, args, io).await,
+    }
+}
+
+impl ConnArgs {
+    /// The trust option: a flag, else the local server's certificate in
+    /// the default data dir, else an error naming the flags.
+    pub fn trust(&self) -> anyhow::Result<Trust> {
+        if let Some(ca) = &self.ca {
+            return Ok(Trust::CaFile(ca.clone()));
+        }
+        if let Some(fp) = &self.fingerprint {
+            return Ok(Trust::Fingerprint(fp.clone()));
+        }
+        if self.insecure {
+            return Ok(Trust::Insecure);
+        }
+        let local = defaults::default_data_dir().join(defaults::CERT_FILE);
+        if local.is_file() {
+            return Ok(Trust::CaFile(local));
+        }
+        bail!(
+            "no way to trust the server: pass --ca FILE (its certificate or CA), \
+             --fingerprint HEX (lapwing-server prints it at start) or --insecure \
+             (development only). No local server certificate at {}",
+            local.display()
+        )
+    }
+
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let mut cfg = ClientConfig::new(self.server.clone(), self.trust()?);
+        cfg.server_name = self.server_name.clone();
+        cfg.token = self.token.clone().filter(|t| !t.is_empty());
+        cfg.client_name = "lapwing-cli".to_owned();
+        Ok(cfg)
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let cfg = self.client_config()?;
+        Client::connect(cfg)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.server))
+    }
+}

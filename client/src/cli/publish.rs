@@ -1,0 +1,127 @@
+//! `lapwing pub`.
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::Args;
+
+use super::{ConnArgs, Io};
+use crate::code_name;
+
+#[derive(Debug, Clone, Args)]
+pub struct PubArgs {
+    /// Topic to publish to.
+    pub topic: String,
+    /// The message (omit with --size or --stdin).
+    pub message: Option<String>,
+    /// Publish the message this many times.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Publish generated payloads of this many bytes ("<n> " then dots).
+    #[arg(long, value_name = "BYTES", conflicts_with = "message")]
+    pub size: Option<usize>,
+    /// At most this many messages per second.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// Wait for each message's acknowledgement and print its epoch and seq.
+    #[arg(long)]
+    pub ack: bool,
+    /// Publish one message per line of standard input (without the newline).
+    #[arg(long, conflicts_with_all = ["message", "size"])]
+    pub stdin: bool,
+}
+
+/// The payload of message `i` for `--size`: the number, a space, dots.
+pub(crate) fn generated_payload(i: u64, size: usize) -> Bytes {
+    let mut p = format!("{i} ").into_bytes();
+    p.resize(size, b'.');
+    Bytes::from(p)
+}
+
+pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyhow::Result<()> {
+    lapwing_proto::validate_topic(&args.topic)
+        .with_context(|| format!("invalid topic {:?}", args.topic))?;
+    if args.message.is_none() && args.size.is_none() && !args.stdin {
+        bail!("nothing to publish: give a MESSAGE, --size BYTES or --stdin");
+    }
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            bail!("--rate must be a positive number of messages per second");
+        }
+    }
+    let client = conn.connect().await?;
+    let mut errors = client.async_errors();
+    let max = client.max_message_bytes();
+
+    let mut next_payload: Box<dyn FnMut(u64) -> anyhow::Result<Option<Bytes>> + Send + '_> =
+        if args.stdin {
+            let mut lines = match io.input.take() {
+                Some(input) => input,
+                None => Box::new(std::io::BufReader::new(std::io::stdin())),
+            }
+            .lines();
+            Box::new(move |_| match lines.next() {
+                Some(line) => Ok(Some(Bytes::from(line.context("reading stdin")?))),
+                None => Ok(None),
+            })
+        } else {
+            let fixed = args.message.clone().map(Bytes::from);
+            let size = args.size;
+            let count = args.count;
+            Box::new(move |i| {
+                if i >= count {
+                    return Ok(None);
+                }
+                Ok(Some(match (&fixed, size) {
+                    (Some(m), _) => m.clone(),
+                    (None, Some(size)) => generated_payload(i, size),
+                    (None, None) => unreachable!("checked above"),
+                }))
+            })
+        };
+
+    let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let start = tokio::time::Instant::now();
+    let mut published = 0u64;
+    while let Some(payload) = next_payload(published)? {
+        if payload.len() > max {
+            bail!(
+                "message {} is {} bytes; the server accepts at most {max} bytes",
+                published + 1,
+                payload.len()
+            );
+        }
+        if let Some(interval) = interval {
+            tokio::time::sleep_until(start + interval.mul_f64(published as f64)).await;
+        }
+        if args.ack {
+            let ack = client
+                .publish_acked(&args.topic, payload)
+                .await
+                .with_context(|| format!("publish {} failed", published + 1))?;
+            writeln!(io.out, "epoch={} seq={}", ack.epoch, ack.seq)?;
+        } else {
+            client
+                .publish(&args.topic, payload)
+                .await
+                .with_context(|| format!("publish {} failed", published + 1))?;
+        }
+        published += 1;
+    }
+    client.close().await.context("flushing publishes")?;
+    if let Ok((code, message)) = errors.try_recv() {
+        bail!(
+            "the server rejected a publish: {}: {message}",
+            code_name(code)
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    writeln!(
+        io.err,
+        "published {published} message(s) to {} in {secs:.3} s",
+        args.topic
+    )?;
+    Ok(())
+}
