@@ -392,18 +392,47 @@ async fn missing_or_wrong_token_is_unauthenticated() {
             Some(ErrorCode::Unauthenticated as u64)
         );
     }
-    // Nothing is accepted before Hello: a publish stream opened by an
-    // unauthenticated client never reaches a topic.
+    witness.check_flowing(5).await;
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_before_welcome_close_the_connection_and_publish_nothing() {
+    let (srv, _dir) = server(|_| {});
+    let mut witness = Witness::start(&srv, "").await;
+
+    // A publish stream and no control stream at all.
     let conn = connect(&srv).await;
     let mut uni = bounded("open uni", conn.open_uni()).await.unwrap();
     uni.write_all(&publish_frame("sneaky", b"x")).await.unwrap();
-    let (_send, mut ctl) = open_control(&conn, &hello(1, "nope")).await;
-    assert_eq!(
-        code_of(&next_error(&mut ctl).await),
-        ErrorCode::Unauthenticated
-    );
+    match bounded("close", conn.closed()).await {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), ErrorCode::Protocol as u64);
+            assert!(
+                String::from_utf8_lossy(&c.reason).contains("before Hello"),
+                "closed for the early stream, not by the hello timeout: {c:?}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     assert!(srv.registry().get("sneaky").is_none());
 
+    witness.check_flowing(5).await;
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_hello_timeout() {
+    let (srv, _dir) = server(|c| c.limits.hello_timeout_ms = 300);
+    let mut witness = Witness::start(&srv, "").await;
+    let conn = connect(&srv).await;
+    // No control stream: closed with PROTOCOL when the timeout expires.
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Protocol as u64));
+    // An open control stream but no Hello: the same.
+    let conn = connect(&srv).await;
+    let (mut send, _recv) = bounded("open", conn.open_bi()).await.unwrap();
+    send.write_all(&[]).await.unwrap();
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Protocol as u64));
     witness.check_flowing(5).await;
     srv.shutdown().await;
 }

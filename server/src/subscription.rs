@@ -271,9 +271,11 @@ impl Drain {
                 Cursor::Reading(new_reader(ring, ring_start, policy))
             }
         };
-        let start_seq = match &cursor {
-            Cursor::Waiting { start } => *start,
-            Cursor::Reading(r) => r.next_seq(),
+        let start_seq = match (&pending, &cursor) {
+            // After an epoch change the accounting restarts at seq 0.
+            (Some(_), _) => 0,
+            (None, Cursor::Waiting { start }) => *start,
+            (None, Cursor::Reading(r)) => r.next_seq(),
         };
         topic.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         Drain {
@@ -299,7 +301,8 @@ impl Drain {
         self.topic.epoch()
     }
 
-    /// The first seq this subscription delivers or resyncs to (SubscribeOk).
+    /// `SubscribeOk.start_seq`: the first seq this subscription delivers or
+    /// resyncs to; 0 when it starts with an EPOCH_CHANGED resync.
     pub fn start_seq(&self) -> u64 {
         self.start_seq
     }
@@ -670,7 +673,11 @@ mod tests {
             },
             LagPolicy::ResumeOldest,
         );
-        assert_eq!(d.start_seq(), oldest);
+        assert_eq!(
+            d.start_seq(),
+            0,
+            "accounting restarts at seq 0 of the new epoch"
+        );
         let mut o = Observed::default();
         o.drain(&mut d, BatchLimits::default());
         let r = o.resyncs[0];

@@ -129,6 +129,13 @@ async fn run_session(conn: Connection, id: u64, shared: Arc<Shared>) {
     info!("disconnected");
 }
 
+/// What came first on a new connection's control stream.
+enum First {
+    Frame(Option<Result<ControlRequest, FrameError>>),
+    TimedOut,
+    EarlyStream,
+}
+
 /// Reads and checks Hello, answers Welcome. On failure the client got an
 /// Error frame and the connection is closed.
 async fn hello(
@@ -137,30 +144,56 @@ async fn hello(
     shared: &Shared,
 ) -> Option<(SendStream, ControlFrames, String)> {
     let limits = &shared.limits;
-    let (send, recv) = match tokio::time::timeout(limits.hello_timeout, conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(e)) => {
-            debug!(error = %e, "closed before opening the control stream");
+    let deadline = tokio::time::Instant::now() + limits.hello_timeout;
+    let opened = tokio::select! {
+        opened = conn.accept_bi() => opened,
+        _ = conn.accept_uni() => {
+            info!("publish stream opened before Hello");
+            conn.close(code(ErrorCode::Protocol), b"stream opened before Hello/Welcome");
             return None;
         }
-        Err(_) => {
+        _ = tokio::time::sleep_until(deadline) => {
             conn.close(code(ErrorCode::Protocol), b"no control stream in time");
             return None;
         }
     };
+    let (send, recv) = match opened {
+        Ok(streams) => streams,
+        Err(e) => {
+            debug!(error = %e, "closed before opening the control stream");
+            return None;
+        }
+    };
     let mut frames = FramedRead::new(recv, FrameCodec::new(PRE_HELLO_MAX_FRAME_BYTES));
-    let first = match tokio::time::timeout(limits.hello_timeout, frames.next()).await {
-        Err(_) => Err(RequestError::Protocol("no Hello in time".into())),
-        Ok(None) => return None,
-        Ok(Some(Err(FrameError::Io(e)))) => {
+    // Before Welcome, any other stream is a protocol error.
+    let early_stream = async {
+        tokio::select! {
+            _ = conn.accept_uni() => {}
+            _ = conn.accept_bi() => {}
+        }
+    };
+    let first = tokio::select! {
+        first = tokio::time::timeout_at(deadline, frames.next()) => match first {
+            Ok(frame) => First::Frame(frame),
+            Err(_) => First::TimedOut,
+        },
+        _ = early_stream => First::EarlyStream,
+    };
+    let first = match first {
+        First::TimedOut => Err(RequestError::Protocol("no Hello in time".into())),
+        First::EarlyStream => Err(RequestError::Protocol(
+            "a stream was opened before Welcome".into(),
+        )),
+        First::Frame(None) => return None,
+        First::Frame(Some(Err(FrameError::Io(e)))) => {
             debug!(error = %e, "control stream failed before Hello");
             return None;
         }
-        Ok(Some(Err(e))) => Err(RequestError::from(e)),
-        Ok(Some(Ok(ControlRequest {
+        First::Frame(Some(Err(e))) => Err(RequestError::from(e)),
+        First::Frame(Some(Ok(ControlRequest {
             kind: Some(control_request::Kind::Hello(h)),
         }))) => Ok(h),
-        Ok(Some(Ok(_))) => Err(RequestError::Protocol(
+        First::Frame(Some(Ok(_))) => Err(RequestError::Protocol(
             "the first frame on the control stream must be Hello".into(),
         )),
     };
