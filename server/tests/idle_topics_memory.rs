@@ -42,7 +42,7 @@ fn ten_thousand_idle_topics_fit_in_a_few_mib() {
          eager 4 MiB rings would need {} MiB",
         grown as f64 / (1 << 20) as f64,
         grown / TOPICS as u64,
-        TOPICS * config.topic_defaults.ring_bytes >> 20,
+        (TOPICS * config.topic_defaults.ring_bytes) >> 20,
     );
     assert_eq!(registry.len(), TOPICS);
     assert!(grown < 32 << 20, "idle topics cost {grown} bytes");
