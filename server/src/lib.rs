@@ -214,7 +214,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     });
     let tracker = TaskTracker::new();
     let accept_task = tokio::spawn(quic::serve(endpoint.clone(), shared, tracker.clone()));
-    info!(quic = %quic_addr, auth = registry_auth_label(&config), "lapwing server listening");
+    info!(quic = %quic_addr, auth = auth_label(&config), "lapwing server listening");
     Ok(ServerHandle {
         quic_addr,
         cert_path: identity.cert_path,
@@ -228,7 +228,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     })
 }
 
-fn registry_auth_label(config: &Config) -> &'static str {
+fn auth_label(config: &Config) -> &'static str {
     if config.auth.tokens.is_empty() {
         "none"
     } else {
