@@ -9,7 +9,12 @@
 use std::path::PathBuf;
 
 /// Every `.proto` file of the crate, relative to the include root (`proto/`).
-const PROTO_FILES: &[&str] = &["lapwing/v1/common.proto", "lapwing/v1/quic.proto"];
+const PROTO_FILES: &[&str] = &[
+    "lapwing/v1/common.proto",
+    "lapwing/v1/quic.proto",
+    "lapwing/v1/bus.proto",
+    "lapwing/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=lapwing");
@@ -21,10 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
-    prost_build::Config::new()
-        // Payloads (and every other `bytes` field) decode as `Bytes`: a slice
-        // of the received buffer, no copy.
-        .bytes(["."])
-        .compile_fds(fds)?;
+    let mut config = prost_build::Config::new();
+    // Payloads (and every other `bytes` field) decode as `Bytes`: a slice
+    // of the received buffer, no copy.
+    config.bytes(["."]);
+    // Messages as above, plus the gRPC services (`lapwing.v1.Bus`,
+    // `lapwing.v1.Admin`): tonic client and server stubs in the same module.
+    tonic_prost_build::configure().compile_fds_with_config(fds, config)?;
     Ok(())
 }
