@@ -65,6 +65,7 @@ VARIABLES
     rword,     \* [Readers -> Words] next word to copy
     buf,       \* [Readers -> [Words -> Int]] the copy-out buffer
     cand,      \* [Readers -> Nat]  lag scan candidate
+    to,        \* [Readers -> Nat]  end of the lag scan range
     \* ghost / history (not part of the protocol, used by the invariants)
     last,      \* [Readers -> Int]  seq of the last delivery (-1: none yet)
     intact,    \* [Readers -> BOOLEAN] every delivery so far equalled Val(seq, .) word for word
@@ -73,10 +74,10 @@ VARIABLES
     lagOk,     \* [Readers -> BOOLEAN] every lag skip so far landed on the oldest held seq
     orderOk    \* [Readers -> BOOLEAN] every delivery so far had a larger seq than the last
 
-vars == <<stamp, data, head, wseq, wpc, wword, next, rpc, rword, buf, cand,
+vars == <<stamp, data, head, wseq, wpc, wword, next, rpc, rword, buf, cand, to,
           last, intact, delivered, missed, lagOk, orderOk>>
 wvars == <<stamp, data, head, wseq, wpc, wword>>
-rvars == <<next, rpc, rword, buf, cand, last, intact, delivered, missed, lagOk, orderOk>>
+rvars == <<next, rpc, rword, buf, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
 
 Init ==
     /\ stamp = [i \in Slots |-> 0]
@@ -90,6 +91,7 @@ Init ==
     /\ rword = [r \in Readers |-> 1]
     /\ buf   = [r \in Readers |-> [w \in Words |-> -1]]
     /\ cand  = [r \in Readers |-> 0]
+    /\ to    = [r \in Readers |-> 0]
     /\ last   = [r \in Readers |-> -1]
     /\ intact = [r \in Readers |-> TRUE]
     /\ delivered = [r \in Readers |-> 0]
@@ -153,7 +155,7 @@ RStamp1(r) ==
                  ELSE IF st < Done(next[r]) THEN "empty" \* not published yet / in progress
                  ELSE "lagstart"]                        \* reused by a later lap: lapped
     /\ rword' = [rword EXCEPT ![r] = 1]
-    /\ UNCHANGED <<next, buf, cand, last, intact, delivered, missed, lagOk, orderOk>>
+    /\ UNCHANGED <<next, buf, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
     /\ UNCHANGED wvars
 
 \* try_read returned Empty; the caller polls again (a real step, as in the
@@ -161,7 +163,7 @@ RStamp1(r) ==
 RRetry(r) ==
     /\ rpc[r] = "empty"
     /\ rpc' = [rpc EXCEPT ![r] = "stamp1"]
-    /\ UNCHANGED <<next, rword, buf, cand, last, intact, delivered, missed, lagOk, orderOk>>
+    /\ UNCHANGED <<next, rword, buf, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
     /\ UNCHANGED wvars
 
 \* copy one payload word (Relaxed load)
@@ -173,7 +175,7 @@ RWord(r) ==
               /\ UNCHANGED rword
          ELSE /\ rword' = [rword EXCEPT ![r] = rword[r] + 1]
               /\ UNCHANGED rpc
-    /\ UNCHANGED <<next, cand, last, intact, delivered, missed, lagOk, orderOk>>
+    /\ UNCHANGED <<next, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
     /\ UNCHANGED wvars
 
 \* Commit the copy in buf as the message `next` (the seq the reader aimed at).
@@ -194,45 +196,52 @@ RRecheck(r) ==
          THEN Deliver(r)
          ELSE /\ rpc' = [rpc EXCEPT ![r] = "lagstart"]
               /\ UNCHANGED <<last, intact, orderOk, delivered, next, buf>>
-    /\ UNCHANGED <<rword, cand, missed, lagOk>>
+    /\ UNCHANGED <<rword, cand, to, missed, lagOk>>
     /\ UNCHANGED wvars
 
 \* MUTANT no_recheck: commit the copy without looking at the stamp again.
 RCommitNoRecheck(r) ==
     /\ rpc[r] = "commit"
     /\ Deliver(r)
-    /\ UNCHANGED <<rword, cand, missed, lagOk>>
+    /\ UNCHANGED <<rword, cand, to, missed, lagOk>>
     /\ UNCHANGED wvars
 
-\* Lapped: head load (Acquire); the scan starts at max(next+1, head-N):
-\* every seq x < head-N is overwritten because x+N < head is committed.
+\* Lapped: Ring::resume_after_lap.  head load (Acquire); the scan runs over
+\* [from, to) with from = max(next+1, head-N) (every seq x < head-N is
+\* overwritten, since x+N < head is committed) and to = max(head, from).
 RLagStart(r) ==
     /\ rpc[r] = "lagstart"
-    /\ cand' = [cand EXCEPT ![r] =
-                  IF Mutant = "lag_to_head" THEN Max(next[r] + 1, head)
-                                            ELSE Max(next[r] + 1, head - N)]
+    /\ LET f == IF Mutant = "lag_to_head" THEN Max(next[r] + 1, head)
+                                         ELSE Max(next[r] + 1, head - N)
+       IN /\ cand' = [cand EXCEPT ![r] = f]
+          /\ to' = [to EXCEPT ![r] = Max(head, f)]
     /\ rpc' = [rpc EXCEPT ![r] = "scan"]
     /\ buf' = [buf EXCEPT ![r] = [w \in Words |-> -1]]   \* (model only: forget the copy)
     /\ UNCHANGED <<next, rword, last, intact, delivered, missed, lagOk, orderOk>>
     /\ UNCHANGED wvars
 
-\* One scan step: stamp load (Acquire) of the candidate.  Overwritten by a
-\* later lap -> try the next seq.  Otherwise (committed for exactly this seq,
-\* or not yet written) the candidate is the oldest seq that can still be
-\* delivered: report Lagged{missed: c - next, resume_seq: c}, cursor := c.
+\* Reader::lag: report Lagged{missed: c - next, resume_seq: c}, cursor := c.
+Report(r, c) ==
+    /\ missed' = [missed EXCEPT ![r] = @ + (c - next[r])]
+    \* ghost: every skipped seq is really gone
+    /\ lagOk' = [lagOk EXCEPT ![r] = @ /\ \A x \in next[r] .. c - 1 : stamp[Slot(x)] > Done(x)]
+    /\ next' = [next EXCEPT ![r] = c]
+    /\ rpc' = [rpc EXCEPT ![r] = "stamp1"]
+    /\ cand' = [cand EXCEPT ![r] = 0]               \* (model only)
+    /\ to' = [to EXCEPT ![r] = 0]
+
+\* Ring::first_retained, one Ring::probe (stamp load, Acquire) per step.
+\* Overwritten by a later lap (Gone) -> next candidate.  Otherwise (committed
+\* for exactly this seq, or not yet written: Retained / Pending) it is the
+\* oldest seq that can still be delivered.  Range exhausted -> resume at `to`.
 RScan(r) ==
     /\ rpc[r] = "scan"
     /\ LET c == cand[r] IN
-       IF stamp[Slot(c)] > Done(c)
+       IF c >= to[r] THEN Report(r, to[r])
+       ELSE IF stamp[Slot(c)] > Done(c)
          THEN /\ cand' = [cand EXCEPT ![r] = c + 1]
-              /\ UNCHANGED <<next, rpc, missed, lagOk>>
-         ELSE /\ missed' = [missed EXCEPT ![r] = @ + (c - next[r])]
-              \* ghost: every skipped seq is really gone
-              /\ lagOk' = [lagOk EXCEPT ![r] =
-                             @ /\ \A x \in next[r] .. c - 1 : stamp[Slot(x)] > Done(x)]
-              /\ next' = [next EXCEPT ![r] = c]
-              /\ rpc' = [rpc EXCEPT ![r] = "stamp1"]
-              /\ cand' = [cand EXCEPT ![r] = 0]               \* (model only)
+              /\ UNCHANGED <<next, rpc, missed, lagOk, to>>
+         ELSE Report(r, c)
     /\ UNCHANGED <<rword, buf, last, intact, delivered, orderOk>>
     /\ UNCHANGED wvars
 
@@ -261,7 +270,7 @@ TypeOK ==
     /\ stamp \in [Slots -> 0 .. Done(MaxSeq)]
     /\ head \in 0 .. MaxSeq /\ wseq \in 0 .. MaxSeq
     /\ next \in [Readers -> 0 .. MaxSeq]
-    /\ cand \in [Readers -> 0 .. MaxSeq]
+    /\ cand \in [Readers -> 0 .. MaxSeq] /\ to \in [Readers -> 0 .. MaxSeq]
 
 \* A committed read equals, word for word, what was written for exactly the
 \* seq the reader aimed at (its cursor at commit time).
