@@ -19,6 +19,7 @@ pub enum PublishError {
     },
 }
 
+#[inline]
 fn checked_len(parts: &[&[u8]], max: usize) -> Result<usize, PublishError> {
     let len = parts
         .iter()
@@ -51,12 +52,14 @@ impl Publisher {
     }
 
     /// Publishes one message and returns its seq. Never waits for readers.
+    #[inline]
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
         self.publish_parts(&[payload])
     }
 
     /// Publishes the concatenation of `parts` as one message (so a caller can
     /// prepend a header without copying the body). Returns its seq.
+    #[inline]
     pub fn publish_parts(&mut self, parts: &[&[u8]]) -> Result<u64, PublishError> {
         let len = checked_len(parts, self.ring.max_message_bytes())?;
         let seq = self.next_seq;
@@ -89,11 +92,13 @@ impl MpPublisher {
     }
 
     /// Publishes one message and returns its seq. Never waits for readers.
+    #[inline]
     pub fn publish(&self, payload: &[u8]) -> Result<u64, PublishError> {
         self.publish_parts(&[payload])
     }
 
     /// Publishes the concatenation of `parts` as one message. Returns its seq.
+    #[inline]
     pub fn publish_parts(&self, parts: &[&[u8]]) -> Result<u64, PublishError> {
         let len = checked_len(parts, self.ring.max_message_bytes())?;
         let (seq, pos) = self.ring.claim(chunks_for(len));

@@ -9,8 +9,8 @@ use crate::reader::Resume;
 #[cfg(not(loom))]
 use crate::reader::{Reader, Start};
 use crate::slot::{
-    append_words, begin_write, chunks_for, done, end_write, still_stamped, Slot, WordSource,
-    CHUNK_BYTES, INLINE_MAX, WORDS,
+    append_words, begin_write, chunks_for, done, end_write, still_stamped, store_bytes, Slot,
+    WordSource, CHUNK_BYTES, INLINE_MAX, WORDS,
 };
 use crate::sync::{Arc, AtomicU64, Ordering};
 
@@ -211,16 +211,16 @@ impl Ring {
     /// Chunks first, header last: a committed header implies a complete
     /// message. `owned` is true for the single producer (see `begin_write`).
     /// The caller has checked `len <= max_message_bytes`.
+    #[inline]
     pub(crate) fn write(&self, seq: u64, pos: u64, len: usize, parts: &[&[u8]], owned: bool) {
         let mut src = WordSource::new(parts);
+        let mut scratch = [0u8; CHUNK_BYTES];
         let mut left = len;
         for i in 0..chunks_for(len) as u64 {
             let slot = self.arena_slot(pos + i);
             begin_write(slot, pos + i, self.arena_slots, owned);
             let n = left.min(CHUNK_BYTES);
-            for w in &slot.words[..n.div_ceil(8)] {
-                w.store(src.next_word(), Ordering::Relaxed);
-            }
+            store_bytes(&slot.words, src.take(n, &mut scratch));
             left -= n;
             end_write(slot, pos + i);
         }
@@ -228,9 +228,7 @@ impl Ring {
         begin_write(slot, seq, self.header_slots, owned);
         slot.words[0].store(len as u64, Ordering::Relaxed);
         if len <= INLINE_MAX {
-            for w in &slot.words[1..1 + len.div_ceil(8)] {
-                w.store(src.next_word(), Ordering::Relaxed);
-            }
+            store_bytes(&slot.words[1..], src.take(len, &mut scratch));
         } else {
             slot.words[1].store(pos, Ordering::Relaxed);
         }
@@ -238,11 +236,13 @@ impl Ring {
     }
 
     /// Single producer: makes `seq` visible to `head()` readers.
+    #[inline]
     pub(crate) fn publish_head(&self, next: u64) {
         self.head.0.store(next, Ordering::Release);
     }
 
     /// Multi producer: claims the next seq and `chunks` arena positions.
+    #[inline]
     pub(crate) fn claim(&self, chunks: usize) -> (u64, u64) {
         let seq = self.head.0.fetch_add(1, Ordering::Relaxed);
         let pos = if chunks == 0 {

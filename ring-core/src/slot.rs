@@ -108,8 +108,9 @@ pub(crate) fn still_stamped(slot: &Slot, expected: u64) -> bool {
     slot.stamp.load(Ordering::Relaxed) == expected
 }
 
-/// Streams the concatenation of several byte slices as little-endian words,
-/// so `publish_parts` never copies the parts into a temporary buffer.
+/// Streams the concatenation of several byte slices a slot's worth at a
+/// time, so `publish_parts` never copies the parts into a temporary buffer
+/// and the common single-slice case is one fixed-size copy per slot.
 pub(crate) struct WordSource<'a> {
     cur: &'a [u8],
     rest: &'a [&'a [u8]],
@@ -117,22 +118,35 @@ pub(crate) struct WordSource<'a> {
 
 impl<'a> WordSource<'a> {
     pub(crate) fn new(parts: &'a [&'a [u8]]) -> Self {
-        Self {
-            cur: &[],
-            rest: parts,
+        match parts.split_first() {
+            Some((first, rest)) => Self { cur: first, rest },
+            None => Self {
+                cur: &[],
+                rest: &[],
+            },
         }
     }
 
-    /// The next 8 bytes (zero-padded past the end).
+    /// The next `n <= 56` bytes: borrowed straight from the caller's slice
+    /// when they are contiguous (the common case), else gathered into
+    /// `scratch`.
     #[inline]
-    pub(crate) fn next_word(&mut self) -> u64 {
-        if let Some((w, tail)) = self.cur.split_first_chunk::<8>() {
+    pub(crate) fn take<'b>(&'b mut self, n: usize, scratch: &'b mut [u8; CHUNK_BYTES]) -> &'b [u8] {
+        if self.cur.len() >= n {
+            let (head, tail) = self.cur.split_at(n);
             self.cur = tail;
-            return u64::from_le_bytes(*w);
+            head
+        } else {
+            self.take_slow(&mut scratch[..n]);
+            &scratch[..n]
         }
-        let mut bytes = [0u8; 8];
+    }
+
+    /// `take` across part boundaries.
+    #[cold]
+    fn take_slow(&mut self, out: &mut [u8]) {
         let mut filled = 0;
-        while filled < 8 {
+        while filled < out.len() {
             if self.cur.is_empty() {
                 match self.rest.split_first() {
                     Some((first, rest)) => {
@@ -143,12 +157,36 @@ impl<'a> WordSource<'a> {
                     None => break,
                 }
             }
-            let take = (8 - filled).min(self.cur.len());
-            bytes[filled..filled + take].copy_from_slice(&self.cur[..take]);
+            let take = (out.len() - filled).min(self.cur.len());
+            out[filled..filled + take].copy_from_slice(&self.cur[..take]);
             self.cur = &self.cur[take..];
             filled += take;
         }
-        u64::from_le_bytes(bytes)
+    }
+}
+
+/// Stores `bytes` (at most 56) into consecutive payload words, little-endian,
+/// the last word zero-padded. Word-by-word atomic stores straight from the
+/// source: no staging buffer, and nothing the compiler can turn into a
+/// `memcpy` call.
+#[inline]
+pub(crate) fn store_bytes(dst: &[AtomicU64], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(8);
+    for (w, c) in dst.iter().zip(&mut chunks) {
+        w.store(
+            u64::from_le_bytes(c.try_into().unwrap_or_default()),
+            Ordering::Relaxed,
+        );
+    }
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        let last = rem
+            .iter()
+            .enumerate()
+            .fold(0u64, |acc, (i, &b)| acc | (b as u64) << (8 * i));
+        if let Some(w) = dst.get(bytes.len() / 8) {
+            w.store(last, Ordering::Relaxed);
+        }
     }
 }
 
@@ -170,12 +208,19 @@ mod tests {
     fn word_source_concatenates_parts_across_word_boundaries() {
         let parts: [&[u8]; 4] = [b"abc", b"", b"defghijklm", b"n"];
         let mut src = WordSource::new(&parts);
+        let mut scratch = [0u8; CHUNK_BYTES];
+        let slot = Slot::new();
+        store_bytes(&slot.words, src.take(11, &mut scratch));
+        let words: Vec<u64> = slot
+            .words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
         let mut out = Vec::new();
-        for _ in 0..3 {
-            out.extend_from_slice(&src.next_word().to_le_bytes());
-        }
-        assert_eq!(&out[..14], b"abcdefghijklmn");
-        assert!(out[14..].iter().all(|&b| b == 0));
+        append_words(&mut out, &words, 11);
+        assert_eq!(out, b"abcdefghijk");
+        assert_eq!(src.take(3, &mut scratch), b"lmn");
+        assert_eq!(src.take(0, &mut scratch), b"");
     }
 
     #[test]
