@@ -11,10 +11,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use lapwing_proto::defaults;
 
 use crate::{Client, ClientConfig, LagPolicy, Trust};
+
+/// Re-exported so callers can `Cli::try_parse_from` without depending on clap.
+pub use clap::Parser;
 
 pub use bench::BenchArgs;
 pub use output::base64_encode;

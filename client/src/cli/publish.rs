@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::Args;
+use futures::StreamExt;
 
 use super::{ConnArgs, Io};
 use crate::code_name;
@@ -82,9 +83,26 @@ pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyh
             })
         };
 
+    // Every publish goes on the acknowledged stream, pipelined (up to
+    // WINDOW in flight): exiting 0 then means the server has published
+    // everything. A fire-and-forget stream could lose its tail when the
+    // connection closes before the server has read it (PROTOCOL.md).
+    const WINDOW: usize = 1024;
     let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let start = tokio::time::Instant::now();
+    let mut inflight = futures::stream::FuturesOrdered::new();
     let mut published = 0u64;
+    let mut acked = 0u64;
+    let mut print_ack = |ack: Result<crate::PublishAck, crate::ClientError>,
+                         acked: &mut u64|
+     -> anyhow::Result<()> {
+        *acked += 1;
+        let ack = ack.with_context(|| format!("publish {acked} failed"))?;
+        if args.ack {
+            writeln!(io.out, "epoch={} seq={}", ack.epoch, ack.seq)?;
+        }
+        Ok(())
+    };
     while let Some(payload) = next_payload(published)? {
         if payload.len() > max {
             bail!(
@@ -96,21 +114,21 @@ pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyh
         if let Some(interval) = interval {
             tokio::time::sleep_until(start + interval.mul_f64(published as f64)).await;
         }
-        if args.ack {
-            let ack = client
-                .publish_acked(&args.topic, payload)
-                .await
-                .with_context(|| format!("publish {} failed", published + 1))?;
-            writeln!(io.out, "epoch={} seq={}", ack.epoch, ack.seq)?;
-        } else {
-            client
-                .publish(&args.topic, payload)
-                .await
-                .with_context(|| format!("publish {} failed", published + 1))?;
+        if inflight.len() >= WINDOW {
+            if let Some(ack) = inflight.next().await {
+                print_ack(ack, &mut acked)?;
+            }
         }
+        let client = &client;
+        let topic = args.topic.as_str();
+        inflight.push_back(async move { client.publish_acked(topic, payload).await });
         published += 1;
     }
-    client.close().await.context("flushing publishes")?;
+    while let Some(ack) = inflight.next().await {
+        print_ack(ack, &mut acked)?;
+    }
+    drop(inflight);
+    client.close().await.context("closing the connection")?;
     if let Ok((code, message)) = errors.try_recv() {
         bail!(
             "the server rejected a publish: {}: {message}",
