@@ -111,6 +111,46 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key matching `cert`. Default: none (self-signed).
     pub key: Option<PathBuf>,
+    /// TLS on the gRPC listener, with the same certificate: `auto`
+    /// (default: on unless `listen.grpc` is a loopback address, so local
+    /// tools like grpcurl work with `-plaintext`), `on` or `off`.
+    pub grpc: GrpcTls,
+}
+
+/// `tls.grpc`: whether the gRPC listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrpcTls {
+    /// TLS unless the listener is on a loopback address.
+    #[default]
+    Auto,
+    /// Always TLS.
+    On,
+    /// Never TLS (plaintext HTTP/2); for loopback or a TLS-terminating proxy.
+    Off,
+}
+
+impl GrpcTls {
+    /// Whether a listener on `addr` uses TLS.
+    pub fn enabled_for(self, addr: SocketAddr) -> bool {
+        match self {
+            GrpcTls::Auto => !addr.ip().is_loopback(),
+            GrpcTls::On => true,
+            GrpcTls::Off => false,
+        }
+    }
+}
+
+impl std::str::FromStr for GrpcTls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("`{other}` is not a gRPC TLS mode (auto|on|off)")),
+        }
+    }
 }
 
 /// Authentication. With no tokens, everyone is accepted (and the server
@@ -120,6 +160,11 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     /// Tokens a client may present in Hello. Default: none (no auth).
     pub tokens: Vec<String>,
+    /// Token every gRPC Admin call must present (`authorization: Bearer
+    /// <token>`). Default: none, and then the Admin service is served only
+    /// when the gRPC listener is on a loopback address, to anyone who can
+    /// reach it there.
+    pub admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -127,6 +172,10 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -376,6 +425,8 @@ impl Config {
     /// | `LAPWING_LOG_FORMAT` | `log_format` |
     /// | `LAPWING_TOKENS` | `auth.tokens` (comma-separated) |
     /// | `LAPWING_TLS_CERT`, `LAPWING_TLS_KEY` | `tls.cert`, `tls.key` |
+    /// | `LAPWING_GRPC_TLS` | `tls.grpc` |
+    /// | `LAPWING_ADMIN_TOKEN` | `auth.admin_token` |
     /// | `LAPWING_MAX_MESSAGE_BYTES` | `limits.max_message_bytes` |
     /// | `LAPWING_MAX_CONNECTIONS` | `limits.max_connections` |
     /// | `LAPWING_RING_BYTES` | `topic_defaults.ring_bytes` |
@@ -409,6 +460,10 @@ impl Config {
                 }
                 "LAPWING_TLS_CERT" => self.tls.cert = Some(PathBuf::from(&value)),
                 "LAPWING_TLS_KEY" => self.tls.key = Some(PathBuf::from(&value)),
+                "LAPWING_GRPC_TLS" => parse(&mut |v| set_parsed(&mut self.tls.grpc, v)),
+                "LAPWING_ADMIN_TOKEN" => {
+                    self.auth.admin_token = Some(value.trim().to_owned()).filter(|t| !t.is_empty())
+                }
                 "LAPWING_MAX_MESSAGE_BYTES" => {
                     parse(&mut |v| set_parsed(&mut self.limits.max_message_bytes, v))
                 }
@@ -473,6 +528,9 @@ impl Config {
                 errors.push(invalid("tls.cert", "tls.key is set but tls.cert is not"))
             }
             _ => {}
+        }
+        if self.auth.admin_token.as_deref() == Some("") {
+            errors.push(invalid("auth.admin_token", "must not be empty"));
         }
         for (i, token) in self.auth.tokens.iter().enumerate() {
             if token.is_empty() {

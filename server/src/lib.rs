@@ -40,6 +40,17 @@
 //! load with a SeqCst fence, so a publish can never fall between "ring looks
 //! empty" and "parked" unseen (no lost wakeup).
 //!
+//! # The gRPC edge, admin API and metrics
+//!
+//! `edge::grpc` serves `lapwing.v1.Bus` (the same contract over HTTP/2:
+//! each Subscribe is a `Drain` read only when HTTP/2 flow control lets the
+//! stream take more, so a slow reader is lapped and resynced exactly like
+//! a QUIC one), `lapwing.v1.Admin` (admin token), gRPC health and
+//! reflection. Both edges register their connections and subscriptions in
+//! [`connections::Connections`], which the admin API lists and closes, and
+//! each subscription reports once per batch to [`metrics::Metrics`], which
+//! [`http`] serves as `/metrics` next to `/healthz` and `/readyz`.
+//!
 //! # Entry points
 //!
 //! [`spawn`] binds everything (port 0 works, for tests) and returns a
@@ -51,7 +62,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
+pub mod http;
 pub mod limits;
+pub mod metrics;
+pub mod publisher;
 pub mod registry;
 pub mod shutdown;
 pub mod subscription;
@@ -64,7 +79,6 @@ mod edge;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +89,7 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
-use crate::edge::quic;
+use crate::edge::{grpc, quic};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +118,12 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct ServerHandle {
     quic_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    connections: Arc<connections::Connections>,
+    ready: Arc<http::Readiness>,
+    grpc_task: Option<JoinHandle<()>>,
+    http_task: Option<JoinHandle<()>>,
     cert_path: PathBuf,
     fingerprint: String,
     registry: Arc<registry::Registry>,
@@ -118,6 +138,21 @@ impl ServerHandle {
     /// The bound QUIC (UDP) address.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The bound gRPC (TCP) address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP (metrics, health) address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Live connections of both edges.
+    pub fn connections(&self) -> &Arc<connections::Connections> {
+        &self.connections
     }
 
     /// The certificate (PEM) clients can trust.
@@ -145,6 +180,7 @@ impl ServerHandle {
     /// SHUTTING_DOWN, wait (bounded) for the endpoint to go idle.
     pub async fn shutdown(mut self) {
         info!("shutting down");
+        self.ready.shutting_down.set(true);
         self.shutdown.cancel();
         if let Some(task) = self.accept_task.take() {
             let _ = task.await;
@@ -162,6 +198,35 @@ impl ServerHandle {
             b"server shutting down",
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        if let Some(task) = self.grpc_task.take() {
+            // Calls end themselves on the shutdown signal; a connection
+            // whose client stopped reading cannot take its final status, so
+            // after the drain every gRPC socket is cut.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(self.drain, task).await.is_err() {
+                for conn in self.connections.list() {
+                    if conn.transport() == connections::Transport::Grpc {
+                        self.connections.close(conn.id(), "server shutting down");
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while !abort.is_finished() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await;
+                abort.abort();
+            }
+        }
+        if let Some(task) = self.http_task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
         info!("stopped");
     }
 }
@@ -188,6 +253,9 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     let limits = limits::Limits::from_config(&config);
     let registry = Arc::new(registry::Registry::from_config(&config)?);
     let auth = auth::Auth::new(&config.auth.tokens);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let connections = Arc::new(connections::Connections::new(metrics.clone()));
+    let ready = Arc::new(http::Readiness::default());
     let endpoint = quic::bind(
         config.listen.quic,
         config.transport.udp_buffer_bytes,
@@ -204,19 +272,83 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     let shared = Arc::new(quic::Shared {
         registry: registry.clone(),
         limits,
-        auth,
+        auth: auth.clone(),
+        connections: connections.clone(),
         server_name: config.server_name.clone(),
         shutdown: shutdown.clone(),
         drain: Duration::from_millis(config.shutdown.drain_ms),
         reconnect_after_ms: config.shutdown.reconnect_after_ms,
         batch: subscription::BatchLimits::default(),
-        next_connection_id: AtomicU64::new(1),
     });
     let tracker = TaskTracker::new();
     let accept_task = tokio::spawn(quic::serve(endpoint.clone(), shared, tracker.clone()));
-    info!(quic = %quic_addr, auth = auth_label(&config), "lapwing server listening");
+    ready.quic.set(true);
+
+    let grpc_tls = config.tls.grpc.enabled_for(config.listen.grpc);
+    let grpc_pem = if grpc_tls {
+        Some(identity.pem()?)
+    } else {
+        None
+    };
+    let (grpc_bound, grpc_addr) = grpc::bind(
+        config.listen.grpc,
+        grpc_pem.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )?;
+    let admin = grpc::AdminAuth::new(
+        config.auth.admin_token.as_deref(),
+        grpc_addr.ip().is_loopback(),
+    );
+    match (admin.token_required(), admin.served()) {
+        (true, _) => info!("gRPC Admin requires the admin token"),
+        (false, true) => {
+            info!(grpc = %grpc_addr, "no admin token configured: gRPC Admin is served on this loopback listener to anyone who can reach it")
+        }
+        (false, false) => {
+            warn!(grpc = %grpc_addr, "no admin token configured and the gRPC listener is not loopback: gRPC Admin is not served (set auth.admin_token / LAPWING_ADMIN_TOKEN)")
+        }
+    }
+    let (http_listener, http_addr) = http::bind(config.listen.http)?;
+    let limits = limits::Limits::from_config(&config);
+    let grpc_shared = Arc::new(grpc::Shared {
+        registry: registry.clone(),
+        limits,
+        auth,
+        admin,
+        connections: connections.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        facts: grpc::ServerFacts {
+            quic_listen: quic_addr,
+            grpc_listen: grpc_addr,
+            http_listen: http_addr,
+            fingerprint: identity.fingerprint.clone(),
+            default_ring_bytes: config.topic_defaults.ring_bytes,
+            started: std::time::Instant::now(),
+            grpc_tls,
+            server_name: config.server_name.clone(),
+        },
+    });
+    let grpc_task = tokio::spawn(grpc::serve(grpc_bound, grpc_shared, ready.clone()));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        http::HttpState {
+            metrics,
+            registry: registry.clone(),
+            connections: connections.clone(),
+            ready: ready.clone(),
+        },
+        shutdown.clone(),
+    ));
+    info!(quic = %quic_addr, grpc = %grpc_addr, grpc_tls, http = %http_addr,
+        auth = auth_label(&config), "lapwing server listening");
     Ok(ServerHandle {
         quic_addr,
+        grpc_addr,
+        http_addr,
+        connections,
+        ready,
+        grpc_task: Some(grpc_task),
+        http_task: Some(http_task),
         cert_path: identity.cert_path,
         fingerprint: identity.fingerprint,
         registry,

@@ -138,6 +138,7 @@ pub struct Topic {
     ring_init: Mutex<()>,
     wakeup: Wakeup,
     deleted: AtomicBool,
+    created_unix_nanos: u64,
     pub(crate) counters: TopicCounters,
 }
 
@@ -152,6 +153,7 @@ impl Topic {
             ring_init: Mutex::new(()),
             wakeup: Wakeup::new(),
             deleted: AtomicBool::new(false),
+            created_unix_nanos: now_unix_nanos(),
             counters: TopicCounters::default(),
         }
     }
@@ -164,6 +166,11 @@ impl Topic {
     /// The epoch: random, fixed for the life of this topic.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// When this topic (this epoch) was created, server clock.
+    pub fn created_unix_nanos(&self) -> u64 {
+        self.created_unix_nanos
     }
 
     /// Size settings.

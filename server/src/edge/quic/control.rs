@@ -14,7 +14,6 @@
 //! without sharing the stream.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +32,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::{code, publish, subscribe, Shared};
 use crate::auth::AuthError;
+use crate::connections::{Tracked, Transport};
 use crate::limits::RequestError;
 use crate::subscription::{Drain, StartAt};
 
@@ -87,7 +87,7 @@ pub(super) async fn handle_connection(
         conn.close(code(ErrorCode::TooManyConnections), b"too many connections");
         return;
     };
-    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.connections.allocate_id();
     let span = tracing::info_span!("conn", id, %remote);
     run_session(conn, id, shared).instrument(span).await;
 }
@@ -97,6 +97,9 @@ async fn run_session(conn: Connection, id: u64, shared: Arc<Shared>) {
         return;
     };
     info!(client = %client_name, "connected");
+    let tracked = shared
+        .connections
+        .open(id, Transport::Quic, conn.remote_address(), &client_name);
     frames
         .decoder_mut()
         .set_max_frame_bytes(shared.limits.max_frame_bytes);
@@ -109,6 +112,7 @@ async fn run_session(conn: Connection, id: u64, shared: Arc<Shared>) {
         tx,
         cancel: cancel.clone(),
         subs: HashMap::new(),
+        tracked,
     };
     let close = session.serve(&mut frames).await;
     // Stop every task of this connection, then let the writer flush what
@@ -279,6 +283,8 @@ struct Session {
     tx: ControlTx,
     cancel: CancellationToken,
     subs: HashMap<u64, SubHandle>,
+    /// This connection's entry in the admin API's connection table.
+    tracked: Tracked,
 }
 
 impl Session {
@@ -286,9 +292,17 @@ impl Session {
     /// when the server is the one closing.
     async fn serve(&mut self, frames: &mut ControlFrames) -> Option<(quinn::VarInt, String)> {
         let shutdown = self.shared.shutdown.clone();
+        let close_requested = self.tracked.close_requested().clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Some(self.go_away().await),
+                _ = close_requested.cancelled() => {
+                    // An operator closed it (admin API): a normal close, so
+                    // clients reconnect as after any connection loss.
+                    let reason = self.tracked.close_reason();
+                    info!(%reason, "closed by an operator");
+                    return Some((code(ErrorCode::Unspecified), reason));
+                }
                 frame = frames.next() => match frame {
                     Some(Ok(request)) => self.handle(request).await,
                     None => {
@@ -431,11 +445,13 @@ impl Session {
         };
         debug!(subscription = id, topic = %s.topic, start_seq = ok.start_seq, "subscribed");
         let cancel = self.cancel.child_token();
+        let meter = self.tracked.entry().add_subscription(id, &drain);
         let task = tokio::spawn(
             subscribe::run(
                 self.conn.clone(),
                 id,
                 drain,
+                meter,
                 cancel.clone(),
                 self.tx.clone(),
                 self.shared.batch,

@@ -13,7 +13,6 @@ mod publish;
 mod subscribe;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +38,8 @@ pub(crate) struct Shared {
     pub(crate) drain: Duration,
     pub(crate) reconnect_after_ms: u32,
     pub(crate) batch: BatchLimits,
-    pub(crate) next_connection_id: AtomicU64,
+    /// The connection table (ids, admin listing and closing).
+    pub(crate) connections: Arc<crate::connections::Connections>,
 }
 
 /// An application error code as a QUIC VarInt.

@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::control::ControlTx;
+use crate::connections::{BatchTally, SubscriptionGuard};
 use crate::subscription::{BatchLimits, Drain, Step};
 
 pub(super) async fn run(
     conn: Connection,
     id: u64,
     mut drain: Drain,
+    meter: SubscriptionGuard,
     cancel: CancellationToken,
     control: ControlTx,
     limits: BatchLimits,
@@ -38,7 +40,12 @@ pub(super) async fn run(
         &mut buf,
     );
     let end = loop {
-        let step = drain.encode_batch(&mut buf, limits);
+        let mut tally = BatchTally::default();
+        let step = drain.next_batch(limits, |d| {
+            tally.see(&d);
+            d.encode_frame(&mut buf);
+        });
+        meter.meter().record(&drain, &tally, step);
         if !buf.is_empty() {
             // One write per batch; `split` hands quinn the bytes without a
             // copy and keeps the spare capacity for the next batch.

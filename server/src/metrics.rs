@@ -1,0 +1,324 @@
+//! Prometheus metrics of one server instance.
+//!
+//! The `metrics` crate's macros write to one process-global recorder; tests
+//! run many servers in one process, so each server owns its own
+//! [`PrometheusRecorder`] and registers its handles on it directly. Nothing
+//! here is global.
+//!
+//! Two kinds of values, chosen to keep the message path free of metric
+//! updates:
+//!
+//! - **Read at scrape time** from state the server keeps anyway: topics,
+//!   messages and bytes published (the topics' own atomic counters, plus
+//!   what deleted topics had published), connections and subscriptions per
+//!   transport (the connection table), uptime. Publishing touches no metric.
+//! - **Counted once per batch** by each subscription task
+//!   ([`crate::connections::SubscriptionMeter::record`]): messages and payload
+//!   bytes delivered, resyncs, messages missed and ring laps per transport,
+//!   and one publish-to-deliver latency sample per batch (its oldest
+//!   message, so the histogram shows the worst of each batch).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+use crate::connections::{Connections, Transport};
+use crate::registry::Registry;
+use crate::topic::TopicStats;
+
+/// Latency buckets in seconds: 50 µs to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+const LATENCY: &str = "lapwing_publish_to_deliver_seconds";
+
+/// Per-transport counters, updated by subscription tasks once per batch.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    pub(crate) delivered: Counter,
+    pub(crate) delivered_bytes: Counter,
+    pub(crate) resyncs: Counter,
+    pub(crate) missed: Counter,
+    pub(crate) laps: Counter,
+    pub(crate) latency: Histogram,
+    /// The same counts, readable (for the admin API's live stats).
+    pub(crate) totals: Arc<EdgeTotals>,
+}
+
+/// Readable per-transport totals.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeTotals {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) missed: AtomicU64,
+}
+
+/// Server-wide totals for the admin API.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages published (deleted topics included).
+    pub published: u64,
+    /// Payload bytes published.
+    pub published_bytes: u64,
+    /// Messages delivered, all transports.
+    pub delivered: u64,
+    /// Resyncs sent, all transports.
+    pub resyncs: u64,
+    /// Messages missed, all transports.
+    pub missed: u64,
+}
+
+impl std::fmt::Debug for EdgeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeMetrics").finish_non_exhaustive()
+    }
+}
+
+/// What deleted topics had published, so the totals never go down.
+#[derive(Debug, Default)]
+struct Retired {
+    published: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// See the module docs.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    edges: [EdgeMetrics; 2],
+    topics: Gauge,
+    published: Counter,
+    published_bytes: Counter,
+    connections: [Gauge; 2],
+    subscriptions: [Gauge; 2],
+    uptime: Gauge,
+    retired: Retired,
+    /// Serialises scrapes so the absolute counter values stay monotonic.
+    scrape: Mutex<(u64, u64)>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics with its own recorder.
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LATENCY.to_owned()), LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let r = &recorder;
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            let (name, help) = (name.into(), SharedString::from(help));
+            r.describe_counter(name, unit, help);
+        };
+        let describe_gauge = |name: &'static str, help: &'static str| {
+            r.describe_gauge(name.into(), None, help.into());
+        };
+        describe(
+            "lapwing_messages_published_total",
+            None,
+            "Messages published, all topics and transports (deleted topics included).",
+        );
+        describe(
+            "lapwing_published_bytes_total",
+            Some(Unit::Bytes),
+            "Payload bytes published.",
+        );
+        describe(
+            "lapwing_messages_delivered_total",
+            None,
+            "Messages delivered to subscribers, by transport.",
+        );
+        describe(
+            "lapwing_delivered_bytes_total",
+            Some(Unit::Bytes),
+            "Payload bytes delivered to subscribers, by transport.",
+        );
+        describe(
+            "lapwing_resyncs_total",
+            None,
+            "Resyncs sent to subscribers (any reason), by transport.",
+        );
+        describe(
+            "lapwing_messages_missed_total",
+            None,
+            "Messages subscribers missed, as reported in their resyncs, by transport.",
+        );
+        describe(
+            "lapwing_ring_laps_total",
+            None,
+            "Times a ring overwrote messages a subscriber had not read yet (lapped, skipped or disconnected for lag), by transport.",
+        );
+        r.describe_histogram(
+            LATENCY.into(),
+            Some(Unit::Seconds),
+            "Publish-to-deliver latency (server clock), one sample per delivered batch: its oldest message.".into(),
+        );
+        describe_gauge("lapwing_topics", "Topics in the registry.");
+        describe_gauge("lapwing_connections", "Open connections, by transport.");
+        describe_gauge("lapwing_subscriptions", "Live subscriptions, by transport.");
+        describe_gauge(
+            "lapwing_uptime_seconds",
+            "Seconds since the server started.",
+        );
+
+        let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let by = |name: &'static str, t: Transport| {
+            Key::from_parts(name, vec![Label::new("transport", t.as_str())])
+        };
+        let edge = |t: Transport| EdgeMetrics {
+            delivered: r.register_counter(&by("lapwing_messages_delivered_total", t), &meta),
+            delivered_bytes: r.register_counter(&by("lapwing_delivered_bytes_total", t), &meta),
+            resyncs: r.register_counter(&by("lapwing_resyncs_total", t), &meta),
+            missed: r.register_counter(&by("lapwing_messages_missed_total", t), &meta),
+            laps: r.register_counter(&by("lapwing_ring_laps_total", t), &meta),
+            latency: r.register_histogram(&by(LATENCY, t), &meta),
+            totals: Arc::default(),
+        };
+        let gauge_by = |name, t| r.register_gauge(&by(name, t), &meta);
+        let edges = Transport::ALL.map(edge);
+        // Touch every per-transport series so a scrape lists it from the
+        // start (at 0), not only after the first event.
+        for e in &edges {
+            e.delivered.increment(0);
+            e.delivered_bytes.increment(0);
+            e.resyncs.increment(0);
+            e.missed.increment(0);
+            e.laps.increment(0);
+        }
+        Metrics {
+            edges,
+            topics: r.register_gauge(&Key::from_static_name("lapwing_topics"), &meta),
+            published: r.register_counter(
+                &Key::from_static_name("lapwing_messages_published_total"),
+                &meta,
+            ),
+            published_bytes: r.register_counter(
+                &Key::from_static_name("lapwing_published_bytes_total"),
+                &meta,
+            ),
+            connections: Transport::ALL.map(|t| gauge_by("lapwing_connections", t)),
+            subscriptions: Transport::ALL.map(|t| gauge_by("lapwing_subscriptions", t)),
+            uptime: r.register_gauge(&Key::from_static_name("lapwing_uptime_seconds"), &meta),
+            retired: Retired::default(),
+            scrape: Mutex::new((0, 0)),
+            started: Instant::now(),
+            recorder,
+        }
+    }
+
+    /// The counters a transport's subscription tasks update.
+    pub fn edge(&self, transport: Transport) -> &EdgeMetrics {
+        &self.edges[transport.index()]
+    }
+
+    /// Remembers what a topic that is being deleted had published, so the
+    /// published totals do not drop with it.
+    pub fn retire_topic(&self, stats: &TopicStats) {
+        self.retired
+            .published
+            .fetch_add(stats.published, Ordering::Relaxed);
+        self.retired.bytes.fetch_add(stats.bytes, Ordering::Relaxed);
+    }
+
+    /// Seconds since this server started.
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Server-wide totals: published from the topics (plus deleted
+    /// ones), the rest from the edges.
+    pub fn totals(&self, registry: &Registry) -> Totals {
+        let mut t = Totals {
+            published: self.retired.published.load(Ordering::Relaxed),
+            published_bytes: self.retired.bytes.load(Ordering::Relaxed),
+            ..Totals::default()
+        };
+        for stats in registry.list().iter().filter_map(|n| registry.stats(n)) {
+            t.published += stats.published;
+            t.published_bytes += stats.bytes;
+        }
+        for e in &self.edges {
+            t.delivered += e.totals.delivered.load(Ordering::Relaxed);
+            t.resyncs += e.totals.resyncs.load(Ordering::Relaxed);
+            t.missed += e.totals.missed.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    /// Reads the scrape-time values and renders everything in the
+    /// Prometheus text format.
+    pub fn render(&self, registry: &Registry, connections: &Connections) -> String {
+        let totals = self.totals(registry);
+        let (published, bytes) = (totals.published, totals.published_bytes);
+        {
+            // A topic deleted between `retire_topic` and the sum above is
+            // counted twice for one scrape; never report a smaller value
+            // than before.
+            let mut last = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+            last.0 = last.0.max(published);
+            last.1 = last.1.max(bytes);
+            self.published.absolute(last.0);
+            self.published_bytes.absolute(last.1);
+        }
+        self.topics.set(registry.len() as f64);
+        for (i, (conns, subs)) in connections.counts().into_iter().enumerate() {
+            self.connections[i].set(conns as f64);
+            self.subscriptions[i].set(subs as f64);
+        }
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        self.recorder.handle().render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_transport_labels() {
+        let m = Arc::new(Metrics::new());
+        let config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
+        let registry = Registry::from_config(&config).unwrap();
+        let conns = Connections::new(m.clone());
+        let t = registry.get_or_create("a").unwrap();
+        t.publish(b"abc").unwrap();
+        m.edge(Transport::Grpc).delivered.increment(3);
+        m.edge(Transport::Grpc).latency.record(0.001);
+        let text = m.render(&registry, &conns);
+        for line in [
+            "lapwing_messages_published_total 1",
+            "lapwing_published_bytes_total 3",
+            "lapwing_topics 1",
+            "lapwing_messages_delivered_total{transport=\"grpc\"} 3",
+            "lapwing_messages_delivered_total{transport=\"quic\"} 0",
+            "lapwing_connections{transport=\"quic\"} 0",
+            "# TYPE lapwing_publish_to_deliver_seconds histogram",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+        // Deleting a topic does not make the total go down.
+        m.retire_topic(&t.stats());
+        registry.delete("a").unwrap();
+        let text = m.render(&registry, &conns);
+        assert!(
+            text.contains("lapwing_messages_published_total 1"),
+            "{text}"
+        );
+    }
+}
