@@ -2,6 +2,7 @@
 //! writes to the `impl Write`s it is given, so tests drive it in-process.
 //! `src/bin/lapwing.rs` only parses arguments and sets up the runtime.
 
+mod admin;
 mod bench;
 mod output;
 mod publish;
@@ -19,6 +20,7 @@ use crate::{Client, ClientConfig, LagPolicy, Trust};
 /// Re-exported so callers can `Cli::try_parse_from` without depending on clap.
 pub use clap::Parser;
 
+pub use admin::{AdminConn, ConnectionsArgs, StatsArgs, TopicsArgs};
 pub use bench::BenchArgs;
 pub use output::base64_encode;
 pub use publish::PubArgs;
@@ -71,6 +73,12 @@ pub enum Command {
     Sub(SubArgs),
     /// Measure fanout: 1 publisher to N subscribers over the network.
     Bench(BenchArgs),
+    /// Manage topics through the gRPC Admin API (list, create, delete, stats).
+    Topics(TopicsArgs),
+    /// List or close connections through the gRPC Admin API.
+    Connections(ConnectionsArgs),
+    /// Server info and totals; `--watch` for live stats.
+    Stats(StatsArgs),
 }
 
 /// `--lag-policy` values.
@@ -116,6 +124,9 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
         Command::Pub(args) => publish::run(&cli.conn, args, io).await,
         Command::Sub(args) => subscribe::run(&cli.conn, args, io).await,
         Command::Bench(args) => bench::run(&cli.conn, args, io).await,
+        Command::Topics(args) => admin::topics(&cli.conn, args, io).await,
+        Command::Connections(args) => admin::connections(&cli.conn, args, io).await,
+        Command::Stats(args) => admin::stats(&cli.conn, args, io).await,
     }
 }
 
