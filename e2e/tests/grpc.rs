@@ -200,7 +200,10 @@ async fn quic_and_grpc_share_one_topic() {
     }
     // gRPC publishes, QUIC subscribes (and sees the QUIC ones too).
     for i in 5..10u64 {
-        assert_eq!(publish(&mut bus, "mixed", &format!("g{i}")).await, (epoch, i));
+        assert_eq!(
+            publish(&mut bus, "mixed", &format!("g{i}")).await,
+            (epoch, i)
+        );
     }
     for i in 0..10u64 {
         let delivery::Kind::Message(m) = next_delivery(&mut grpc_sub).await else {
@@ -316,10 +319,7 @@ async fn admin_calls_need_the_admin_token() {
     });
     let ch = channel(&srv).await;
     let mut admin = AdminClient::new(ch.clone());
-    let err = admin
-        .list_topics(ListTopicsRequest {})
-        .await
-        .unwrap_err();
+    let err = admin.list_topics(ListTopicsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let err = admin
         .list_topics(with_token(ListTopicsRequest {}, "data-token"))
@@ -414,10 +414,7 @@ async fn admin_stats_connections_and_close() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        (t.head_seq, t.published_messages, t.subscribers),
-        (3, 3, 2)
-    );
+    assert_eq!((t.head_seq, t.published_messages, t.subscribers), (3, 3, 2));
     let mut watch = admin
         .watch_stats(WatchStatsRequest {
             interval_ms: 100,
@@ -536,7 +533,11 @@ async fn health_and_reflection_answer() {
         panic!("not a service list")
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for want in ["lapwing.v1.Bus", "lapwing.v1.Admin", "grpc.health.v1.Health"] {
+    for want in [
+        "lapwing.v1.Bus",
+        "lapwing.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     let mut replies = reflection

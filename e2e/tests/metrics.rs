@@ -66,11 +66,17 @@ async fn metrics_health_and_readiness() {
     // Delivered counts are recorded when each batch is read, before it is
     // written: the subscriber has all five, so they are counted.
     assert_eq!(
-        sample(&text, "lapwing_messages_delivered_total{transport=\"quic\"}"),
+        sample(
+            &text,
+            "lapwing_messages_delivered_total{transport=\"quic\"}"
+        ),
         Some(5.0)
     );
     assert_eq!(
-        sample(&text, "lapwing_messages_delivered_total{transport=\"grpc\"}"),
+        sample(
+            &text,
+            "lapwing_messages_delivered_total{transport=\"grpc\"}"
+        ),
         Some(0.0)
     );
     let latency_count = sample(
