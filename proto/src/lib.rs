@@ -1,6 +1,9 @@
 //! The Lapwing wire protocol, shared by the server and every client.
 //!
-//! - [`v1`]: the protobuf messages (generated from `lapwing/v1/*.proto`).
+//! - [`v1`]: the protobuf messages (generated from `lapwing/v1/*.proto`),
+//!   and the tonic client and server stubs of the gRPC services
+//!   (`v1::bus_client::BusClient`, `v1::admin_client::AdminClient`,
+//!   `v1::bus_server`, `v1::admin_server`).
 //! - [`frame`]: the QUIC stream framing (varint length + protobuf body), with
 //!   the length checked against a limit before anything is buffered for it.
 //! - [`topic`]: the topic naming rules.

@@ -96,9 +96,9 @@ pub struct Config {
 pub struct ListenConfig {
     /// QUIC (UDP). Default `127.0.0.1:7400`.
     pub quic: SocketAddr,
-    /// gRPC (TCP), reserved for the gRPC edge. Default `127.0.0.1:7401`.
+    /// gRPC (TCP): Bus, Admin, health, reflection. Default `127.0.0.1:7401`.
     pub grpc: SocketAddr,
-    /// HTTP health and metrics, reserved. Default `127.0.0.1:7402`.
+    /// HTTP: `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:7402`.
     pub http: SocketAddr,
 }
 
@@ -760,6 +760,8 @@ mod tests {
             d.transport.udp_buffer_bytes
         );
         assert_eq!(example.shutdown.drain_ms, d.shutdown.drain_ms);
+        assert_eq!(example.tls.grpc, d.tls.grpc);
+        assert_eq!(example.auth.admin_token, d.auth.admin_token);
         assert_eq!(
             example.shutdown.reconnect_after_ms,
             d.shutdown.reconnect_after_ms
@@ -776,6 +778,29 @@ mod tests {
     fn tokens_are_not_printed() {
         let mut c = Config::default();
         c.auth.tokens = vec!["hunter2".into()];
+        c.auth.admin_token = Some("admin-hunter3".into());
         assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter3"));
+    }
+
+    #[test]
+    fn grpc_tls_and_admin_token_from_env() {
+        let mut c = Config::default();
+        let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        assert!(!c.tls.grpc.enabled_for(lo) && c.tls.grpc.enabled_for(any));
+        c.apply_env([
+            ("LAPWING_GRPC_TLS".to_owned(), "on".to_owned()),
+            ("LAPWING_ADMIN_TOKEN".to_owned(), "root".to_owned()),
+        ])
+        .unwrap();
+        assert!(c.tls.grpc.enabled_for(lo));
+        assert_eq!(c.auth.admin_token.as_deref(), Some("root"));
+        assert!(c
+            .apply_env([("LAPWING_GRPC_TLS".to_owned(), "maybe".to_owned())])
+            .is_err());
+        let c = Config::from_toml("[tls]\ngrpc = \"off\"\n[auth]\nadmin_token = \"x\"\n").unwrap();
+        assert_eq!(c.tls.grpc, GrpcTls::Off);
+        c.validate().unwrap();
     }
 }

@@ -21,10 +21,10 @@ struct Args {
     /// QUIC listen address (UDP) [default: 127.0.0.1:7400].
     #[arg(long)]
     quic_listen: Option<SocketAddr>,
-    /// gRPC listen address (TCP; reserved for the gRPC edge) [default: 127.0.0.1:7401].
+    /// gRPC listen address (TCP: Bus, Admin, health, reflection) [default: 127.0.0.1:7401].
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
-    /// HTTP health/metrics address (reserved) [default: 127.0.0.1:7402].
+    /// HTTP address for /metrics, /healthz, /readyz [default: 127.0.0.1:7402].
     #[arg(long)]
     http_listen: Option<SocketAddr>,
     /// Data directory (generated certificate and key).
