@@ -1,0 +1,411 @@
+//! `lapwing-bench`: the load generator behind `bench/run`.
+//!
+//! `bench/run` installs and starts the servers, then calls `lapwing-bench run`
+//! with their addresses and pids. The helper subcommands exist so the script
+//! needs nothing but bash and this binary.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::IsTerminal;
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lapwing_bench::cpu;
+use lapwing_bench::report::{self, Meta, Report};
+use lapwing_bench::scenario::{self, Cell, Params};
+use lapwing_bench::systems::{self, System};
+
+#[derive(Debug, Parser)]
+#[command(about = "Lapwing vs NATS vs Redis pub/sub load generator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the scenarios against the servers given.
+    Run(Box<RunArgs>),
+    /// Write a self-signed certificate (cert.pem, key.pem) for localhost/127.0.0.1.
+    GenCert {
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print N free loopback ports (free for both TCP and UDP), one per line.
+    FreePorts {
+        /// How many.
+        n: usize,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A few seconds per scenario, one run, small N.
+    #[arg(long)]
+    quick: bool,
+    /// Output directory (results.json, results.md, *.svg).
+    #[arg(long)]
+    out: PathBuf,
+    /// Runs per cell (default 1 in quick mode, 3 otherwise).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Publish seconds per run (default 1 quick, 5 full).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Scenarios to run, e.g. A,B,C,D.
+    #[arg(long, value_delimiter = ',', default_value = "A,B,C,D")]
+    scenarios: Vec<String>,
+    /// Subscriber counts for scenario A (default 10,100 quick; 1,10,100,1000 full).
+    #[arg(long, value_delimiter = ',')]
+    a_subscribers: Option<Vec<usize>>,
+    /// Payload sizes for scenario A (default 64 quick; 64,1024 full).
+    #[arg(long, value_delimiter = ',')]
+    a_payloads: Option<Vec<usize>>,
+    /// Scenario D: connections to aim for (default 300 quick, 10000 full).
+    #[arg(long)]
+    conn_target: Option<usize>,
+    /// Scenario D: seconds allowed for connecting (default 20 quick, 150 full).
+    #[arg(long)]
+    conn_budget: Option<f64>,
+    /// Lapwing QUIC address (host:port).
+    #[arg(long)]
+    lapwing: Option<String>,
+    /// Lapwing server certificate (PEM) to trust.
+    #[arg(long)]
+    lapwing_ca: Option<PathBuf>,
+    /// lapwing-server pid.
+    #[arg(long)]
+    lapwing_pid: Option<u32>,
+    /// nats-server (plaintext) address.
+    #[arg(long)]
+    nats: Option<String>,
+    /// nats-server (plaintext) pid.
+    #[arg(long)]
+    nats_pid: Option<u32>,
+    /// nats-server (TLS) address.
+    #[arg(long)]
+    nats_tls: Option<String>,
+    /// CA certificate for nats-server TLS.
+    #[arg(long)]
+    nats_tls_ca: Option<PathBuf>,
+    /// nats-server (TLS) pid.
+    #[arg(long)]
+    nats_tls_pid: Option<u32>,
+    /// redis-server address.
+    #[arg(long)]
+    redis: Option<String>,
+    /// redis-server pid.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// NAME=VERSION facts for the report (repeatable).
+    #[arg(long = "version-info")]
+    versions: Vec<String>,
+    /// Free-text notes for the report (repeatable), e.g. why a system was skipped.
+    #[arg(long)]
+    note: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::GenCert { dir } => gen_cert(&dir),
+        Cmd::FreePorts { n } => free_ports(n),
+        Cmd::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(*args)),
+    }
+}
+
+fn gen_cert(dir: &std::path::Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir)?;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())?;
+    Ok(())
+}
+
+fn free_ports(n: usize) -> anyhow::Result<()> {
+    // Hold every socket until all are chosen so the ports differ.
+    let mut held = Vec::new();
+    while held.len() < n {
+        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+            held.push((tcp, udp));
+            println!("{port}");
+        }
+    }
+    Ok(())
+}
+
+fn read_trim(path: &str) -> String {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn cpu_model() -> String {
+    read_trim("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string())
+}
+
+fn build_systems(a: &RunArgs, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
+    let mut v: Vec<Box<dyn System>> = Vec::new();
+    match (&a.lapwing, &a.lapwing_ca) {
+        (Some(addr), Some(ca)) => v.push(Box::new(systems::lapwing::Lapwing {
+            addr: addr.clone(),
+            ca: ca.clone(),
+            pid: a.lapwing_pid,
+        })),
+        _ => notes.push("lapwing-quic not measured: no --lapwing/--lapwing-ca given".into()),
+    }
+    match &a.nats {
+        Some(addr) => v.push(Box::new(systems::nats::Nats {
+            addr: addr.clone(),
+            tls_ca: None,
+            pid: a.nats_pid,
+        })),
+        None => notes.push("nats not measured: no --nats given".into()),
+    }
+    match (&a.nats_tls, &a.nats_tls_ca) {
+        (Some(addr), Some(ca)) => v.push(Box::new(systems::nats::Nats {
+            addr: addr.clone(),
+            tls_ca: Some(ca.clone()),
+            pid: a.nats_tls_pid,
+        })),
+        _ => notes.push("nats-tls not measured: no --nats-tls/--nats-tls-ca given".into()),
+    }
+    match &a.redis {
+        Some(addr) => v.push(Box::new(systems::redis::Redis {
+            addr: addr.clone(),
+            pid: a.redis_pid,
+        })),
+        None => notes.push("redis not measured: no --redis given".into()),
+    }
+    notes.push(
+        "lapwing-grpc not measured: the gRPC edge does not exist yet (the adapter slot is systems::SystemKind)"
+            .into(),
+    );
+    v
+}
+
+fn cells(a: &RunArgs) -> Vec<Cell> {
+    let has = |s: &str| a.scenarios.iter().any(|x| x.eq_ignore_ascii_case(s));
+    let mut v = Vec::new();
+    let cell = |scenario: &str, subscribers, payload, rate, slow| Cell {
+        scenario: scenario.into(),
+        subscribers,
+        payload,
+        rate,
+        slow,
+    };
+    let a_subs = a.a_subscribers.clone().unwrap_or(if a.quick {
+        vec![10, 100]
+    } else {
+        vec![1, 10, 100, 1000]
+    });
+    let a_payloads =
+        a.a_payloads
+            .clone()
+            .unwrap_or(if a.quick { vec![64] } else { vec![64, 1024] });
+    // The slow-consumer cells are compared with A N=100 and B N=100, so those
+    // baselines always run when C does.
+    let mut a_subs_all = a_subs.clone();
+    if has("C") && !a_subs_all.contains(&100) {
+        a_subs_all.push(100);
+    }
+    if has("A") || has("C") {
+        for &payload in &a_payloads {
+            for &n in &a_subs_all {
+                if has("A") || (n == 100 && payload == 64) {
+                    v.push(cell("A", n, payload, None, false));
+                }
+            }
+        }
+    }
+    if has("B") || has("C") {
+        let bs: &[usize] = if a.quick { &[10] } else { &[10, 100] };
+        for &n in bs {
+            v.push(cell("B", n, 64, Some(10_000), false));
+        }
+        if has("C") && !bs.contains(&100) {
+            v.push(cell("B", 100, 64, Some(10_000), false));
+        }
+    }
+    if has("C") {
+        v.push(cell("C", 100, 64, None, true));
+        v.push(cell("C", 100, 64, Some(10_000), true));
+    }
+    v
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<()> {
+    fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let loadavg_start = read_trim("/proc/loadavg");
+    let mut notes = a.note.clone();
+    let systems = build_systems(&a, &mut notes);
+    let runs = a.runs.unwrap_or(if a.quick { 1 } else { 3 });
+    let duration = Duration::from_secs_f64(a.duration.unwrap_or(if a.quick { 1.0 } else { 5.0 }));
+    let params = Params {
+        duration,
+        drain_timeout: if a.quick {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(8)
+        },
+        drain_stall: Duration::from_millis(750),
+        slow_delay: Duration::from_millis(10),
+        connect_concurrency: 16,
+        batch: 64,
+    };
+    let cells = cells(&a);
+    let with_d = a.scenarios.iter().any(|s| s.eq_ignore_ascii_case("D"));
+    let total = (cells.len() * runs * systems.len() + usize::from(with_d) * systems.len()) as u64;
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    let tty = std::io::stderr().is_terminal();
+    let say = |pb: &ProgressBar, msg: String| {
+        if tty {
+            pb.set_message(msg);
+        } else {
+            eprintln!("[{}/{}] {msg}", pb.position() + 1, total);
+        }
+    };
+
+    let mut fanout = Vec::new();
+    // Run-major, system-minor: every system sees the same machine state
+    // within one pass, so the ratios compare like with like.
+    for run in 0..runs {
+        for cell in &cells {
+            for sys in &systems {
+                let id = sys.info().id;
+                let label = cell_label(cell);
+                say(&pb, format!("run {}/{runs} {label} {id}", run + 1));
+                let r = scenario::run_fanout(sys.as_ref(), cell, &params, run).await;
+                let line = match &r.error {
+                    Some(e) => format!("{label} {id}: ERROR {e}"),
+                    None => format!(
+                        "{label} {id}: published {:.0}/s delivered {:.0}/s p99 {:.0} µs silent {} reported {}",
+                        r.published_rate,
+                        r.delivered_rate,
+                        r.latency.p99_us,
+                        r.loss.silent_total(),
+                        r.loss.reported_missing
+                    ),
+                };
+                if tty {
+                    pb.println(line);
+                } else {
+                    eprintln!("    {line}");
+                }
+                fanout.push(r);
+                pb.inc(1);
+                // Let the server close the old connections before the next cell.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+
+    let mut connections = Vec::new();
+    if with_d {
+        let target = a.conn_target.unwrap_or(if a.quick { 300 } else { 10_000 });
+        let budget =
+            Duration::from_secs_f64(a.conn_budget.unwrap_or(if a.quick { 20.0 } else { 150.0 }));
+        for sys in &systems {
+            let id = sys.info().id;
+            say(&pb, format!("D {id}: up to {target} connections"));
+            let d = scenario::run_connections(sys.as_ref(), target, budget, 64).await;
+            let line = format!(
+                "D {id}: {} of {} connections in {:.1} s, {} live, RSS/conn {} B, stopped by {}",
+                d.established,
+                d.target,
+                d.connect_s,
+                d.live,
+                d.rss_per_conn.map_or("?".into(), |v| format!("{v:.0}")),
+                d.limited_by.as_deref().unwrap_or("target")
+            );
+            if tty {
+                pb.println(line);
+            } else {
+                eprintln!("    {line}");
+            }
+            connections.push(d);
+            pb.inc(1);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    pb.finish_and_clear();
+
+    let ok: Vec<f64> = fanout
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.cpu.machine_busy)
+        .collect();
+    let summary = report::summarize(&fanout);
+    let targets = report::targets(&summary, &connections);
+    let report = Report {
+        meta: Meta {
+            mode: if a.quick { "quick" } else { "full" }.into(),
+            runs,
+            duration_s: duration.as_secs_f64(),
+            cores: cpu::cores(),
+            cpu_model: cpu_model(),
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            loadavg_start,
+            loadavg_end: read_trim("/proc/loadavg"),
+            mean_machine_busy: ok.iter().sum::<f64>() / ok.len().max(1) as f64,
+            versions: a
+                .versions
+                .iter()
+                .map(|v| {
+                    let (k, val) = v.split_once('=').unwrap_or((v, ""));
+                    (k.to_string(), val.to_string())
+                })
+                .collect(),
+            command: std::env::var("LAPWING_BENCH_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+            notes,
+        },
+        systems: systems.iter().map(|s| s.info()).collect(),
+        fanout,
+        connections,
+        summary,
+        targets,
+    };
+    fs::write(
+        a.out.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let md = report::markdown(&report);
+    fs::write(a.out.join("results.md"), &md)?;
+    lapwing_bench::plot::throughput(&report.summary, &a.out.join("throughput.svg"))?;
+    lapwing_bench::plot::latency(&report.summary, &a.out.join("latency.svg"))?;
+    println!("{md}");
+    eprintln!("results in {}", a.out.display());
+    Ok(())
+}
+
+fn cell_label(c: &Cell) -> String {
+    format!(
+        "{} N={} {} B {}{}",
+        c.scenario,
+        c.subscribers,
+        c.payload,
+        c.rate.map_or("full speed".into(), |r| format!("{r}/s")),
+        if c.slow { " +1 slow" } else { "" }
+    )
+}

@@ -1,0 +1,583 @@
+//! The scenarios, written once for every system.
+//!
+//! - A (`fanout`): 1 publisher at full speed to N subscribers.
+//! - B (`latency`): 1 publisher at a fixed rate; publish-to-deliver latency.
+//! - C (`slow`): like A (and B) with N subscribers of which one reads at
+//!   about 1 % speed; how the others fare and what the slow one learns.
+//! - D (`connections`): as many idle subscribed connections as fit in a time
+//!   budget; server RSS per connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cpu::{rss_bytes, CpuSnapshot, CpuUsage};
+use crate::payload::{self, now_ns, Header};
+use crate::systems::{Event, Subscription, System};
+use crate::track::{LossCounts, SeqTracker};
+
+/// One cell of the matrix (without the system and the run index).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Cell {
+    /// "A", "B", "C-max" or "C-rate".
+    pub scenario: String,
+    /// Subscribers, each its own connection (including a slow one).
+    pub subscribers: usize,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Fixed publish rate in msgs/s; `None` = as fast as the system takes them.
+    pub rate: Option<u64>,
+    /// Whether subscriber 0 is the slow one.
+    pub slow: bool,
+}
+
+/// Timing knobs (quick mode shrinks them).
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// How long the publisher publishes.
+    pub duration: Duration,
+    /// Longest wait, after the last publish, for subscribers to catch up.
+    pub drain_timeout: Duration,
+    /// The drain ends early when nothing arrived for this long.
+    pub drain_stall: Duration,
+    /// Time per message of the slow subscriber (10 ms = 100 msgs/s, 1 % of
+    /// the 10 k msgs/s latency rate).
+    pub slow_delay: Duration,
+    /// Subscriber connections being set up at once.
+    pub connect_concurrency: usize,
+    /// Messages per `publish_batch` at full speed.
+    pub batch: usize,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+/// What the slow subscriber experienced (scenario C).
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowReport {
+    /// Its accounting (reported vs silent loss, resyncs).
+    pub loss: LossCounts,
+    /// Disconnections seen by its client library.
+    pub disconnects: u64,
+    /// Client-library drop signals (async-nats SlowConsumer events).
+    pub client_drop_events: u64,
+    /// Why its stream ended, if it did.
+    pub closed: Option<String>,
+    /// Messages published that it had neither received nor been told about
+    /// when the run stopped (still queued somewhere, or lost).
+    pub unaccounted_at_stop: u64,
+}
+
+/// The result of one run of one fanout cell (A, B, C) for one system.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutRun {
+    /// System id.
+    pub system: String,
+    /// The cell.
+    pub cell: Cell,
+    /// Run index (0-based).
+    pub run: usize,
+    /// Set when the run could not be carried out.
+    pub error: Option<String>,
+    /// Seconds to connect and subscribe every subscriber.
+    pub setup_s: f64,
+    /// Messages published.
+    pub published: u64,
+    /// Publish rate achieved (msgs/s).
+    pub published_rate: f64,
+    /// Messages delivered to the fast (non-slow) subscribers, all together.
+    pub delivered: u64,
+    /// Delivered msgs/s over the fast subscribers (first publish to last delivery).
+    pub delivered_rate: f64,
+    /// Slowest fast subscriber's delivered msgs/s.
+    pub per_sub_min_rate: f64,
+    /// Fastest subscriber's delivered msgs/s.
+    pub per_sub_max_rate: f64,
+    /// Loss accounting summed over the fast subscribers.
+    pub loss: LossCounts,
+    /// Fast subscribers whose stream ended or whose client saw a disconnect.
+    pub disconnects: u64,
+    /// Client-library drop signals over the fast subscribers.
+    pub client_drop_events: u64,
+    /// Publish-to-deliver latency over the fast subscribers.
+    pub latency: Latency,
+    /// CPU over the measured window (first publish to end of drain).
+    pub cpu: CpuUsage,
+    /// Wall seconds of the measured window.
+    pub window_s: f64,
+    /// Delivered messages per server CPU second.
+    pub efficiency: Option<f64>,
+    /// Machine saturated and the generator used at least as much CPU as the
+    /// server: the number says as much about the generator as the server.
+    pub generator_limited: bool,
+    /// Scenario C: the slow subscriber.
+    pub slow: Option<SlowReport>,
+}
+
+impl FanoutRun {
+    fn failed(system: &str, cell: &Cell, run: usize, error: String) -> FanoutRun {
+        FanoutRun {
+            system: system.into(),
+            cell: cell.clone(),
+            run,
+            error: Some(error),
+            setup_s: 0.0,
+            published: 0,
+            published_rate: 0.0,
+            delivered: 0,
+            delivered_rate: 0.0,
+            per_sub_min_rate: 0.0,
+            per_sub_max_rate: 0.0,
+            loss: LossCounts::default(),
+            disconnects: 0,
+            client_drop_events: 0,
+            latency: Latency::default(),
+            cpu: CpuUsage::default(),
+            window_s: 0.0,
+            efficiency: None,
+            generator_limited: false,
+            slow: None,
+        }
+    }
+}
+
+/// Live counters a subscriber task updates and the coordinator polls.
+#[derive(Debug, Default)]
+struct Live {
+    delivered: AtomicU64,
+    /// Highest seq seen + 1.
+    next_seq: AtomicU64,
+    closed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct SubOutcome {
+    tracker: SeqTracker,
+    hist: Histogram<u64>,
+    last_recv_ns: u64,
+    closed: Option<String>,
+    disconnects: u64,
+    client_drop_events: u64,
+    slow: bool,
+}
+
+async fn subscriber_task(
+    mut sub: Subscription,
+    live: Arc<Live>,
+    slow: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> SubOutcome {
+    let mut tracker = SeqTracker::new();
+    let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let mut last_recv_ns = 0;
+    let mut closed = None;
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            event = sub.events.next() => event,
+        };
+        match event {
+            Some(Event::Message(p)) => {
+                let now = now_ns();
+                last_recv_ns = now;
+                if let Some(Header { seq, sent_ns, .. }) = payload::decode(&p) {
+                    tracker.message(seq);
+                    // Auto-resizing histogram: record cannot fail for a u64.
+                    let _ = hist.record(now.saturating_sub(sent_ns).max(1));
+                    live.next_seq.fetch_max(seq + 1, Ordering::Relaxed);
+                }
+                live.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(delay) = slow {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            Some(Event::Resync { missed }) => tracker.resync(missed),
+            Some(Event::Closed(why)) => {
+                closed = Some(why);
+                break;
+            }
+            None => {
+                closed = Some("stream ended".into());
+                break;
+            }
+        }
+    }
+    if closed.is_some() {
+        live.closed.store(1, Ordering::Relaxed);
+    }
+    SubOutcome {
+        tracker,
+        hist,
+        last_recv_ns,
+        closed,
+        disconnects: sub.side.disconnects.load(Ordering::Relaxed),
+        client_drop_events: sub.side.client_drop_events.load(Ordering::Relaxed),
+        slow: slow.is_some(),
+    }
+}
+
+/// Opens `n` subscriptions, `concurrency` at a time.
+async fn subscribe_all(
+    sys: &dyn System,
+    topic: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Subscription>> {
+    futures::stream::iter(0..n)
+        .map(|_| sys.subscribe(topic))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+fn make_batch(buf: &mut BytesMut, size: usize, first_seq: u64, count: usize) -> Vec<Bytes> {
+    (0..count as u64)
+        .map(|i| {
+            payload::encode(
+                buf,
+                size,
+                Header {
+                    publisher: 0,
+                    seq: first_seq + i,
+                    sent_ns: now_ns(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs one fanout cell (A, B or C) once against `sys`.
+pub async fn run_fanout(sys: &dyn System, cell: &Cell, p: &Params, run: usize) -> FanoutRun {
+    let id = sys.info().id;
+    match fanout_inner(sys, &id, cell, p, run).await {
+        Ok(r) => r,
+        Err(e) => FanoutRun::failed(&id, cell, run, format!("{e:#}")),
+    }
+}
+
+async fn fanout_inner(
+    sys: &dyn System,
+    id: &str,
+    cell: &Cell,
+    p: &Params,
+    run: usize,
+) -> anyhow::Result<FanoutRun> {
+    let topic = format!(
+        "bench.{}.{}.n{}.b{}.r{}.t{}",
+        cell.scenario.to_lowercase(),
+        id,
+        cell.subscribers,
+        cell.payload,
+        run,
+        now_ns()
+    );
+    let setup_start = Instant::now();
+    let subs = subscribe_all(sys, &topic, cell.subscribers, p.connect_concurrency).await?;
+    let setup_s = setup_start.elapsed().as_secs_f64();
+    let mut publisher = sys.publisher().await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut lives = Vec::with_capacity(subs.len());
+    for (i, sub) in subs.into_iter().enumerate() {
+        let live = Arc::new(Live::default());
+        let slow = (cell.slow && i == 0).then_some(p.slow_delay);
+        if slow.is_none() {
+            lives.push(live.clone());
+        }
+        tasks.spawn(subscriber_task(sub, live, slow, stop_rx.clone()));
+    }
+
+    let before = CpuSnapshot::take(sys.server_pid());
+    let t0 = now_ns();
+    let start = Instant::now();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut published: u64 = 0;
+    match cell.rate {
+        None => {
+            while start.elapsed() < p.duration {
+                let batch = make_batch(&mut buf, cell.payload, published, p.batch);
+                publisher.publish_batch(&topic, &batch).await?;
+                published += batch.len() as u64;
+            }
+        }
+        Some(rate) => {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while start.elapsed() < p.duration {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                let count = due.saturating_sub(published).min(10_000) as usize;
+                if count == 0 {
+                    continue;
+                }
+                let batch = make_batch(&mut buf, cell.payload, published, count);
+                publisher.publish_batch(&topic, &batch).await?;
+                published += count as u64;
+            }
+        }
+    }
+    publisher.flush().await?;
+    let publish_s = start.elapsed().as_secs_f64();
+
+    // Drain: wait until every fast subscriber has seen the last seq, or
+    // nothing moves any more, or the timeout.
+    let drain_start = Instant::now();
+    let mut last_total = u64::MAX;
+    let mut last_progress = Instant::now();
+    while drain_start.elapsed() < p.drain_timeout {
+        let done = lives.iter().all(|l| {
+            l.next_seq.load(Ordering::Relaxed) >= published || l.closed.load(Ordering::Relaxed) != 0
+        });
+        if done {
+            break;
+        }
+        let total: u64 = lives
+            .iter()
+            .map(|l| l.delivered.load(Ordering::Relaxed))
+            .sum();
+        if total != last_total {
+            last_total = total;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= p.drain_stall {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = CpuSnapshot::take(sys.server_pid());
+    let window_end = now_ns();
+    let _ = stop_tx.send(true);
+    drop(publisher);
+
+    let mut loss = LossCounts::default();
+    let mut hist = Histogram::<u64>::new(3).expect("valid");
+    let mut last_recv = t0;
+    let mut disconnects = 0;
+    let mut client_drop_events = 0;
+    let mut per_sub = Vec::new();
+    let mut slow = None;
+    while let Some(outcome) = tasks.join_next().await {
+        let mut o = outcome?;
+        let counts = o.tracker.finish(published);
+        if o.slow {
+            slow = Some(SlowReport {
+                loss: counts,
+                disconnects: o.disconnects,
+                client_drop_events: o.client_drop_events,
+                closed: o.closed.clone(),
+                unaccounted_at_stop: counts.undelivered_at_stop,
+            });
+            continue;
+        }
+        loss.add(&counts);
+        hist.add(&o.hist).expect("same-shaped histograms");
+        last_recv = last_recv.max(o.last_recv_ns);
+        disconnects += u64::from(o.closed.is_some() || o.disconnects > 0);
+        client_drop_events += o.client_drop_events;
+        per_sub.push(counts.delivered);
+    }
+    let delivered = loss.delivered;
+    let delivery_s = (last_recv.max(t0 + 1) - t0) as f64 / 1e9;
+    let cpu = before.until(&after);
+    let window_s = (window_end - t0) as f64 / 1e9;
+    let rate_of = |d: u64| d as f64 / delivery_s;
+    let generator_limited =
+        cpu.machine_busy >= 0.9 && cpu.server_cpu_s.is_some_and(|s| cpu.harness_cpu_s >= s);
+    Ok(FanoutRun {
+        system: id.into(),
+        cell: cell.clone(),
+        run,
+        error: None,
+        setup_s,
+        published,
+        published_rate: published as f64 / publish_s,
+        delivered,
+        delivered_rate: rate_of(delivered),
+        per_sub_min_rate: per_sub.iter().copied().min().map_or(0.0, rate_of),
+        per_sub_max_rate: per_sub.iter().copied().max().map_or(0.0, rate_of),
+        loss,
+        disconnects,
+        client_drop_events,
+        latency: Latency::of(&hist),
+        cpu,
+        window_s,
+        efficiency: cpu
+            .server_cpu_s
+            .filter(|s| *s > 0.0)
+            .map(|s| delivered as f64 / s),
+        generator_limited,
+        slow,
+    })
+}
+
+/// Result of scenario D for one system.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnRun {
+    /// System id.
+    pub system: String,
+    /// Connections asked for.
+    pub target: usize,
+    /// Subscribed connections established.
+    pub established: usize,
+    /// Seconds spent connecting.
+    pub connect_s: f64,
+    /// Why it stopped short of the target (first error, or the time budget).
+    pub limited_by: Option<String>,
+    /// Server RSS before connecting.
+    pub rss_before: Option<u64>,
+    /// Server RSS with every connection idle and subscribed.
+    pub rss_after: Option<u64>,
+    /// (after - before) / established.
+    pub rss_per_conn: Option<f64>,
+    /// Connections that received one message published at the end: proof
+    /// they were really subscribed.
+    pub live: usize,
+    /// This process's open-file limit.
+    pub fd_limit: Option<u64>,
+}
+
+fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Scenario D: opens up to `target` idle subscribed connections within
+/// `budget`, measures the server's RSS, then checks each one still works.
+pub async fn run_connections(
+    sys: &dyn System,
+    target: usize,
+    budget: Duration,
+    concurrency: usize,
+) -> ConnRun {
+    let id = sys.info().id;
+    let pid = sys.server_pid().map(|p| p.to_string());
+    let rss = || pid.as_deref().and_then(rss_bytes);
+    let topic = format!("bench.d.{id}.t{}", now_ns());
+    let rss_before = rss();
+    let start = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    let mut established = 0;
+    let mut limited_by = None;
+    let mut errors = 0;
+    {
+        let mut pending = futures::stream::iter(0..target)
+            .map(|_| tokio::time::timeout(Duration::from_secs(10), sys.subscribe(&topic)))
+            .buffer_unordered(concurrency.max(1));
+        while let Some(res) = pending.next().await {
+            match res {
+                Ok(Ok(mut sub)) => {
+                    established += 1;
+                    let received = received.clone();
+                    let mut stop = stop_rx.clone();
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            _ = stop.changed() => {}
+                            ev = sub.events.next() => {
+                                if matches!(ev, Some(Event::Message(_))) {
+                                    received.fetch_add(1, Ordering::Relaxed);
+                                }
+                                // Hold the connection until the end.
+                                let _ = stop.changed().await;
+                            }
+                        }
+                        drop(sub);
+                    });
+                }
+                Ok(Err(e)) => {
+                    errors += 1;
+                    limited_by.get_or_insert_with(|| format!("{e:#}"));
+                }
+                Err(_) => {
+                    errors += 1;
+                    limited_by.get_or_insert_with(|| "connect timed out (10 s)".into());
+                }
+            }
+            if errors >= 20 {
+                break;
+            }
+            if start.elapsed() >= budget {
+                limited_by.get_or_insert_with(|| format!("time budget ({budget:?})"));
+                break;
+            }
+        }
+    }
+    let connect_s = start.elapsed().as_secs_f64();
+    // Let the server settle before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss();
+    let mut live = 0;
+    if let Ok(mut publisher) = sys.publisher().await {
+        let mut buf = BytesMut::new();
+        let batch = make_batch(&mut buf, 64, 0, 1);
+        if publisher.publish_batch(&topic, &batch).await.is_ok() {
+            let _ = publisher.flush().await;
+            let wait = Instant::now();
+            while wait.elapsed() < Duration::from_secs(10)
+                && (received.load(Ordering::Relaxed) as usize) < established
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        live = received.load(Ordering::Relaxed) as usize;
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    let rss_per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if established > 0 => Some((a as f64 - b as f64) / established as f64),
+        _ => None,
+    };
+    ConnRun {
+        system: id,
+        target,
+        established,
+        connect_s,
+        limited_by,
+        rss_before,
+        rss_after,
+        rss_per_conn,
+        live,
+        fd_limit: fd_limit(),
+    }
+}
