@@ -90,7 +90,9 @@ pub struct Geometry {
 impl Geometry {
     /// Bytes of slot memory this geometry allocates.
     pub fn memory_bytes(&self) -> usize {
-        (self.header_slots + self.arena_slots) * SLOT_BYTES
+        self.header_slots
+            .saturating_add(self.arena_slots)
+            .saturating_mul(SLOT_BYTES)
     }
 
     /// The largest payload this geometry can hold in one piece.

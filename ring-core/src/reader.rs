@@ -190,6 +190,7 @@ impl Reader {
 
     /// Reads the message at the cursor, appending its payload to `out`.
     /// On anything but a delivered message `out` is left as it was.
+    #[inline]
     fn step(&mut self, out: &mut Vec<u8>, budget: Option<usize>) -> Step {
         let seq = self.next;
         match self.ring.read_header(seq) {

@@ -259,6 +259,7 @@ impl Ring {
 
     /// Reads the header of `seq` with the seqlock recipe. Loads only the
     /// words the length says are in use.
+    #[inline]
     pub(crate) fn read_header(&self, seq: u64) -> Header {
         let slot = self.header_slot(seq);
         let want = done(seq);
@@ -297,6 +298,7 @@ impl Ring {
     /// arena position `pos` is written by one writer only, ever, so an exact
     /// stamp before and after proves the bytes are that message's. (No header
     /// re-check is needed afterwards.) False if any chunk was overwritten.
+    #[inline]
     pub(crate) fn copy_arena(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> bool {
         out.reserve(len);
         let mut left = len;
@@ -325,6 +327,7 @@ impl Ring {
     /// messages only the first chunk is checked: chunks are overwritten in
     /// position order, so the first is the first to go. (A later chunk lost
     /// to a concurrent writer just makes the subsequent read report a lag.)
+    #[inline]
     fn probe(&self, seq: u64) -> Probe {
         match self.read_header(seq) {
             Header::NotYet => Probe::Pending,

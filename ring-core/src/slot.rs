@@ -191,13 +191,15 @@ pub(crate) fn store_bytes(dst: &[AtomicU64], bytes: &[u8]) {
 }
 
 /// Appends the first `len` bytes of `words` (little-endian) to `out`.
+/// Whole words are appended and the tail trimmed, so every copy has a fixed
+/// size (a variable-length one would be a `memcpy` call per message).
 #[inline]
 pub(crate) fn append_words(out: &mut Vec<u8>, words: &[u64], len: usize) {
-    let mut bytes = [0u8; CHUNK_BYTES];
-    for (dst, w) in bytes.chunks_exact_mut(8).zip(words) {
-        dst.copy_from_slice(&w.to_le_bytes());
+    let end = out.len() + len;
+    for w in &words[..len.div_ceil(8)] {
+        out.extend_from_slice(&w.to_le_bytes());
     }
-    out.extend_from_slice(&bytes[..len]);
+    out.truncate(end);
 }
 
 #[cfg(test)]

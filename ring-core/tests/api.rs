@@ -262,3 +262,29 @@ fn config_errors_are_typed() {
     assert_ne!(ring.epoch(), other.epoch());
     assert_ne!(ring.epoch(), 0);
 }
+
+#[test]
+fn handles_are_thread_safe_as_promised() {
+    fn send<T: Send>() {}
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    send::<lapwing_ring::Publisher>();
+    send::<lapwing_ring::Reader>();
+    send::<Batch>();
+    send_sync_clone::<lapwing_ring::MpPublisher>();
+    send_sync_clone::<std::sync::Arc<Ring>>();
+}
+
+#[test]
+fn absurd_test_geometries_are_errors_not_panics() {
+    for (h, c) in [(0, 0), (3, 0), (4, 3), (usize::MAX, 0), (4, 1 << 60)] {
+        let g = Geometry {
+            header_slots: h,
+            arena_slots: c,
+        };
+        let _ = g.memory_bytes();
+        assert!(matches!(
+            Ring::single_producer_with_geometry(g, 0, 1),
+            Err(ConfigError::BadGeometry { .. })
+        ));
+    }
+}
