@@ -262,7 +262,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         drain_timeout: if a.quick {
             Duration::from_secs(3)
         } else {
-            Duration::from_secs(8)
+            Duration::from_secs(4)
         },
         drain_stall: Duration::from_millis(750),
         slow_delay: Duration::from_millis(10),

@@ -188,6 +188,10 @@ fn find<'a>(
         .find(|c| c.system == system && f(&c.cell) && c.runs > 0)
 }
 
+fn rate_label(rate: Option<u64>) -> String {
+    rate.map_or("full speed".into(), |r| format!("{} msgs/s", si(r as f64)))
+}
+
 fn fast_subs(c: &Cell) -> f64 {
     (c.subscribers - usize::from(c.slow)).max(1) as f64
 }
@@ -267,8 +271,8 @@ pub fn targets(s: &[CellSummary], conns: &[ConnRun]) -> Vec<Target> {
             let wrong = l.resync_mismatches + l.silent_missing + l.start_missing;
             out.push(Target {
                 what: format!(
-                    "{} N={}: slow lapwing subscriber told exactly what it missed: resync mismatches + silent gaps ({} resyncs announced {} missed)",
-                    c.cell.scenario, c.cell.subscribers, l.resyncs, l.reported_missing
+                    "{} N={} {}: slow lapwing subscriber told exactly what it missed: resync mismatches + silent gaps ({} resyncs announced {} missed)",
+                    c.cell.scenario, c.cell.subscribers, rate_label(c.cell.rate), l.resyncs, l.reported_missing
                 ),
                 goal: "0".into(),
                 measured: Some(wrong as f64),
