@@ -5,8 +5,9 @@ mod support;
 
 use lapwing_client::cli::Parser as _;
 use lapwing_client::cli::{run, Cli, Io};
+use lapwing_client::{Event, SubscribeOptions};
 use lapwing_server::ServerHandle;
-use support::{bounded, server};
+use support::{bounded, connect, next_event, server};
 
 struct Output {
     result: anyhow::Result<()>,
@@ -269,4 +270,61 @@ async fn bench_small_run_checks_accounting() {
     assert!(b.out.contains("latency us  p50="), "{}", b.out);
     assert!(b.out.contains("accounting  3/3 subscribers"), "{}", b.out);
     srv.shutdown().await;
+}
+
+/// `pub --rate` sends each message when it is due, not when the publisher
+/// ends: a subscriber sees the first message while the publisher still has
+/// seconds of paced messages left to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_pub_delivers_while_running() {
+    let (srv, _dir) = server(|_| {});
+    let client = connect(&srv).await;
+    let mut sub = client
+        .subscribe("cli.paced", SubscribeOptions::default())
+        .await
+        .expect("subscribed");
+    // 40 messages at 10/s: about 4 s of publishing.
+    let publisher = tokio::spawn({
+        let addr = srv.quic_addr().to_string();
+        let ca = srv.cert_pem_path().display().to_string();
+        async move {
+            let argv = [
+                "lapwing",
+                "--server",
+                &addr,
+                "--ca",
+                &ca,
+                "pub",
+                "cli.paced",
+                "--size",
+                "8",
+                "--count",
+                "40",
+                "--rate",
+                "10",
+            ];
+            let cli = Cli::try_parse_from(argv).expect("valid arguments");
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let mut io = Io {
+                out: &mut out,
+                err: &mut err,
+                input: None,
+                color: false,
+            };
+            run(cli, &mut io).await
+        }
+    });
+    match next_event(&mut sub).await {
+        Event::Message { seq, .. } => assert_eq!(seq, 0),
+        other => panic!("expected the first message, got {other:?}"),
+    }
+    let head = srv.registry().get("cli.paced").expect("topic").head();
+    assert!(
+        head < 30,
+        "the first paced message was delivered only once {head} of 40 were published"
+    );
+    bounded("paced publisher", publisher)
+        .await
+        .expect("publisher task")
+        .expect("publisher succeeds");
 }

@@ -111,8 +111,20 @@ pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyh
                 payload.len()
             );
         }
+        // The in-flight publishes make progress only while they are polled:
+        // keep collecting acks while pacing, or a `--rate` run would hold
+        // every message back until the window fills.
         if let Some(interval) = interval {
-            tokio::time::sleep_until(start + interval.mul_f64(published as f64)).await;
+            let due = tokio::time::sleep_until(start + interval.mul_f64(published as f64));
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    () = &mut due => break,
+                    Some(ack) = inflight.next(), if !inflight.is_empty() => {
+                        print_ack(ack, &mut acked)?;
+                    }
+                }
+            }
         }
         if inflight.len() >= WINDOW {
             if let Some(ack) = inflight.next().await {
