@@ -187,7 +187,8 @@ impl Client {
         let shared = &self.handle.shared;
         let id = shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
         let topic: Arc<str> = topic.into();
-        let (tx, rx) = mpsc::channel(crate::subscription::BUFFER_BATCHES);
+        let (_, batches) = crate::subscription::buffer_shape(shared.cfg.subscription_buffer_events);
+        let (tx, rx) = mpsc::channel(batches);
         let (ok_tx, ok_rx) = oneshot::channel();
         let terminal = Arc::new(Mutex::new(None));
         let first_ok = Arc::new(Mutex::new(None));
@@ -543,7 +544,8 @@ async fn run_session(
                 },
                 uni = conn.accept_uni() => match uni {
                     Ok(recv) => {
-                        readers.spawn(read_subscription_stream(shared.subs.clone(), recv, max_frame));
+                        let (batch, _) = crate::subscription::buffer_shape(shared.cfg.subscription_buffer_events);
+                        readers.spawn(read_subscription_stream(shared.subs.clone(), recv, max_frame, batch));
                     }
                     Err(e) => break SessionEnd::Lost { error: e.into(), reconnect_after: go_away },
                 },

@@ -38,6 +38,11 @@ pub struct ClientConfig {
     /// per-subscription event buffer it bounds how far a slow consumer can
     /// fall behind before the server's ring laps it (and it gets a resync).
     pub stream_receive_window: u32,
+    /// Events a subscription buffers for a consumer that has not asked for
+    /// them yet. Large for throughput; small for a consumer that reads
+    /// slowly on purpose, so it learns of a lap (a resync) soon after it
+    /// happens instead of after working through a long backlog.
+    pub subscription_buffer_events: usize,
     /// Limit on the first connect (TLS + Hello/Welcome).
     pub connect_timeout: Duration,
     /// Longest wait between two reconnect attempts.
@@ -56,6 +61,7 @@ impl ClientConfig {
             client_name: format!("lapwing-client/{}", env!("CARGO_PKG_VERSION")),
             reconnect: true,
             stream_receive_window: 1024 * 1024,
+            subscription_buffer_events: 4096,
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
         }

@@ -17,12 +17,19 @@ use tokio_util::codec::FramedRead;
 use crate::client::{Cmd, Handle};
 use crate::ClientError;
 
-/// Events buffered per subscription (in batches of up to
-/// [`MAX_BATCH_EVENTS`]) before the reader stops reading the stream, QUIC flow
-/// control pushes back, and the server's ring starts to lap the subscriber.
-pub(crate) const BUFFER_BATCHES: usize = 16;
 /// Most events moved from the stream to the subscription in one step.
 const MAX_BATCH_EVENTS: usize = 256;
+
+/// How a subscription's event buffer ([`ClientConfig::subscription_buffer_events`])
+/// is cut into batches: `(batch size, batches in the channel)`. The reader
+/// stops reading the stream when the channel is full; QUIC flow control then
+/// pushes back and the server's ring starts to lap the subscriber.
+///
+/// [`ClientConfig::subscription_buffer_events`]: crate::ClientConfig::subscription_buffer_events
+pub(crate) fn buffer_shape(buffer_events: usize) -> (usize, usize) {
+    let batch = buffer_events.clamp(1, MAX_BATCH_EVENTS);
+    (batch, (buffer_events / batch).max(1))
+}
 
 /// One thing that happened on a subscription, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +271,7 @@ pub(crate) async fn read_subscription_stream(
     subs: Arc<SubMap>,
     recv: quinn::RecvStream,
     max_frame_bytes: usize,
+    batch_events: usize,
 ) {
     let mut framed = FramedRead::new(
         recv,
@@ -289,7 +297,7 @@ pub(crate) async fn read_subscription_stream(
     };
     let mut framed = framed
         .map_decoder(|_| FrameCodec::<v1::Delivery>::new(max_frame_bytes))
-        .ready_chunks(MAX_BATCH_EVENTS);
+        .ready_chunks(batch_events);
     while let Some(chunk) = framed.next().await {
         let mut events = Vec::with_capacity(chunk.len() + 1);
         let mut failure = None;

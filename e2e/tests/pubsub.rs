@@ -357,3 +357,63 @@ async fn oldest_replays_what_the_ring_holds_and_disconnect_policy_ends_with_lagg
     assert_eq!(Some(ack.epoch), srv.epoch_of("old.t"));
     srv.shutdown().await;
 }
+
+/// A consumer that reads slowly on purpose (a small `subscription_buffer_events`
+/// and stream window, as `lapwing sub --max-rate` sets them) learns of a lap
+/// after a short backlog, not after thousands of buffered messages: the
+/// client holds only what its buffer and window allow, so the server's ring,
+/// not the client, absorbs the rest, and its loss arrives as a resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_client_buffer_surfaces_a_lap_early() {
+    const PUBLISHED: u64 = 8000;
+    const BURST: u64 = 100;
+    let (srv, _dir) = server(|cfg| {
+        cfg.topic_defaults.ring_bytes = 256 * 1024;
+        cfg.limits.max_message_bytes = 1024;
+    });
+    let mut cfg = support::client_config(&srv);
+    cfg.subscription_buffer_events = 16;
+    cfg.stream_receive_window = 8 * 1024;
+    let slow_client = bounded("connect", lapwing_client::Client::connect(cfg))
+        .await
+        .unwrap();
+    let mut slow = bounded(
+        "subscribe",
+        slow_client.subscribe("buffer.topic", SubscribeOptions::default()),
+    )
+    .await
+    .unwrap();
+    let (epoch, start) = slow.started_at().unwrap();
+    let publisher = connect(&srv).await;
+    // Pipelined in bursts, so the subscription's stream carries many
+    // messages per read (as with a fast publisher), filling the buffer.
+    for burst in 0..PUBLISHED / BURST {
+        let acks = futures::future::join_all(
+            (0..BURST)
+                .map(|_| publisher.publish_acked("buffer.topic", Bytes::from(vec![b'x'; 32]))),
+        )
+        .await;
+        let mut seqs: Vec<u64> = acks.into_iter().map(|a| a.unwrap().seq).collect();
+        seqs.sort_unstable();
+        let first = start + burst * BURST;
+        assert_eq!(seqs, (first..first + BURST).collect::<Vec<_>>());
+    }
+    // The client may hold its 16 events and what an 8 KiB window admits
+    // (under 200 frames); the ring holds the rest until it is lapped. Seen
+    // here: the first resync after 200-300 events with this buffer, after
+    // 1300-1500 with the default 4096-event buffer.
+    let mut ledger = Ledger::starting_at(epoch, start);
+    let mut events_before_resync = 0u64;
+    while ledger.resyncs.is_empty() {
+        assert!(
+            events_before_resync < 800,
+            "no resync after {events_before_resync} events: the client buffered a long backlog"
+        );
+        ledger.record(&next_event(&mut slow).await);
+        events_before_resync += 1;
+    }
+    ledger.follow_until(&mut slow, start + PUBLISHED - 1).await;
+    ledger.assert_accounting();
+    assert_eq!(ledger.delivered + ledger.missed, PUBLISHED);
+    srv.shutdown().await;
+}

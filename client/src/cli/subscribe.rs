@@ -8,7 +8,7 @@ use futures::StreamExt;
 
 use super::output::write_event;
 use super::{ConnArgs, Io, LagPolicyArg};
-use crate::{Event, Start, SubscribeOptions};
+use crate::{Client, Event, Start, SubscribeOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct SubArgs {
@@ -44,7 +44,17 @@ pub(crate) async fn run(conn: &ConnArgs, args: SubArgs, io: &mut Io<'_>) -> anyh
             bail!("--max-rate must be a positive number of messages per second");
         }
     }
-    let client = conn.connect().await?;
+    let mut cfg = conn.client_config()?;
+    if let Some(rate) = args.max_rate {
+        // A reader slow on purpose should see a lap soon after it happens:
+        // buffer about one second of its own pace and a small stream window,
+        // so the server's flow control (and then its ring) holds the rest.
+        cfg.subscription_buffer_events = (rate.ceil() as usize).clamp(1, 4096);
+        cfg.stream_receive_window = 16 * 1024;
+    }
+    let client = Client::connect(cfg)
+        .await
+        .with_context(|| format!("cannot connect to {}", conn.server))?;
     let lag_policy = args.lag_policy.into();
     let start = match args.from.as_str() {
         "latest" => Start::Latest,
