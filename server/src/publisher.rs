@@ -1,7 +1,7 @@
-//! Publishing on behalf of one stream of one client, independent of the
-//! transport: name lookup (auto-creation), the per-topic size limit, the
-//! typed errors, and a cache of the topic used last, since streams usually
-//! publish to one topic and the registry lock can then be skipped.
+//! Publishing on behalf of one stream of one client, for both edges: name
+//! lookup (auto-creation), the per-topic size limit, the typed errors, and a
+//! cache of the topic used last, since streams usually publish to one topic
+//! and the registry lock can then be skipped.
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
-use lapwing_proto::v1::{self, publish_result, Publish, PublishResult};
+use lapwing_proto::v1::{publish_result, Publish, PublishResult};
 use lapwing_proto::{FrameCodec, FrameError};
 use quinn::{RecvStream, SendStream};
 use tokio_util::codec::FramedRead;
@@ -22,49 +22,10 @@ use tracing::debug;
 use super::control::{error_response, ControlTx};
 use super::{code, Shared};
 use crate::limits::RequestError;
-use crate::topic::{PublishError, Topic};
+use crate::publisher::TopicPublisher;
 
 /// Publish frames handled per write on an acked stream.
 const ACK_BATCH: usize = 64;
-
-/// Publishes on behalf of one stream, caching the topic it used last
-/// (streams usually publish to one topic, so the registry lock is skipped).
-#[derive(Debug)]
-struct StreamPublisher {
-    shared: Arc<Shared>,
-    cached: Option<Arc<Topic>>,
-}
-
-impl StreamPublisher {
-    fn publish(&mut self, p: &Publish) -> Result<v1::PublishAck, RequestError> {
-        let topic = match &self.cached {
-            Some(t) if t.name() == p.topic && !t.is_deleted() => t.clone(),
-            _ => {
-                let t = self.shared.registry.get_or_create(&p.topic)?;
-                self.cached = Some(t.clone());
-                t
-            }
-        };
-        match topic.publish(&p.payload) {
-            Ok(seq) => Ok(v1::PublishAck {
-                epoch: topic.epoch(),
-                seq,
-            }),
-            Err(PublishError::TooLarge { len, max }) => Err(RequestError::MessageTooLarge {
-                topic: p.topic.clone(),
-                len,
-                max,
-            }),
-            Err(PublishError::Deleted) => {
-                // Deleted between lookup and publish: the name now means a
-                // new topic.
-                self.cached = None;
-                self.publish(p)
-            }
-            Err(PublishError::Ring(e)) => Err(RequestError::Internal(e.to_string())),
-        }
-    }
-}
 
 fn frames(recv: RecvStream, shared: &Shared) -> FramedRead<RecvStream, FrameCodec<Publish>> {
     FramedRead::new(recv, FrameCodec::new(shared.limits.max_frame_bytes))
@@ -86,10 +47,7 @@ pub(super) async fn fire_and_forget(
     cancel: CancellationToken,
 ) {
     let mut frames = frames(recv, &shared);
-    let mut publisher = StreamPublisher {
-        shared,
-        cached: None,
-    };
+    let mut publisher = TopicPublisher::new(shared.registry.clone());
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
@@ -98,7 +56,7 @@ pub(super) async fn fire_and_forget(
         match frame {
             None => return,
             Some(Ok(p)) => {
-                if let Err(err) = publisher.publish(&p) {
+                if let Err(err) = publisher.publish(&p.topic, &p.payload) {
                     debug!(error = %err, "publish refused");
                     report(&control, &err);
                 }
@@ -127,10 +85,7 @@ pub(super) async fn acked(
     cancel: CancellationToken,
 ) {
     let mut frames = frames(recv, &shared);
-    let mut publisher = StreamPublisher {
-        shared,
-        cached: None,
-    };
+    let mut publisher = TopicPublisher::new(shared.registry.clone());
     let mut out = BytesMut::new();
     loop {
         let first = tokio::select! {
@@ -146,7 +101,7 @@ pub(super) async fn acked(
             match frame {
                 None => ended = true,
                 Some(Ok(p)) => {
-                    let kind = match publisher.publish(&p) {
+                    let kind = match publisher.publish(&p.topic, &p.payload) {
                         Ok(ack) => publish_result::Kind::Ack(ack),
                         Err(err) => {
                             debug!(error = %err, "acked publish refused");
