@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use lapwing_proto::v1::{self, control_request, control_response};
-use lapwing_proto::{encode_frame, validate_topic, ErrorCode, FrameCodec};
+use lapwing_proto::{encode_frame, validate_topic, ErrorCode, FrameCodec, FrameError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::codec::FramedRead;
@@ -290,9 +290,16 @@ impl Handle {
 /// Connect + Hello/Welcome.
 async fn establish(shared: &Shared) -> Result<Session, ClientError> {
     let cfg = &shared.cfg;
+    // The name is resolved again on every (re)connect: a server that comes
+    // back under the same name may have a new address (containers do). The
+    // endpoint's socket fixes the address family.
+    let addr = match transport::resolve(&cfg.server).await {
+        Ok(a) if a.is_ipv4() == shared.addr.is_ipv4() => a,
+        _ => shared.addr,
+    };
     let connecting = shared
         .endpoint
-        .connect(shared.addr, &cfg.server_name)
+        .connect(addr, &cfg.server_name)
         .map_err(|e| ClientError::Connect {
             addr: cfg.server.clone(),
             reason: e.to_string(),
@@ -529,6 +536,12 @@ async fn run_session(
             tokio::select! {
                 frame = ctrl_recv.next() => match frame {
                     Some(Ok(resp)) => handle_control(shared, resp, &mut go_away),
+                    Some(Err(FrameError::Io(e))) => {
+                        // The connection went away (server stopped, network
+                        // lost): the ordinary reason to reconnect, not a bad frame.
+                        tracing::info!(error = %e, "connection lost");
+                        break SessionEnd::Lost { error: FrameError::Io(e).into(), reconnect_after: go_away };
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "bad frame on the control stream");
                         conn.close(ErrorCode::Protocol.close_code().into(), b"bad control frame");

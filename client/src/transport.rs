@@ -69,9 +69,11 @@ pub(crate) fn transport_config(stream_receive_window: u32) -> Arc<quinn::Transpo
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16 * 1024))
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(16))
         .stream_receive_window(quinn::VarInt::from_u32(stream_receive_window))
-        .keep_alive_interval(Some(Duration::from_secs(5)))
+        // A server that vanished without closing (killed, host lost) is
+        // noticed within 10 s, and the client reconnects and resumes.
+        .keep_alive_interval(Some(Duration::from_secs(3)))
         .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s is a valid timeout"),
+            quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid timeout"),
         ));
     Arc::new(t)
 }
