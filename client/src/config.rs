@@ -37,6 +37,9 @@ pub struct ClientConfig {
     /// QUIC flow-control window per subscription stream. Together with the
     /// per-subscription event buffer it bounds how far a slow consumer can
     /// fall behind before the server's ring laps it (and it gets a resync).
+    /// It is also what the server may buffer per subscription stream: 256 KiB
+    /// is thousands of small messages in flight (plenty on a LAN) and keeps a
+    /// server with thousands of subscribers in bounded memory.
     pub stream_receive_window: u32,
     /// Events a subscription buffers for a consumer that has not asked for
     /// them yet. Large for throughput; small for a consumer that reads
@@ -51,7 +54,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A config with the defaults: server name `localhost`, no token,
-    /// reconnect on, 1 MiB stream window.
+    /// reconnect on, 256 KiB stream window, 4096-event subscription buffer.
     pub fn new(server: impl Into<String>, trust: Trust) -> Self {
         Self {
             server: server.into(),
@@ -60,7 +63,7 @@ impl ClientConfig {
             token: None,
             client_name: format!("lapwing-client/{}", env!("CARGO_PKG_VERSION")),
             reconnect: true,
-            stream_receive_window: 1024 * 1024,
+            stream_receive_window: 256 * 1024,
             subscription_buffer_events: 4096,
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),

@@ -86,6 +86,12 @@ pub(crate) fn bind(
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(256));
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // Data written to a connection but not yet acknowledged is buffered
+    // here, for every subscription stream of it together. quinn's default
+    // (10 MB per connection) times a thousand slow subscribers is gigabytes;
+    // a subscriber that cannot take more is what the ring and the resync are
+    // for, so keep this to a few batches' worth per stream.
+    transport.send_window(4 * 1024 * 1024);
     let mut server_config = quinn::ServerConfig::with_crypto(crypto);
     server_config.transport_config(Arc::new(transport));
 
