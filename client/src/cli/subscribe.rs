@@ -47,10 +47,10 @@ pub(crate) async fn run(conn: &ConnArgs, args: SubArgs, io: &mut Io<'_>) -> anyh
     let mut cfg = conn.client_config()?;
     if let Some(rate) = args.max_rate {
         // A reader slow on purpose should see a lap soon after it happens:
-        // buffer about one second of its own pace and a small stream window,
+        // buffer about one second of its own pace and a 4 KiB stream window,
         // so the server's flow control (and then its ring) holds the rest.
         cfg.subscription_buffer_events = (rate.ceil() as usize).clamp(1, 4096);
-        cfg.stream_receive_window = 16 * 1024;
+        cfg.stream_receive_window = 4 * 1024;
     }
     let client = Client::connect(cfg)
         .await
