@@ -194,7 +194,7 @@ fn build_systems(a: &RunArgs, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
         None => notes.push("redis not measured: no --redis given".into()),
     }
     notes.push(
-        "lapwing-grpc not measured: the gRPC edge does not exist yet (the adapter slot is systems::SystemKind)"
+        "lapwing-grpc not measured yet: the gRPC edge exists, its adapter is still to be written (the slot is systems::SystemKind)"
             .into(),
     );
     v
