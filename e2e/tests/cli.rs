@@ -19,9 +19,15 @@ struct Output {
 async fn lapwing(srv: &ServerHandle, args: &[&str], stdin: Option<&str>) -> Output {
     let addr = srv.quic_addr().to_string();
     let ca = srv.cert_pem_path().display().to_string();
-    let mut argv = vec!["lapwing", "--server", &addr, "--ca", &ca];
+    let mut argv = vec!["--server", &addr, "--ca", &ca];
     argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(&argv).expect("valid arguments");
+    lapwing_argv(&argv, stdin).await
+}
+
+/// Runs `lapwing <argv>` (global flags included) with `stdin` as input.
+async fn lapwing_argv(argv: &[&str], stdin: Option<&str>) -> Output {
+    let cli = Cli::try_parse_from(std::iter::once("lapwing").chain(argv.iter().copied()))
+        .expect("valid arguments");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let input = stdin.map(|s| {
         Box::new(std::io::Cursor::new(s.as_bytes().to_vec())) as Box<dyn std::io::BufRead + Send>
@@ -33,7 +39,7 @@ async fn lapwing(srv: &ServerHandle, args: &[&str], stdin: Option<&str>) -> Outp
             input,
             color: false,
         };
-        bounded(&format!("lapwing {args:?}"), run(cli, &mut io)).await
+        bounded(&format!("lapwing {argv:?}"), run(cli, &mut io)).await
     };
     Output {
         result,
@@ -199,50 +205,31 @@ async fn clear_errors_for_bad_input() {
     // Wrong pinned fingerprint: the TLS handshake fails with a clear error.
     let addr = srv.quic_addr().to_string();
     let fp = "00".repeat(32);
-    let cli = Cli::try_parse_from([
-        "lapwing",
-        "--server",
-        &addr,
-        "--fingerprint",
-        &fp,
-        "pub",
-        "cli.d",
-        "x",
-    ])
-    .unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let e = {
-        let mut io = Io {
-            out: &mut out,
-            err: &mut err,
-            input: None,
-            color: false,
-        };
-        bounded("pub", run(cli, &mut io)).await.unwrap_err()
-    };
+    let wrong = lapwing_argv(
+        &["--server", &addr, "--fingerprint", &fp, "pub", "cli.d", "x"],
+        None,
+    )
+    .await;
+    let e = wrong.result.unwrap_err();
     assert!(format!("{e:#}").contains("fingerprint"), "{e:#}");
 
     // The right one works.
     let fp = srv.cert_fingerprint().to_owned();
-    let cli = Cli::try_parse_from([
-        "lapwing",
-        "--server",
-        &addr,
-        "--fingerprint",
-        &fp,
-        "pub",
-        "cli.d",
-        "x",
-        "--ack",
-    ])
-    .unwrap();
-    let mut io = Io {
-        out: &mut out,
-        err: &mut err,
-        input: None,
-        color: false,
-    };
-    bounded("pub", run(cli, &mut io)).await.unwrap();
+    let right = lapwing_argv(
+        &[
+            "--server",
+            &addr,
+            "--fingerprint",
+            &fp,
+            "pub",
+            "cli.d",
+            "x",
+            "--ack",
+        ],
+        None,
+    )
+    .await;
+    right.result.unwrap();
     srv.shutdown().await;
 }
 
@@ -289,7 +276,6 @@ async fn paced_pub_delivers_while_running() {
         let ca = srv.cert_pem_path().display().to_string();
         async move {
             let argv = [
-                "lapwing",
                 "--server",
                 &addr,
                 "--ca",
@@ -303,15 +289,7 @@ async fn paced_pub_delivers_while_running() {
                 "--rate",
                 "10",
             ];
-            let cli = Cli::try_parse_from(argv).expect("valid arguments");
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let mut io = Io {
-                out: &mut out,
-                err: &mut err,
-                input: None,
-                color: false,
-            };
-            run(cli, &mut io).await
+            lapwing_argv(&argv, None).await.result
         }
     });
     match next_event(&mut sub).await {
