@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lapwing_bench::cpu;
 use lapwing_bench::report::{self, Meta, Report};
 use lapwing_bench::scenario::{self, Cell, Params};
-use lapwing_bench::systems::{self, System};
+use lapwing_bench::systems::{self, System, SystemKind};
 
 #[derive(Debug, Parser)]
 #[command(about = "Lapwing vs NATS vs Redis pub/sub load generator")]
@@ -61,6 +61,10 @@ struct RunArgs {
     /// Scenarios to run, e.g. A,B,C,D.
     #[arg(long, value_delimiter = ',', default_value = "A,B,C,D")]
     scenarios: Vec<String>,
+    /// Systems to measure, by id (lapwing-quic, lapwing-grpc, nats,
+    /// nats-tls, redis); default: every system whose address is given.
+    #[arg(long, value_delimiter = ',')]
+    systems: Option<Vec<String>>,
     /// Subscriber counts for scenario A (default 10,100 quick; 1,10,100,1000 full).
     #[arg(long, value_delimiter = ',')]
     a_subscribers: Option<Vec<usize>>,
@@ -79,7 +83,11 @@ struct RunArgs {
     /// Lapwing server certificate (PEM) to trust.
     #[arg(long)]
     lapwing_ca: Option<PathBuf>,
-    /// lapwing-server pid.
+    /// Lapwing gRPC address (host:port), plaintext HTTP/2.
+    #[arg(long)]
+    lapwing_grpc: Option<String>,
+    /// lapwing-server pid: one process serves both lapwing-quic and
+    /// lapwing-grpc, so both read their server CPU and RSS from it.
     #[arg(long)]
     lapwing_pid: Option<u32>,
     /// nats-server (plaintext) address.
@@ -160,44 +168,89 @@ fn cpu_model() -> String {
         .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string())
 }
 
-fn build_systems(a: &RunArgs, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
+fn build_systems(a: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Vec<Box<dyn System>>> {
+    if let Some(ids) = &a.systems {
+        for id in ids {
+            if SystemKind::from_id(id).is_none() {
+                let known: Vec<&str> = SystemKind::ALL.iter().map(|k| k.id()).collect();
+                anyhow::bail!(
+                    "unknown system `{id}` in --systems (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    let wanted = |k: SystemKind| {
+        a.systems
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|s| s == k.id()))
+    };
     let mut v: Vec<Box<dyn System>> = Vec::new();
-    match (&a.lapwing, &a.lapwing_ca) {
-        (Some(addr), Some(ca)) => v.push(Box::new(systems::lapwing::Lapwing {
-            addr: addr.clone(),
-            ca: ca.clone(),
-            pid: a.lapwing_pid,
-        })),
-        _ => notes.push("lapwing-quic not measured: no --lapwing/--lapwing-ca given".into()),
-    }
-    match &a.nats {
-        Some(addr) => v.push(Box::new(systems::nats::Nats {
-            addr: addr.clone(),
-            tls_ca: None,
-            pid: a.nats_pid,
-        })),
-        None => notes.push("nats not measured: no --nats given".into()),
-    }
-    match (&a.nats_tls, &a.nats_tls_ca) {
-        (Some(addr), Some(ca)) => v.push(Box::new(systems::nats::Nats {
-            addr: addr.clone(),
-            tls_ca: Some(ca.clone()),
-            pid: a.nats_tls_pid,
-        })),
-        _ => notes.push("nats-tls not measured: no --nats-tls/--nats-tls-ca given".into()),
-    }
-    match &a.redis {
-        Some(addr) => v.push(Box::new(systems::redis::Redis {
-            addr: addr.clone(),
-            pid: a.redis_pid,
-        })),
-        None => notes.push("redis not measured: no --redis given".into()),
-    }
-    notes.push(
-        "lapwing-grpc not measured yet: the gRPC edge exists, its adapter is still to be written (the slot is systems::SystemKind)"
-            .into(),
+    let mut add = |kind: SystemKind, system: Option<Box<dyn System>>, missing: &str| match system {
+        _ if !wanted(kind) => notes.push(format!("{} not measured: not in --systems", kind.id())),
+        Some(s) => v.push(s),
+        None => notes.push(format!("{} not measured: no {missing} given", kind.id())),
+    };
+    add(
+        SystemKind::LapwingQuic,
+        a.lapwing
+            .clone()
+            .zip(a.lapwing_ca.clone())
+            .map(|(addr, ca)| {
+                Box::new(systems::lapwing::Lapwing {
+                    addr,
+                    ca,
+                    pid: a.lapwing_pid,
+                }) as Box<dyn System>
+            }),
+        "--lapwing/--lapwing-ca",
     );
-    v
+    add(
+        SystemKind::LapwingGrpc,
+        a.lapwing_grpc.clone().map(|addr| {
+            Box::new(systems::lapwing_grpc::LapwingGrpc {
+                addr,
+                pid: a.lapwing_pid,
+            }) as Box<dyn System>
+        }),
+        "--lapwing-grpc",
+    );
+    add(
+        SystemKind::Nats,
+        a.nats.clone().map(|addr| {
+            Box::new(systems::nats::Nats {
+                addr,
+                tls_ca: None,
+                pid: a.nats_pid,
+            }) as Box<dyn System>
+        }),
+        "--nats",
+    );
+    add(
+        SystemKind::NatsTls,
+        a.nats_tls
+            .clone()
+            .zip(a.nats_tls_ca.clone())
+            .map(|(addr, ca)| {
+                Box::new(systems::nats::Nats {
+                    addr,
+                    tls_ca: Some(ca),
+                    pid: a.nats_tls_pid,
+                }) as Box<dyn System>
+            }),
+        "--nats-tls/--nats-tls-ca",
+    );
+    add(
+        SystemKind::Redis,
+        a.redis.clone().map(|addr| {
+            Box::new(systems::redis::Redis {
+                addr,
+                pid: a.redis_pid,
+            }) as Box<dyn System>
+        }),
+        "--redis",
+    );
+    Ok(v)
 }
 
 fn cells(a: &RunArgs) -> Vec<Cell> {
@@ -254,7 +307,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let loadavg_start = read_trim("/proc/loadavg");
     let mut notes = a.note.clone();
-    let systems = build_systems(&a, &mut notes);
+    let systems = build_systems(&a, &mut notes)?;
     let runs = a.runs.unwrap_or(if a.quick { 1 } else { 3 });
     let duration = Duration::from_secs_f64(a.duration.unwrap_or(if a.quick { 1.0 } else { 5.0 }));
     let params = Params {

@@ -5,20 +5,27 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::report::CellSummary;
+use crate::systems::SystemKind;
 
-const COLORS: [RGBColor; 5] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-];
-
+/// The systems in `s`, in [`SystemKind`] order.
 fn systems(s: &[CellSummary]) -> Vec<String> {
     let mut v: Vec<String> = s.iter().map(|c| c.system.clone()).collect();
-    v.sort();
+    v.sort_by(|a, b| (SystemKind::rank(a), a).cmp(&(SystemKind::rank(b), b)));
     v.dedup();
     v
+}
+
+/// A system's colour, fixed by its kind so it does not change with the set
+/// of systems measured (the four peers keep the colours of earlier plots).
+fn color(system: &str) -> RGBColor {
+    match SystemKind::from_id(system) {
+        Some(SystemKind::LapwingQuic) => RGBColor(0x1f, 0x77, 0xb4),
+        Some(SystemKind::Nats) => RGBColor(0xd6, 0x27, 0x28),
+        Some(SystemKind::NatsTls) => RGBColor(0x2c, 0xa0, 0x2c),
+        Some(SystemKind::Redis) => RGBColor(0xff, 0x7f, 0x0e),
+        Some(SystemKind::LapwingGrpc) => RGBColor(0x94, 0x67, 0xbd),
+        None => RGBColor(0x7f, 0x7f, 0x7f),
+    }
 }
 
 fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -70,8 +77,8 @@ pub fn throughput(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
             .x_desc("subscribers (one connection each)")
             .y_desc("delivered msgs/s (median)")
             .draw()?;
-        for (i, sys) in systems(summary).iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+        for sys in &systems(summary) {
+            let color = color(sys);
             let mut pts: Vec<(f64, f64)> = a
                 .iter()
                 .filter(|c| &c.system == sys && c.cell.payload == *payload)
@@ -153,8 +160,8 @@ pub fn latency(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
             })
             .y_desc("µs (median of runs)")
             .draw()?;
-        for (i, sys) in systems(summary).iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+        for sys in &systems(summary) {
+            let color = color(sys);
             let Some(c) = b
                 .iter()
                 .find(|c| &c.system == sys && c.cell.subscribers == *n)

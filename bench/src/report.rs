@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::scenario::{Cell, ConnRun, FanoutRun};
 use crate::stats::Spread;
-use crate::systems::SystemInfo;
+use crate::systems::{SystemInfo, SystemKind};
 use crate::track::LossCounts;
 
 /// Facts about the run and the machine.
@@ -110,18 +110,23 @@ fn med(v: impl IntoIterator<Item = f64>) -> Option<f64> {
     Spread::of(v).map(|s| s.median)
 }
 
-/// Groups runs by (cell, system) and takes medians.
+/// Groups runs by (cell, system) and takes medians; within a cell, systems
+/// come in [`SystemKind`] order.
 pub fn summarize(runs: &[FanoutRun]) -> Vec<CellSummary> {
-    let mut groups: BTreeMap<(Cell, String), Vec<&FanoutRun>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Cell, usize, String), Vec<&FanoutRun>> = BTreeMap::new();
     for r in runs {
         groups
-            .entry((r.cell.clone(), r.system.clone()))
+            .entry((
+                r.cell.clone(),
+                SystemKind::rank(&r.system),
+                r.system.clone(),
+            ))
             .or_default()
             .push(r);
     }
     groups
         .into_iter()
-        .map(|((cell, system), rs)| {
+        .map(|((cell, _, system), rs)| {
             let ok: Vec<&FanoutRun> = rs.iter().copied().filter(|r| r.error.is_none()).collect();
             let mut loss = LossCounts::default();
             for r in &ok {
@@ -266,13 +271,17 @@ pub fn targets(s: &[CellSummary], conns: &[ConnRun]) -> Vec<Target> {
             per_sub(c),
             base.and_then(per_sub),
         ));
-        if c.system == "lapwing-quic" {
+        // Both Lapwing edges promise the same accounting.
+        if [SystemKind::LapwingQuic, SystemKind::LapwingGrpc]
+            .iter()
+            .any(|k| k.id() == c.system)
+        {
             let l = &c.slow_loss;
             let wrong = l.resync_mismatches + l.silent_missing + l.start_missing;
             out.push(Target {
                 what: format!(
-                    "{} N={} {}: slow lapwing subscriber told exactly what it missed: resync mismatches + silent gaps ({} resyncs announced {} missed)",
-                    c.cell.scenario, c.cell.subscribers, rate_label(c.cell.rate), l.resyncs, l.reported_missing
+                    "{} N={} {} {}: slow lapwing subscriber told exactly what it missed: resync mismatches + silent gaps ({} resyncs announced {} missed)",
+                    c.cell.scenario, c.cell.subscribers, rate_label(c.cell.rate), c.system, l.resyncs, l.reported_missing
                 ),
                 goal: "0".into(),
                 measured: Some(wrong as f64),
@@ -652,5 +661,17 @@ mod tests {
         });
         assert!(md.contains("| 100 | 64 B | lapwing-quic |"));
         assert!(md.contains("2.00 M (1.00 M–3.00 M)"));
+    }
+
+    #[test]
+    fn systems_listed_in_kind_order_within_a_cell() {
+        let runs = vec![
+            run("redis", "A", 10, 1e5, 0.0),
+            run("lapwing-grpc", "A", 10, 1e5, 0.0),
+            run("nats", "A", 10, 1e5, 0.0),
+            run("lapwing-quic", "A", 10, 1e5, 0.0),
+        ];
+        let order: Vec<String> = summarize(&runs).into_iter().map(|c| c.system).collect();
+        assert_eq!(order, ["lapwing-quic", "lapwing-grpc", "nats", "redis"]);
     }
 }

@@ -1,6 +1,6 @@
 //! One adapter per system under test. The scenarios only see these traits,
-//! so adding a system (the Lapwing gRPC edge, when it exists) is one new
-//! file and one line in [`SystemKind`].
+//! so adding a system is one new file and one line in [`SystemKind`]
+//! (`lapwing_grpc.rs` was added that way).
 //!
 //! Rules every adapter follows, for fairness:
 //! - each subscriber is its own connection, made through the system's own
@@ -21,6 +21,7 @@ use futures::Stream;
 use serde::Serialize;
 
 pub mod lapwing;
+pub mod lapwing_grpc;
 pub mod nats;
 pub mod redis;
 
@@ -112,7 +113,7 @@ pub trait System: Send + Sync + Debug {
 /// Facts about a system, printed beside its numbers.
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemInfo {
-    /// Short id used in tables: `lapwing-quic`, `nats`, `nats-tls`, `redis`.
+    /// Short id used in tables: one of [`SystemKind::id`].
     pub id: String,
     /// Transport and encryption, e.g. "QUIC + TLS 1.3".
     pub transport: String,
@@ -122,12 +123,14 @@ pub struct SystemInfo {
     pub client: String,
 }
 
-/// The systems the harness knows. `LapwingGrpc` is reserved for the gRPC
-/// edge (not built yet: see BENCHMARKS.md).
+/// The systems the harness knows, in the order they run and are listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum SystemKind {
     /// Lapwing over QUIC via lapwing-client.
     LapwingQuic,
+    /// Lapwing's gRPC edge (plaintext HTTP/2) via tonic and lapwing-proto's
+    /// generated client; the same server process as `LapwingQuic`.
+    LapwingGrpc,
     /// NATS without TLS via async-nats.
     Nats,
     /// NATS with TLS via async-nats (rustls).
@@ -137,13 +140,39 @@ pub enum SystemKind {
 }
 
 impl SystemKind {
+    /// Every system, in declaration order.
+    pub const ALL: [SystemKind; 5] = [
+        SystemKind::LapwingQuic,
+        SystemKind::LapwingGrpc,
+        SystemKind::Nats,
+        SystemKind::NatsTls,
+        SystemKind::Redis,
+    ];
+
     /// Id used on the command line and in tables.
     pub fn id(self) -> &'static str {
         match self {
             SystemKind::LapwingQuic => "lapwing-quic",
+            SystemKind::LapwingGrpc => "lapwing-grpc",
             SystemKind::Nats => "nats",
             SystemKind::NatsTls => "nats-tls",
             SystemKind::Redis => "redis",
         }
+    }
+
+    /// The system with this id.
+    pub fn from_id(id: &str) -> Option<SystemKind> {
+        SystemKind::ALL.into_iter().find(|k| k.id() == id)
+    }
+
+    /// Position of `id` in [`SystemKind::ALL`] (unknown ids after all
+    /// known ones): tables and plots list systems in this order, and a plot
+    /// colours each system by it, so a system keeps its colour whichever
+    /// others were measured.
+    pub fn rank(id: &str) -> usize {
+        SystemKind::ALL
+            .iter()
+            .position(|k| k.id() == id)
+            .unwrap_or(SystemKind::ALL.len())
     }
 }
