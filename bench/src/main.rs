@@ -319,6 +319,12 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         },
         drain_stall: Duration::from_millis(750),
         slow_delay: Duration::from_millis(10),
+        // Long enough, at 10 k msgs/s, to overrun everything Lapwing holds
+        // for one subscriber (the 4 MiB default ring holds ~16 k messages of
+        // 64 B, plus the stream window and the client buffer) and, in the
+        // full run, async-nats' 65 536-message subscription queue.
+        slow_min_duration: Duration::from_secs(if a.quick { 4 } else { 8 }),
+        catch_up_timeout: Duration::from_secs(30),
         connect_concurrency: 16,
         batch: 64,
     };
@@ -339,6 +345,37 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     };
 
+    // D first, on servers that have held no rings or lagging buffers yet:
+    // an allocator keeps freed memory, so after the fanout cells the RSS
+    // would be the high-water mark of those and not what connections cost.
+    let mut connections = Vec::new();
+    if with_d {
+        let target = a.conn_target.unwrap_or(if a.quick { 300 } else { 10_000 });
+        let budget =
+            Duration::from_secs_f64(a.conn_budget.unwrap_or(if a.quick { 20.0 } else { 150.0 }));
+        for sys in &systems {
+            let id = sys.info().id;
+            say(&pb, format!("D {id}: up to {target} connections"));
+            let d = scenario::run_connections(sys.as_ref(), target, budget, 64).await;
+            let line = format!(
+                "D {id}: {} of {} connections in {:.1} s, {} live, RSS/conn {} B, stopped by {}",
+                d.established,
+                d.target,
+                d.connect_s,
+                d.live,
+                d.rss_per_conn.map_or("?".into(), |v| format!("{v:.0}")),
+                d.limited_by.as_deref().unwrap_or("target")
+            );
+            if tty {
+                pb.println(line);
+            } else {
+                eprintln!("    {line}");
+            }
+            connections.push(d);
+            pb.inc(1);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     let mut fanout = Vec::new();
     // Run-major, system-minor: every system sees the same machine state
     // within one pass, so the ratios compare like with like.
@@ -373,34 +410,6 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut connections = Vec::new();
-    if with_d {
-        let target = a.conn_target.unwrap_or(if a.quick { 300 } else { 10_000 });
-        let budget =
-            Duration::from_secs_f64(a.conn_budget.unwrap_or(if a.quick { 20.0 } else { 150.0 }));
-        for sys in &systems {
-            let id = sys.info().id;
-            say(&pb, format!("D {id}: up to {target} connections"));
-            let d = scenario::run_connections(sys.as_ref(), target, budget, 64).await;
-            let line = format!(
-                "D {id}: {} of {} connections in {:.1} s, {} live, RSS/conn {} B, stopped by {}",
-                d.established,
-                d.target,
-                d.connect_s,
-                d.live,
-                d.rss_per_conn.map_or("?".into(), |v| format!("{v:.0}")),
-                d.limited_by.as_deref().unwrap_or("target")
-            );
-            if tty {
-                pb.println(line);
-            } else {
-                eprintln!("    {line}");
-            }
-            connections.push(d);
-            pb.inc(1);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
     pb.finish_and_clear();
 
     let ok: Vec<f64> = fanout

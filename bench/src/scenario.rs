@@ -3,11 +3,16 @@
 //! - A (`fanout`): 1 publisher at full speed to N subscribers.
 //! - B (`latency`): 1 publisher at a fixed rate; publish-to-deliver latency.
 //! - C (`slow`): like A (and B) with N subscribers of which one reads at
-//!   about 1 % speed; how the others fare and what the slow one learns.
+//!   about 1 % speed; how the others fare and what the slow one learns. The
+//!   publish window is at least [`Params::slow_min_duration`], long enough
+//!   to overrun what the systems hold for one subscriber; after it the slow
+//!   subscriber *catches up* at full speed, so what it was told (resyncs),
+//!   what it silently lost and what it still got are all counted, not left
+//!   queued somewhere when the run stops.
 //! - D (`connections`): as many idle subscribed connections as fit in a time
 //!   budget; server RSS per connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +55,10 @@ pub struct Params {
     /// Time per message of the slow subscriber (10 ms = 100 msgs/s, 1 % of
     /// the 10 k msgs/s latency rate).
     pub slow_delay: Duration,
+    /// Shortest publish window of a cell with a slow subscriber.
+    pub slow_min_duration: Duration,
+    /// Longest catch-up of the slow subscriber after the window.
+    pub catch_up_timeout: Duration,
     /// Subscriber connections being set up at once.
     pub connect_concurrency: usize,
     /// Messages per `publish_batch` at full speed.
@@ -99,8 +108,14 @@ pub struct SlowReport {
     /// Why its stream ended, if it did.
     pub closed: Option<String>,
     /// Messages published that it had neither received nor been told about
-    /// when the run stopped (still queued somewhere, or lost).
+    /// when the run stopped, after the catch-up (still queued somewhere, or
+    /// lost).
     pub unaccounted_at_stop: u64,
+    /// Messages it had read when the publish window ended (at 1 % speed).
+    pub delivered_in_window: u64,
+    /// Seconds the catch-up took (reading at full speed until the last seq
+    /// arrived, the stream ended or nothing moved for the drain stall).
+    pub catch_up_s: f64,
 }
 
 /// The result of one run of one fanout cell (A, B, C) for one system.
@@ -183,6 +198,8 @@ struct Live {
     /// Highest seq seen + 1.
     next_seq: AtomicU64,
     closed: AtomicU64,
+    /// A slow subscriber reads at full speed from now on.
+    hurry: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -223,7 +240,7 @@ async fn subscriber_task(
                     live.next_seq.fetch_max(seq + 1, Ordering::Relaxed);
                 }
                 live.delivered.fetch_add(1, Ordering::Relaxed);
-                if let Some(delay) = slow {
+                if let Some(delay) = slow.filter(|_| !live.hurry.load(Ordering::Relaxed)) {
                     tokio::select! {
                         _ = stop.changed() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -285,6 +302,33 @@ fn make_batch(buf: &mut BytesMut, size: usize, first_seq: u64, count: usize) -> 
         .collect()
 }
 
+/// Waits until every subscriber in `lives` has seen seq `published - 1` (or
+/// its stream ended), nothing arrived for `stall`, or `timeout` passed.
+async fn drain(lives: &[Arc<Live>], published: u64, timeout: Duration, stall: Duration) {
+    let start = Instant::now();
+    let mut last_total = u64::MAX;
+    let mut last_progress = Instant::now();
+    while start.elapsed() < timeout {
+        let done = lives.iter().all(|l| {
+            l.next_seq.load(Ordering::Relaxed) >= published || l.closed.load(Ordering::Relaxed) != 0
+        });
+        if done {
+            return;
+        }
+        let total: u64 = lives
+            .iter()
+            .map(|l| l.delivered.load(Ordering::Relaxed))
+            .sum();
+        if total != last_total {
+            last_total = total;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= stall {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs one fanout cell (A, B or C) once against `sys`.
 pub async fn run_fanout(sys: &dyn System, cell: &Cell, p: &Params, run: usize) -> FanoutRun {
     let id = sys.info().id;
@@ -318,11 +362,14 @@ async fn fanout_inner(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut lives = Vec::with_capacity(subs.len());
+    let mut slow_live = None;
     for (i, sub) in subs.into_iter().enumerate() {
         let live = Arc::new(Live::default());
         let slow = (cell.slow && i == 0).then_some(p.slow_delay);
         if slow.is_none() {
             lives.push(live.clone());
+        } else {
+            slow_live = Some(live.clone());
         }
         tasks.spawn(subscriber_task(sub, live, slow, stop_rx.clone()));
     }
@@ -332,9 +379,14 @@ async fn fanout_inner(
     let start = Instant::now();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut published: u64 = 0;
+    let duration = if cell.slow {
+        p.duration.max(p.slow_min_duration)
+    } else {
+        p.duration
+    };
     match cell.rate {
         None => {
-            while start.elapsed() < p.duration {
+            while start.elapsed() < duration {
                 let batch = make_batch(&mut buf, cell.payload, published, p.batch);
                 publisher.publish_batch(&topic, &batch).await?;
                 published += batch.len() as u64;
@@ -343,7 +395,7 @@ async fn fanout_inner(
         Some(rate) => {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            while start.elapsed() < p.duration {
+            while start.elapsed() < duration {
                 tick.tick().await;
                 let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
                 let count = due.saturating_sub(published).min(10_000) as usize;
@@ -361,30 +413,25 @@ async fn fanout_inner(
 
     // Drain: wait until every fast subscriber has seen the last seq, or
     // nothing moves any more, or the timeout.
-    let drain_start = Instant::now();
-    let mut last_total = u64::MAX;
-    let mut last_progress = Instant::now();
-    while drain_start.elapsed() < p.drain_timeout {
-        let done = lives.iter().all(|l| {
-            l.next_seq.load(Ordering::Relaxed) >= published || l.closed.load(Ordering::Relaxed) != 0
-        });
-        if done {
-            break;
-        }
-        let total: u64 = lives
-            .iter()
-            .map(|l| l.delivered.load(Ordering::Relaxed))
-            .sum();
-        if total != last_total {
-            last_total = total;
-            last_progress = Instant::now();
-        } else if last_progress.elapsed() >= p.drain_stall {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let slow_in_window = slow_live
+        .as_ref()
+        .map_or(0, |l| l.delivered.load(Ordering::Relaxed));
+    drain(&lives, published, p.drain_timeout, p.drain_stall).await;
     let after = CpuSnapshot::take(sys.server_pid());
     let window_end = now_ns();
+    // Then the slow subscriber catches up, outside the measured window.
+    let catch_up_start = Instant::now();
+    if let Some(l) = &slow_live {
+        l.hurry.store(true, Ordering::Relaxed);
+        drain(
+            std::slice::from_ref(l),
+            published,
+            p.catch_up_timeout,
+            p.drain_stall,
+        )
+        .await;
+    }
+    let catch_up_s = catch_up_start.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     drop(publisher);
 
@@ -405,6 +452,8 @@ async fn fanout_inner(
                 client_drop_events: o.client_drop_events,
                 closed: o.closed.clone(),
                 unaccounted_at_stop: counts.undelivered_at_stop,
+                delivered_in_window: slow_in_window,
+                catch_up_s,
             });
             continue;
         }
