@@ -253,7 +253,8 @@ async fn write_control(
     mut send: SendStream,
     mut rx: mpsc::Receiver<ControlResponse>,
 ) -> Option<SendStream> {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Allocated on the first response, not per idle connection up front.
+    let mut buf = BytesMut::new();
     while let Some(msg) = rx.recv().await {
         lapwing_proto::encode_frame(&msg, &mut buf);
         while buf.len() < 64 * 1024 {

@@ -32,7 +32,9 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return,
     };
     let Ok(mut send) = opened else { return };
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Grows with the first batch and keeps its spare capacity after that;
+    // a subscription that never receives anything holds no buffer.
+    let mut buf = BytesMut::new();
     lapwing_proto::encode_frame(
         &v1::SubscriptionStreamHeader {
             subscription_id: id,
