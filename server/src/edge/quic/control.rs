@@ -42,6 +42,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Responses queued for the control writer before senders wait.
 const CONTROL_QUEUE: usize = 256;
+/// Initial read buffer of the control stream.
+const CONTROL_READ_BUFFER: usize = 512;
 
 type ControlFrames = FramedRead<RecvStream, FrameCodec<ControlRequest>>;
 
@@ -168,7 +170,13 @@ async fn hello(
             return None;
         }
     };
-    let mut frames = FramedRead::new(recv, FrameCodec::new(PRE_HELLO_MAX_FRAME_BYTES));
+    // Control frames are small; the buffer grows for a larger one. (The
+    // codec's 8 KiB default, per idle connection, is 80 MB at 10 000.)
+    let mut frames = FramedRead::with_capacity(
+        recv,
+        FrameCodec::new(PRE_HELLO_MAX_FRAME_BYTES),
+        CONTROL_READ_BUFFER,
+    );
     // Before Welcome, any other stream is a protocol error.
     let early_stream = async {
         tokio::select! {
