@@ -40,6 +40,42 @@ fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo / 2.0, hi * 2.0)
 }
 
+type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
+
+/// One system's line, with a marker per point and a legend entry.
+fn draw_system<X, Y>(
+    chart: &mut Chart<'_, X, Y>,
+    system: &str,
+    pts: Vec<(f64, f64)>,
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = color(system);
+    chart
+        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+        .label(system)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    Ok(())
+}
+
+/// The legend box of a panel.
+fn draw_legend<X, Y>(chart: &mut Chart<'_, X, Y>, at: SeriesLabelPosition) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 /// Scenario A: delivered msgs/s against subscribers, one panel per payload.
 pub fn throughput(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
     let a: Vec<&CellSummary> = summary
@@ -78,7 +114,6 @@ pub fn throughput(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
             .y_desc("delivered msgs/s (median)")
             .draw()?;
         for sys in &systems(summary) {
-            let color = color(sys);
             let mut pts: Vec<(f64, f64)> = a
                 .iter()
                 .filter(|c| &c.system == sys && c.cell.payload == *payload)
@@ -91,20 +126,9 @@ pub fn throughput(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
             if pts.is_empty() {
                 continue;
             }
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(sys.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            draw_system(&mut chart, sys, pts)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     }
     root.present()?;
     Ok(())
@@ -161,7 +185,6 @@ pub fn latency(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
             .y_desc("µs (median of runs)")
             .draw()?;
         for sys in &systems(summary) {
-            let color = color(sys);
             let Some(c) = b
                 .iter()
                 .find(|c| &c.system == sys && c.cell.subscribers == *n)
@@ -173,20 +196,9 @@ pub fn latency(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
                 .enumerate()
                 .filter_map(|(i, v)| v.filter(|v| *v > 0.0).map(|v| (i as f64, v)))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(sys.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            draw_system(&mut chart, sys, pts)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present()?;
     Ok(())
