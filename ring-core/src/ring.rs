@@ -12,6 +12,7 @@ use crate::slot::{
     append_words, begin_write, chunks_for, done, end_write, still_stamped, store_bytes, Slot,
     WordSource, CHUNK_BYTES, INLINE_MAX, WORDS,
 };
+use crate::slots::Slots;
 use crate::sync::{Arc, AtomicU64, Ordering};
 
 /// One topic's messages: a header ring and a chunk arena of stamped slots.
@@ -21,8 +22,8 @@ use crate::sync::{Arc, AtomicU64, Ordering};
 /// message arrives (the server's subscription tasks) polls
 /// [`Reader::has_new`] after its own notification.
 pub struct Ring {
-    headers: Box<[Slot]>,
-    arena: Box<[Slot]>,
+    headers: Slots,
+    arena: Slots,
     header_slots: u64,
     arena_slots: u64,
     max_message_bytes: usize,
@@ -131,14 +132,10 @@ impl Ring {
         max_message_bytes: usize,
         epoch: u64,
     ) -> Result<Arc<Ring>, ConfigError> {
-        let alloc = |n: usize| -> Result<Box<[Slot]>, ConfigError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(n)
-                .map_err(|_| ConfigError::OutOfMemory {
-                    bytes: geometry.memory_bytes(),
-                })?;
-            v.extend((0..n).map(|_| Slot::new()));
-            Ok(v.into_boxed_slice())
+        let alloc = |n: usize| -> Result<Slots, ConfigError> {
+            crate::slots::zeroed(n).ok_or(ConfigError::OutOfMemory {
+                bytes: geometry.memory_bytes(),
+            })
         };
         Ok(Arc::new(Ring {
             headers: alloc(geometry.header_slots)?,

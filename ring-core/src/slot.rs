@@ -22,6 +22,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    #[cfg(any(loom, test))]
     pub(crate) fn new() -> Self {
         Self {
             stamp: AtomicU64::new(0),
