@@ -16,7 +16,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::limits::{HARD_MAX_MESSAGE_BYTES, MIN_RING_BYTES};
+/// Upper bound for `limits.max_message_bytes`: 64 MiB.
+pub const HARD_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Smallest ring a topic may have: 4 KiB. The ring itself accepts 1 KiB,
+/// but a topic's ring must also hold a useful history of messages
+/// carrying the server's 8-byte publish time.
+pub const MIN_RING_BYTES: usize = 4 * 1024;
 
 /// Default ring size per topic: 4 MiB.
 ///
@@ -35,6 +40,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 1024;
 /// Default cap on the number of topics.
 pub const DEFAULT_MAX_TOPICS: usize = 100_000;
+/// Default budget for all topics' rings together: 1 GiB (256 default rings).
+pub const DEFAULT_RING_MEMORY_BYTES: usize = 1024 * 1024 * 1024;
+/// Default number of topics one connection may create: 1000.
+pub const DEFAULT_TOPICS_CREATED_PER_CONNECTION: u32 = 1000;
+/// Default budget for bytes held for partial frames, all clients: 64 MiB.
+pub const DEFAULT_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Default concurrent publish streams per connection: 16.
+pub const DEFAULT_MAX_PUBLISH_STREAMS: u32 = 16;
 /// Default UDP socket buffer size (send and receive): 4 MiB.
 pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -193,10 +206,39 @@ pub struct LimitsConfig {
     /// Live subscriptions per connection. Default 1024. Clients must allow
     /// this many concurrent server-opened uni streams to use them all at once.
     pub max_subscriptions_per_connection: u32,
-    /// Topics in the registry; auto-creation fails beyond it. Default 100 000.
+    /// Topics in the registry; auto-creation fails beyond it with
+    /// RESOURCE_EXHAUSTED. Default 100 000.
     pub max_topics: usize,
     /// Time a client has to send Hello after connecting. Default 10 s.
     pub hello_timeout_ms: u64,
+    /// Ring memory of all topics together. A topic whose ring would take
+    /// the total over it is refused with RESOURCE_EXHAUSTED; rings are
+    /// reserved at their full size when a topic's first publish allocates
+    /// them (the pages become resident only as messages fill them).
+    /// Default 1 GiB: 256 topics at the default 4 MiB ring.
+    pub ring_memory_bytes: usize,
+    /// Topics one connection may create by publishing or subscribing, so
+    /// one client cannot fill the registry. Default 1000.
+    pub topics_created_per_connection: u32,
+    /// Topics created by a publish or subscribe that have had no subscriber
+    /// and no publish for this long are deleted, freeing their ring and
+    /// their place in `max_topics`. 0 keeps them forever. Default 300 000 (5 min).
+    pub idle_topic_ttl_ms: u64,
+    /// Time a new connection has to finish its handshake (QUIC or TLS) and,
+    /// on gRPC, send the HTTP/2 preface. A connection counts against
+    /// `max_connections` only after it. Default 10 s.
+    pub handshake_timeout_ms: u64,
+    /// Time a frame (QUIC) or gRPC message has to arrive in full once its
+    /// first bytes did; then the stream ends with TIMEOUT. Default 30 s.
+    pub frame_timeout_ms: u64,
+    /// Bytes held for frames and gRPC messages that have started arriving
+    /// and are not complete, all connections together. A stream that would
+    /// take it over ends with RESOURCE_EXHAUSTED. Default 64 MiB.
+    pub partial_frame_bytes: usize,
+    /// Publish streams one connection may have open at once: QUIC uni and
+    /// acked (bidi) streams each, gRPC PublishStream calls. Each can hold
+    /// one partial frame. Default 16.
+    pub max_publish_streams_per_connection: u32,
 }
 
 /// Settings for topics without an override.
@@ -284,6 +326,13 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS,
             max_topics: DEFAULT_MAX_TOPICS,
             hello_timeout_ms: 10_000,
+            ring_memory_bytes: DEFAULT_RING_MEMORY_BYTES,
+            topics_created_per_connection: DEFAULT_TOPICS_CREATED_PER_CONNECTION,
+            idle_topic_ttl_ms: 300_000,
+            handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
+            partial_frame_bytes: DEFAULT_PARTIAL_FRAME_BYTES,
+            max_publish_streams_per_connection: DEFAULT_MAX_PUBLISH_STREAMS,
         }
     }
 }
@@ -382,6 +431,7 @@ impl Config {
                 max_subscriptions_per_connection: 64,
                 max_topics: 10_000,
                 hello_timeout_ms: 5_000,
+                ..LimitsConfig::default()
             },
             topic_defaults: TopicDefaults {
                 ring_bytes: 256 * 1024,
@@ -430,6 +480,7 @@ impl Config {
     /// | `LAPWING_MAX_MESSAGE_BYTES` | `limits.max_message_bytes` |
     /// | `LAPWING_MAX_CONNECTIONS` | `limits.max_connections` |
     /// | `LAPWING_RING_BYTES` | `topic_defaults.ring_bytes` |
+    /// | `LAPWING_RING_MEMORY_BYTES` | `limits.ring_memory_bytes` |
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -473,6 +524,9 @@ impl Config {
                 "LAPWING_RING_BYTES" => {
                     parse(&mut |v| set_parsed(&mut self.topic_defaults.ring_bytes, v))
                 }
+                "LAPWING_RING_MEMORY_BYTES" => {
+                    parse(&mut |v| set_parsed(&mut self.limits.ring_memory_bytes, v))
+                }
                 _ => {}
             }
         }
@@ -505,8 +559,42 @@ impl Config {
         if self.limits.max_topics == 0 {
             errors.push(invalid("limits.max_topics", "must be at least 1"));
         }
-        if self.limits.hello_timeout_ms == 0 {
-            errors.push(invalid("limits.hello_timeout_ms", "must be at least 1"));
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.hello_timeout_ms", l.hello_timeout_ms),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.frame_timeout_ms", l.frame_timeout_ms),
+            (
+                "limits.topics_created_per_connection",
+                u64::from(l.topics_created_per_connection),
+            ),
+            (
+                "limits.max_publish_streams_per_connection",
+                u64::from(l.max_publish_streams_per_connection),
+            ),
+        ] {
+            if value == 0 {
+                errors.push(invalid(key, "must be at least 1"));
+            }
+        }
+        if l.ring_memory_bytes < self.topic_defaults.ring_bytes {
+            errors.push(invalid(
+                "limits.ring_memory_bytes",
+                format!(
+                    "{} is less than one default ring (topic_defaults.ring_bytes = {})",
+                    l.ring_memory_bytes, self.topic_defaults.ring_bytes
+                ),
+            ));
+        }
+        let frame_max = lapwing_proto::frame_limit_for(max_msg.min(HARD_MAX_MESSAGE_BYTES));
+        if l.partial_frame_bytes < frame_max {
+            errors.push(invalid(
+                "limits.partial_frame_bytes",
+                format!(
+                    "{} cannot hold one maximum-size frame ({frame_max} bytes)",
+                    l.partial_frame_bytes
+                ),
+            ));
         }
         if self.server_name.is_empty() {
             errors.push(invalid("server_name", "must not be empty"));
@@ -585,6 +673,13 @@ impl Config {
     /// Time a client has to send Hello.
     pub fn hello_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.hello_timeout_ms)
+    }
+
+    /// How long an auto-created topic may sit idle before it is reaped
+    /// (`None`: never).
+    pub fn idle_topic_ttl(&self) -> Option<Duration> {
+        (self.limits.idle_topic_ttl_ms > 0)
+            .then(|| Duration::from_millis(self.limits.idle_topic_ttl_ms))
     }
 }
 
