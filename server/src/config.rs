@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Upper bound for `limits.max_message_bytes`: 64 MiB.
 pub const HARD_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -52,7 +52,7 @@ pub const DEFAULT_MAX_PUBLISH_STREAMS: u32 = 16;
 pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines (default).
@@ -74,7 +74,7 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// The whole server configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Name the server reports in Welcome and logs. Default `lapwing`.
@@ -104,7 +104,7 @@ pub struct Config {
 }
 
 /// Listen addresses. Loopback by default: exposing a server is a decision.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// QUIC (UDP). Default `127.0.0.1:7400`.
@@ -117,7 +117,7 @@ pub struct ListenConfig {
 
 /// TLS material. With neither set, a self-signed certificate is generated
 /// in `data_dir` on first start and reused afterwards.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain (leaf first). Default: none (self-signed).
@@ -131,7 +131,7 @@ pub struct TlsConfig {
 }
 
 /// `tls.grpc`: whether the gRPC listener speaks TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GrpcTls {
     /// TLS unless the listener is on a loopback address.
@@ -168,7 +168,7 @@ impl std::str::FromStr for GrpcTls {
 
 /// Authentication. With no tokens, everyone is accepted (and the server
 /// warns when it listens on a non-loopback address that way).
-#[derive(Default, Clone, Deserialize)]
+#[derive(Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Tokens a client may present in Hello. Default: none (no auth).
@@ -194,7 +194,7 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 /// Limits. Each protects the server (and other clients) from one client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest payload of one message, server-wide. A topic override may
@@ -242,7 +242,7 @@ pub struct LimitsConfig {
 }
 
 /// Settings for topics without an override.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicDefaults {
     /// Ring size in bytes. Default 4 MiB (must hold a maximum-size message).
@@ -254,7 +254,7 @@ pub struct TopicDefaults {
 }
 
 /// A per-topic override: `name` for one topic or `prefix` for a family.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicOverride {
     /// Exact topic name. Such a topic is created at start.
@@ -268,7 +268,7 @@ pub struct TopicOverride {
 }
 
 /// Socket tuning.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
     /// UDP send/receive buffer size requested from the OS (capped by
@@ -278,7 +278,7 @@ pub struct TransportConfig {
 }
 
 /// Graceful shutdown.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// After GoAway, how long clients get to go before the connection is
@@ -831,36 +831,51 @@ mod tests {
 
     #[test]
     fn example_file_documents_the_defaults() {
-        let example = Config::from_toml(include_str!("../lapwing.example.toml")).unwrap();
+        // Derived from the config type itself: every key the defaults
+        // serialize must be set in the example, to its default. A new key
+        // without an example line fails here. Two exceptions, commented out
+        // in the example for a reason: `data_dir` (its default depends on
+        // the environment) and `topics` (examples of overrides, not
+        // defaults). Keys whose default is "unset" (`tls.cert`,
+        // `auth.admin_token`) serialize to nothing and are checked by name
+        // in the file's comments instead.
+        let text = include_str!("../lapwing.example.toml");
+        let example = Config::from_toml(text).unwrap();
         example.validate().unwrap();
-        let d = Config::default();
-        assert_eq!(example.server_name, d.server_name);
-        assert_eq!(example.listen.quic, d.listen.quic);
-        assert_eq!(example.listen.grpc, d.listen.grpc);
-        assert_eq!(example.listen.http, d.listen.http);
-        assert_eq!(example.limits.max_message_bytes, d.limits.max_message_bytes);
-        assert_eq!(example.limits.max_connections, d.limits.max_connections);
-        assert_eq!(
-            example.limits.max_subscriptions_per_connection,
-            d.limits.max_subscriptions_per_connection
-        );
-        assert_eq!(example.limits.max_topics, d.limits.max_topics);
-        assert_eq!(example.limits.hello_timeout_ms, d.limits.hello_timeout_ms);
-        assert_eq!(
-            example.topic_defaults.ring_bytes,
-            d.topic_defaults.ring_bytes
-        );
-        assert_eq!(
-            example.transport.udp_buffer_bytes,
-            d.transport.udp_buffer_bytes
-        );
-        assert_eq!(example.shutdown.drain_ms, d.shutdown.drain_ms);
-        assert_eq!(example.tls.grpc, d.tls.grpc);
-        assert_eq!(example.auth.admin_token, d.auth.admin_token);
-        assert_eq!(
-            example.shutdown.reconnect_after_ms,
-            d.shutdown.reconnect_after_ms
-        );
+        let mut expected = toml::Value::try_from(Config::default()).unwrap();
+        let written: toml::Value = toml::from_str(text).unwrap();
+        let table = expected.as_table_mut().unwrap();
+        table.remove("data_dir");
+        table.remove("topics");
+        let mut missing = Vec::new();
+        leaves("", &expected, &mut |key, value| {
+            let found = key
+                .split('.')
+                .try_fold(&written, |v, k| v.get(k));
+            if found != Some(value) {
+                missing.push(format!("{key} = {value} (example has {found:?})"));
+            }
+        });
+        assert!(missing.is_empty(), "example config out of step:\n{}", missing.join("\n"));
+        for commented in ["# data_dir =", "# cert =", "# key =", "# admin_token =", "# [[topics]]"] {
+            assert!(text.contains(commented), "example lacks `{commented}`");
+        }
+    }
+
+    fn leaves(prefix: &str, v: &toml::Value, f: &mut impl FnMut(&str, &toml::Value)) {
+        match v.as_table() {
+            Some(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, f);
+                }
+            }
+            None => f(prefix, v),
+        }
     }
 
     #[test]
