@@ -849,15 +849,23 @@ mod tests {
         table.remove("topics");
         let mut missing = Vec::new();
         leaves("", &expected, &mut |key, value| {
-            let found = key
-                .split('.')
-                .try_fold(&written, |v, k| v.get(k));
+            let found = key.split('.').try_fold(&written, |v, k| v.get(k));
             if found != Some(value) {
                 missing.push(format!("{key} = {value} (example has {found:?})"));
             }
         });
-        assert!(missing.is_empty(), "example config out of step:\n{}", missing.join("\n"));
-        for commented in ["# data_dir =", "# cert =", "# key =", "# admin_token =", "# [[topics]]"] {
+        assert!(
+            missing.is_empty(),
+            "example config out of step:\n{}",
+            missing.join("\n")
+        );
+        for commented in [
+            "# data_dir =",
+            "# cert =",
+            "# key =",
+            "# admin_token =",
+            "# [[topics]]",
+        ] {
             assert!(text.contains(commented), "example lacks `{commented}`");
         }
     }

@@ -9,7 +9,7 @@
 //! (`edge::quic`) runs one task per connection, driven by its control
 //! stream; publish streams call `Topic::publish` (the payload is copied once,
 //! into the ring, behind an 8-byte publish timestamp); every subscription is
-//! a task with its own ring reader wrapped in a [`subscription::Drain`],
+//! a task with its own ring reader wrapped in a [`drain::Drain`],
 //! which turns ring events (messages, laps) into Deliveries (messages,
 //! resyncs with exact gap counts) independently of the transport. Data
 //! flows one way: stream → `Topic::publish` → ring → wake → drain → stream.
@@ -64,18 +64,18 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod connections;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod partial;
-pub mod publisher;
 pub mod registry;
 pub mod session;
 pub mod shutdown;
-pub mod subscription;
 pub mod tls;
 pub mod topic;
+pub mod topic_publisher;
 pub mod transport;
 pub mod wakeup;
 
@@ -300,7 +300,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             server_name: config.server_name.clone(),
             drain: Duration::from_millis(config.shutdown.drain_ms),
             reconnect_after_ms: config.shutdown.reconnect_after_ms,
-            batch: subscription::BatchLimits::default(),
+            batch: drain::BatchLimits::default(),
         }),
         tracker.clone(),
     ));

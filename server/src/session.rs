@@ -37,11 +37,11 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Auth, AuthError};
 use crate::budget::Budget;
 use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
+use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
 use crate::error::RequestError;
 use crate::limits::{self, Limits};
-use crate::publisher::TopicPublisher;
 use crate::registry::{CreationQuota, Registry};
-use crate::subscription::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
+use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
 
 /// What every session of either edge shares: the server's state and rules.

@@ -29,9 +29,9 @@ use tracing::debug;
 use super::auth::bearer;
 use super::io::session_of;
 use super::{status, Shared};
+use crate::drain::{BatchLimits, StartAt, Step};
 use crate::error::RequestError;
 use crate::session::{Session, SubscribeParams, Subscription};
-use crate::subscription::{BatchLimits, StartAt, Step};
 
 /// One batch per read of the ring. Smaller than the QUIC edge's: each
 /// gRPC item is its own HTTP/2 message anyway, and this is what a

@@ -33,11 +33,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
-use super::{code, publish, subscribe, Shared};
+use super::{code, publish, subscription, Shared};
 use crate::error::RequestError;
 use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
-use crate::publisher::TopicPublisher;
 use crate::session::{Action, LiveSubscriptions, Session};
+use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
 
 /// Time allowed for a final Error/GoAway to reach the client before close.
@@ -408,7 +408,7 @@ impl Control {
                     start_seq = sub.drain().start_seq(), "subscribed");
                 let cancel = self.cancel.child_token();
                 let task = tokio::spawn(
-                    subscribe::run(
+                    subscription::run(
                         self.conn.clone(),
                         *sub,
                         cancel.clone(),
