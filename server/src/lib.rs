@@ -340,6 +340,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             metrics: metrics.clone(),
             registry: registry.clone(),
             connections: connections.clone(),
+            partial_frames: core.partial_frames.clone(),
             ready: ready.clone(),
         },
         shutdown.clone(),
