@@ -25,9 +25,10 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::connections::{Connections, Transport};
+use crate::budget::Budget;
 use crate::registry::Registry;
 use crate::topic::TopicStats;
+use crate::transport::Transport;
 
 /// Latency buckets in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -79,6 +80,16 @@ impl std::fmt::Debug for EdgeMetrics {
     }
 }
 
+/// The server-wide budgets and what they refused, read at scrape time.
+struct Budgets {
+    ring_memory: Gauge,
+    ring_memory_limit: Gauge,
+    ring_memory_refused: Counter,
+    partial_frames: Gauge,
+    partial_frames_refused: Counter,
+    topics_reaped: Counter,
+}
+
 /// What deleted topics had published, so the totals never go down.
 #[derive(Debug, Default)]
 struct Retired {
@@ -91,6 +102,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     edges: [EdgeMetrics; 2],
     topics: Gauge,
+    budgets: Budgets,
     published: Counter,
     published_bytes: Counter,
     connections: [Gauge; 2],
@@ -170,6 +182,33 @@ impl Metrics {
             "Publish-to-deliver latency (server clock), one sample per delivered batch: its oldest message.".into(),
         );
         describe_gauge("lapwing_topics", "Topics in the registry.");
+        describe_gauge(
+            "lapwing_ring_memory_bytes",
+            "Ring memory reserved by topics (limits.ring_memory_bytes is the budget).",
+        );
+        describe_gauge(
+            "lapwing_ring_memory_limit_bytes",
+            "The ring-memory budget, limits.ring_memory_bytes.",
+        );
+        describe(
+            "lapwing_ring_memory_refused_total",
+            None,
+            "Topics whose ring was refused because the ring-memory budget was used up (RESOURCE_EXHAUSTED).",
+        );
+        describe_gauge(
+            "lapwing_partial_frame_bytes",
+            "Bytes held for frames and gRPC messages still arriving, all connections.",
+        );
+        describe(
+            "lapwing_partial_frames_refused_total",
+            None,
+            "Streams ended because the partial-frame budget (limits.partial_frame_bytes) was used up.",
+        );
+        describe(
+            "lapwing_topics_reaped_total",
+            None,
+            "Auto-created topics deleted after limits.idle_topic_ttl_ms without subscribers or publishes.",
+        );
         describe_gauge("lapwing_connections", "Open connections, by transport.");
         describe_gauge("lapwing_subscriptions", "Live subscriptions, by transport.");
         describe_gauge(
@@ -204,6 +243,26 @@ impl Metrics {
         Metrics {
             edges,
             topics: r.register_gauge(&Key::from_static_name("lapwing_topics"), &meta),
+            budgets: Budgets {
+                ring_memory: r
+                    .register_gauge(&Key::from_static_name("lapwing_ring_memory_bytes"), &meta),
+                ring_memory_limit: r.register_gauge(
+                    &Key::from_static_name("lapwing_ring_memory_limit_bytes"),
+                    &meta,
+                ),
+                ring_memory_refused: r.register_counter(
+                    &Key::from_static_name("lapwing_ring_memory_refused_total"),
+                    &meta,
+                ),
+                partial_frames: r
+                    .register_gauge(&Key::from_static_name("lapwing_partial_frame_bytes"), &meta),
+                partial_frames_refused: r.register_counter(
+                    &Key::from_static_name("lapwing_partial_frames_refused_total"),
+                    &meta,
+                ),
+                topics_reaped: r
+                    .register_counter(&Key::from_static_name("lapwing_topics_reaped_total"), &meta),
+            },
             published: r.register_counter(
                 &Key::from_static_name("lapwing_messages_published_total"),
                 &meta,
@@ -249,10 +308,9 @@ impl Metrics {
             published_bytes: self.retired.bytes.load(Ordering::Relaxed),
             ..Totals::default()
         };
-        for stats in registry.list().iter().filter_map(|n| registry.stats(n)) {
-            t.published += stats.published;
-            t.published_bytes += stats.bytes;
-        }
+        let (published, bytes) = registry.published_totals();
+        t.published += published;
+        t.published_bytes += bytes;
         for e in &self.edges {
             t.delivered += e.totals.delivered.load(Ordering::Relaxed);
             t.resyncs += e.totals.resyncs.load(Ordering::Relaxed);
@@ -262,8 +320,16 @@ impl Metrics {
     }
 
     /// Reads the scrape-time values and renders everything in the
-    /// Prometheus text format.
-    pub fn render(&self, registry: &Registry, connections: &Connections) -> String {
+    /// Prometheus text format. `counts` is (connections, subscriptions)
+    /// per transport, indexed like [`Transport::ALL`]
+    /// (`Connections::counts`); `partial_frames` is the partial-frame
+    /// budget.
+    pub fn render(
+        &self,
+        registry: &Registry,
+        counts: [(u64, u64); 2],
+        partial_frames: &Budget,
+    ) -> String {
         let totals = self.totals(registry);
         let (published, bytes) = (totals.published, totals.published_bytes);
         {
@@ -277,7 +343,15 @@ impl Metrics {
             self.published_bytes.absolute(last.1);
         }
         self.topics.set(registry.len() as f64);
-        for (i, (conns, subs)) in connections.counts().into_iter().enumerate() {
+        let b = &self.budgets;
+        let ring = registry.ring_memory();
+        b.ring_memory.set(ring.used() as f64);
+        b.ring_memory_limit.set(ring.limit() as f64);
+        b.ring_memory_refused.absolute(ring.refused());
+        b.partial_frames.set(partial_frames.used() as f64);
+        b.partial_frames_refused.absolute(partial_frames.refused());
+        b.topics_reaped.absolute(registry.reaped());
+        for (i, (conns, subs)) in counts.into_iter().enumerate() {
             self.connections[i].set(conns as f64);
             self.subscriptions[i].set(subs as f64);
         }
@@ -295,16 +369,18 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
         let registry = Registry::from_config(&config).unwrap();
-        let conns = Connections::new(m.clone());
+        let conns = crate::connections::Connections::new(m.clone());
         let t = registry.get_or_create("a").unwrap();
         t.publish(b"abc").unwrap();
         m.edge(Transport::Grpc).delivered.increment(3);
         m.edge(Transport::Grpc).latency.record(0.001);
-        let text = m.render(&registry, &conns);
+        let text = m.render(&registry, conns.counts(), &Budget::new(1 << 20));
         for line in [
             "lapwing_messages_published_total 1",
             "lapwing_published_bytes_total 3",
             "lapwing_topics 1",
+            "lapwing_ring_memory_refused_total 0",
+            "lapwing_topics_reaped_total 0",
             "lapwing_messages_delivered_total{transport=\"grpc\"} 3",
             "lapwing_messages_delivered_total{transport=\"quic\"} 0",
             "lapwing_connections{transport=\"quic\"} 0",
@@ -315,7 +391,7 @@ mod tests {
         // Deleting a topic does not make the total go down.
         m.retire_topic(&t.stats());
         registry.delete("a").unwrap();
-        let text = m.render(&registry, &conns);
+        let text = m.render(&registry, conns.counts(), &Budget::new(1 << 20));
         assert!(
             text.contains("lapwing_messages_published_total 1"),
             "{text}"
