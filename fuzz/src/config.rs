@@ -9,8 +9,7 @@
 //! logs); and a config `validate` accepts keeps every documented rule
 //! (checked here independently of `validate`).
 
-use lapwing_server::config::{AuthConfig, Config};
-use lapwing_server::limits::HARD_MAX_MESSAGE_BYTES;
+use lapwing_server::config::{AuthConfig, Config, HARD_MAX_MESSAGE_BYTES};
 
 /// Runs one input: UTF-8 text (other inputs are skipped).
 pub fn run(data: &[u8]) {
@@ -76,6 +75,12 @@ fn check_valid(config: &Config) {
     assert!(limits.max_subscriptions_per_connection >= 1);
     assert!(limits.max_topics >= 1);
     assert!(limits.hello_timeout_ms >= 1);
+    assert!(limits.handshake_timeout_ms >= 1);
+    assert!(limits.frame_timeout_ms >= 1);
+    assert!(limits.topics_created_per_connection >= 1);
+    assert!(limits.max_publish_streams_per_connection >= 1);
+    assert!(limits.ring_memory_bytes >= config.topic_defaults.ring_bytes);
+    assert!(limits.partial_frame_bytes >= lapwing_proto::frame_limit_for(max_message));
     assert!(!config.server_name.is_empty());
     assert!(!config.data_dir.as_os_str().is_empty());
     assert_eq!(config.tls.cert.is_some(), config.tls.key.is_some());
