@@ -16,6 +16,7 @@
 //! ordinary test run. See `fuzz/README.md` for how to run a campaign.
 
 pub mod config;
+pub mod control;
 pub mod frame;
 pub mod replay;
 pub mod seeds;
@@ -29,4 +30,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("frame", frame::run),
     ("config", config::run),
     ("topic", topic::run),
+    ("control", control::run),
 ];

@@ -29,6 +29,7 @@ pub fn all() -> Vec<Seed> {
     let mut seeds = frame_seeds();
     seeds.extend(config_seeds());
     seeds.extend(topic_seeds());
+    seeds.extend(control_seeds());
     seeds
 }
 
@@ -395,6 +396,13 @@ max_connections = 10000
 max_subscriptions_per_connection = 1024
 max_topics = 100000
 hello_timeout_ms = 10000
+ring_memory_bytes = 1073741824
+topics_created_per_connection = 1000
+idle_topic_ttl_ms = 600000
+handshake_timeout_ms = 10000
+frame_timeout_ms = 10000
+partial_frame_bytes = 67108864
+max_publish_streams_per_connection = 100
 
 [topic_defaults]
 ring_bytes = 4194304
@@ -473,6 +481,153 @@ fn topic_seeds() -> Vec<Seed> {
             target: "topic",
             name: (*name).to_owned(),
             bytes: text.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+fn control_seeds() -> Vec<Seed> {
+    use control_request::Kind as Req;
+    use v1::start_position::{After, Kind as Start, Latest, Oldest};
+
+    use crate::control::{SAME_EPOCH, TOKEN};
+
+    let hello = |version, token: &str, name: &str| {
+        request(Req::Hello(v1::Hello {
+            version,
+            token: token.into(),
+            client_name: name.into(),
+        }))
+    };
+    let ok_hello = hello(lapwing_proto::PROTOCOL_VERSION, TOKEN, "fuzz");
+    let subscribe = |id, topic: &str, start, policy: v1::LagPolicy| {
+        request(Req::Subscribe(v1::Subscribe {
+            subscription_id: id,
+            topic: topic.into(),
+            start,
+            lag_policy: policy as i32,
+        }))
+    };
+    let after = |epoch, seq| start(Start::After(After { epoch, seq }));
+    let unsubscribe = |id| {
+        request(Req::Unsubscribe(v1::Unsubscribe {
+            subscription_id: id,
+        }))
+    };
+    let ping = |nonce| request(Req::Ping(v1::Ping { nonce }));
+    use v1::LagPolicy::{Disconnect, ResumeOldest, SkipToLatest};
+
+    // Byte 0: messages published to `a` and `b` first; byte 1: messages
+    // per live topic after each request (low nibble), delete `b` (0x10).
+    let cases: Vec<(&str, u8, u8, Vec<v1::ControlRequest>)> = vec![
+        (
+            "subscribe-ping-unsubscribe",
+            0,
+            1,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "a", start(Start::Latest(Latest {})), ResumeOldest),
+                ping(7),
+                unsubscribe(1),
+            ],
+        ),
+        (
+            "resume-after-lap",
+            200,
+            15,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "a", start(Start::Oldest(Oldest {})), ResumeOldest),
+                subscribe(2, "b", after(SAME_EPOCH, 5), ResumeOldest),
+                subscribe(3, "a", after(SAME_EPOCH, u64::MAX), SkipToLatest),
+                ping(1),
+                ping(2),
+            ],
+        ),
+        (
+            "resume-other-epoch",
+            50,
+            3,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "a", after(2, 10), ResumeOldest),
+                subscribe(2, "fresh", after(2, 10), ResumeOldest),
+            ],
+        ),
+        (
+            "disconnect-when-lapped",
+            100,
+            15,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "a", start(Start::Oldest(Oldest {})), Disconnect),
+                ping(1),
+                ping(2),
+                ping(3),
+                subscribe(1, "a", None, Disconnect),
+            ],
+        ),
+        (
+            "caps-quota-and-mistakes",
+            0,
+            0,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "x", None, ResumeOldest),
+                subscribe(1, "y", None, ResumeOldest),
+                subscribe(2, "a..b", None, ResumeOldest),
+                v1::ControlRequest {
+                    kind: Some(Req::Subscribe(v1::Subscribe {
+                        subscription_id: 3,
+                        topic: "y".into(),
+                        start: None,
+                        lag_policy: 99,
+                    })),
+                },
+                subscribe(4, "y", None, ResumeOldest),
+                subscribe(5, "z", None, ResumeOldest),
+                subscribe(6, "w", None, ResumeOldest),
+                unsubscribe(4),
+                subscribe(7, "w", None, ResumeOldest),
+                unsubscribe(42),
+                ok_hello.clone(),
+                v1::ControlRequest { kind: None },
+            ],
+        ),
+        (
+            "topic-deleted",
+            10,
+            0x12,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "b", start(Start::Oldest(Oldest {})), ResumeOldest),
+                subscribe(2, "b", after(SAME_EPOCH, 3), ResumeOldest),
+                ping(9),
+            ],
+        ),
+        ("wrong-token", 0, 0, vec![hello(1, "nope", "x"), ping(1)]),
+        ("wrong-version", 0, 0, vec![hello(2, TOKEN, "x"), ping(1)]),
+        (
+            "long-client-name",
+            0,
+            0,
+            vec![hello(1, TOKEN, &"n\u{e9}".repeat(200)), ping(1)],
+        ),
+        ("no-hello-first", 0, 0, vec![ping(1), ok_hello]),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, pre, per_step, requests)| {
+            let mut bytes = vec![pre, per_step];
+            let mut wire = BytesMut::new();
+            for r in &requests {
+                encode_frame(r, &mut wire);
+            }
+            bytes.extend_from_slice(&wire);
+            Seed {
+                target: "control",
+                name: name.to_owned(),
+                bytes,
+            }
         })
         .collect()
 }

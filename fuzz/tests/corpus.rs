@@ -61,6 +61,10 @@ fn committed_corpus_is_what_the_generator_writes() {
 
 #[test]
 fn every_committed_input_passes_its_target() {
+    if std::env::var_os("LAPWING_FUZZ_BLESS").is_some() {
+        // The corpus is being rewritten by the other test right now.
+        return;
+    }
     for (target, run) in TARGETS {
         let dirs = [
             fuzz_dir().join("corpus").join(target),
