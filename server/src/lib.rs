@@ -90,6 +90,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod partial;
+pub mod permissions;
 pub mod registry;
 pub mod session;
 pub mod shutdown;
@@ -134,6 +135,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The principals could not be built (a bug: validate checks them).
+    #[error("cannot load principals: {0}")]
+    Auth(String),
     /// A `[[topics]]` entry could not be created.
     #[error("cannot create configured topic: {0}")]
     Topic(#[from] registry::RegistryError),
@@ -296,7 +300,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     let core = session::Core::new(
         registry.clone(),
         limits,
-        auth::Auth::new(&config.auth.tokens),
+        auth::Auth::from_config(&config).map_err(ServerError::Auth)?,
         connections.clone(),
         config.limits.partial_frame_bytes,
         shutdown.clone(),
@@ -332,8 +336,11 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     let admin = grpc::AdminAuth::new(
         config.auth.admin_token.as_deref(),
         grpc_addr.ip().is_loopback(),
-        core.auth.required(),
+        &core.auth,
     );
+    for p in config.principals.iter().filter(|p| p.token.is_some()) {
+        warn!(principal = %p.name, "principal has its token in clear in the config; prefer token_sha256 (`lapwing auth hash`)");
+    }
     warn_about_exposure(&config, &core, &admin, quic_addr, grpc_addr);
     let grpc_shared = Arc::new(grpc::Shared {
         core: core.clone(),
@@ -361,6 +368,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             registry: registry.clone(),
             connections: connections.clone(),
             partial_frames: core.partial_frames.clone(),
+            denials: core.denials.clone(),
             ready: ready.clone(),
         },
         shutdown.clone(),
