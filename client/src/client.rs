@@ -508,6 +508,10 @@ async fn run_session(
     shared.conn_tx.send_modify(|s| s.conn = Some(conn.clone()));
     let max_frame = shared.max_frame_bytes();
     let mut readers = JoinSet::new();
+    // Cancelled when this session ends: readers stop waiting for room in a
+    // paused consumer's buffer (what they hold is asked for again).
+    let session_over = tokio_util::sync::CancellationToken::new();
+    let _cancel_readers = session_over.clone().drop_guard();
     let mut go_away: Option<Duration> = None;
 
     // (Re)subscribe everything not yet sent on this connection, in one write.
@@ -558,7 +562,7 @@ async fn run_session(
                 uni = conn.accept_uni() => match uni {
                     Ok(recv) => {
                         let (batch, _) = crate::subscription::buffer_shape(shared.cfg.subscription_buffer_events);
-                        readers.spawn(read_subscription_stream(shared.subs.clone(), recv, max_frame, batch));
+                        readers.spawn(read_subscription_stream(shared.subs.clone(), recv, max_frame, batch, session_over.clone()));
                     }
                     Err(e) => break SessionEnd::Lost { error: e.into(), reconnect_after: go_away },
                 },
@@ -598,6 +602,7 @@ async fn run_session(
         },
     };
     shared.conn_tx.send_modify(|s| s.conn = None);
+    session_over.cancel();
     // Let the readers record their last position before anything resumes.
     let drain = async { while readers.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(2), drain)

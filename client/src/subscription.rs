@@ -13,6 +13,7 @@ use lapwing_proto::v1::{self, delivery, start_position, LagPolicy, ResyncReason}
 use lapwing_proto::FrameCodec;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{Cmd, Handle};
 use crate::ClientError;
@@ -272,6 +273,7 @@ pub(crate) async fn read_subscription_stream(
     recv: quinn::RecvStream,
     max_frame_bytes: usize,
     batch_events: usize,
+    session_over: CancellationToken,
 ) {
     let mut framed = FramedRead::new(
         recv,
@@ -320,18 +322,29 @@ pub(crate) async fn read_subscription_stream(
             }
         }
         if let Some((epoch, next)) = events.last().map(Event::next_position) {
+            // The resume position moves only once the batch is in the
+            // subscription's buffer, which outlives the session. A batch
+            // still waiting for room when the session ends is dropped with
+            // the position before it, so the next session asks for it again
+            // (or gets an exact resync): never a silent gap.
+            let sent = tokio::select! {
+                sent = tx.send(events) => sent,
+                () = session_over.cancelled() => return,
+            };
+            if sent.is_err() {
+                // The subscription was dropped.
+                let _ = framed
+                    .into_inner()
+                    .into_inner()
+                    .stop(quinn::VarInt::from_u32(0));
+                return;
+            }
+            // No await between the send and this update: a reader aborted
+            // at the session's end cannot leave one without the other.
             if let Some(entry) = subs.lock().expect("subs lock").get_mut(&id) {
                 entry.epoch = Some(epoch);
                 entry.next = Some(next);
             }
-        }
-        if !events.is_empty() && tx.send(events).await.is_err() {
-            // The subscription was dropped.
-            let _ = framed
-                .into_inner()
-                .into_inner()
-                .stop(quinn::VarInt::from_u32(0));
-            return;
         }
         if let Some(e) = failure {
             // A broken frame cannot be skipped; the connection's loss (if
