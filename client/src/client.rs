@@ -114,6 +114,7 @@ impl Client {
     /// Connects, says Hello and waits for Welcome. Fails at once (no retry)
     /// when the server cannot be reached or refuses the client.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
+        cfg.validate()?;
         let client_config = crate::tls::quic_client_config(&cfg.trust)?;
         let mut client_config = client_config;
         client_config.transport_config(transport::transport_config(cfg.stream_receive_window));

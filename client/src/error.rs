@@ -37,6 +37,15 @@ pub enum ClientError {
         "connection lost before the server answered; the publish may or may not have been applied"
     )]
     ConnectionLost,
+    /// Fire-and-forget publishes were lost: a write failed (the connection
+    /// broke, or there was none), or the server did not confirm a finished
+    /// stream. `bytes` counts the frames of failed writes (0 when only the
+    /// confirmation was missing: some of the stream may not have arrived).
+    #[error("fire-and-forget publishes were dropped ({bytes} bytes of failed writes): {reason}")]
+    PublishesDropped { bytes: usize, reason: String },
+    /// [`crate::ClientConfig::client_name`] is longer than the server keeps.
+    #[error("client_name is {len} bytes; the server accepts at most {max}")]
+    ClientNameTooLong { len: usize, max: usize },
     #[error(transparent)]
     InvalidTopic(#[from] TopicError),
     #[error("message of {len} bytes is over the server's limit of {max} bytes")]

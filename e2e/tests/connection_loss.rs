@@ -89,3 +89,50 @@ async fn connection_loss_under_a_paused_consumer_loses_nothing() {
     client.close().await.unwrap();
     srv.shutdown().await;
 }
+
+/// Fire-and-forget publishes are at most once, but never silently: when a
+/// write fails (here: an operator closed the connection and the client does
+/// not reconnect), the bytes it dropped make the next `flush` fail, and
+/// `close` fails for drops since then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_fire_and_forget_publishes_fail_flush_and_close() {
+    let (srv, _dir) = server(|_| {});
+    let mut cfg = support::client_config(&srv);
+    cfg.reconnect = false;
+    cfg.client_name = "doomed-publisher".into();
+    let client = bounded("connect", Client::connect(cfg)).await.unwrap();
+    client.publish("drop.t", "before").await.unwrap();
+    bounded("flush", client.flush()).await.unwrap();
+    let id = until("connection listed", || {
+        srv.connections()
+            .list()
+            .iter()
+            .map(|c| c.info())
+            .find(|c| c.client_name == "doomed-publisher")
+            .map(|c| c.id)
+    })
+    .await;
+    assert!(srv.connections().close(id, "test"));
+    // Until the client has noticed the close, a write may still succeed;
+    // after that every publish is dropped, and flush says so.
+    let err = bounded("a flush that reports the drop", async {
+        loop {
+            client.publish("drop.t", "after").await.unwrap();
+            if let Err(e) = client.flush().await {
+                break e;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        matches!(err, ClientError::PublishesDropped { bytes, .. } if bytes > 0),
+        "{err}"
+    );
+    // Reported once: a flush with nothing new dropped is Ok again.
+    bounded("flush", client.flush()).await.unwrap();
+    client.publish("drop.t", "last").await.unwrap();
+    let err = bounded("close", client.close()).await.unwrap_err();
+    assert!(matches!(err, ClientError::PublishesDropped { .. }), "{err}");
+    srv.shutdown().await;
+}
