@@ -26,20 +26,23 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod command;
 mod config;
+mod driver;
 mod error;
 mod publisher;
+mod shared;
 mod subscription;
 mod tls;
 mod transport;
 
 pub mod cli;
 
-pub use client::{Client, PublishAck};
+pub use client::Client;
 pub use config::{ClientConfig, Trust};
 pub use error::{code_name, ClientError};
 pub use lapwing_proto::v1::{ErrorCode, LagPolicy, ResyncReason};
-pub use publisher::Publisher;
+pub use publisher::{PublishAck, Publisher};
 pub use subscription::{Event, Start, SubscribeOptions, Subscription};
 
 /// `lapped`, `not_retained`, `epoch_changed`, `skipped` (as the CLI prints it).

@@ -13,8 +13,18 @@ use lapwing_proto::{encode_frame, FrameCodec};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use crate::client::{Handle, PublishAck, Shared};
+use crate::shared::{ConnState, Handle, Shared};
 use crate::ClientError;
+
+/// The result of an acknowledged publish: where the message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The topic's epoch (changes when the topic is recreated or the
+    /// server restarts).
+    pub epoch: u64,
+    /// The message's sequence number in `epoch`.
+    pub seq: u64,
+}
 
 /// Publishes queued per handle before `publish` waits.
 const QUEUE: usize = 4096;
@@ -198,7 +208,7 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
 
 async fn open_stream(
     shared: &Shared,
-    conn_rx: &mut tokio::sync::watch::Receiver<crate::client::ConnState>,
+    conn_rx: &mut tokio::sync::watch::Receiver<ConnState>,
 ) -> Option<quinn::SendStream> {
     // A stream can fail to open only when the connection just broke; the
     // driver then installs a new one, so try a few times.
