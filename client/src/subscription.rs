@@ -200,8 +200,12 @@ impl SubEntry {
     }
 }
 
+/// The workspace's lock policy (as in the server's `connections.rs`): a
+/// poisoned lock is used anyway, because every critical section here is a
+/// single insert, remove, read or field update that a panic cannot leave
+/// half done, and one panicking task must not take every subscription down.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().expect("subs lock")
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a stream reader takes from its subscription's entry.
@@ -590,6 +594,26 @@ mod tests {
             payload: Bytes::new(),
             publish_time_unix_nanos: 0,
         }
+    }
+
+    #[test]
+    fn a_poisoned_registry_keeps_working() {
+        let subs = Arc::new(Subscriptions::new(16));
+        let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
+        let (sub, _verdict) = subs.register("t", SubscribeOptions::default(), cmd_tx);
+        let poisoner = subs.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.map.lock().unwrap();
+            panic!("poison the registry");
+        })
+        .join();
+        assert!(subs.map.is_poisoned());
+        assert!(subs.subscribe_frame(sub.id(), 1).is_some());
+        drop(sub);
+        assert!(
+            subs.subscribe_frame(1, 2).is_none(),
+            "dropped: unregistered"
+        );
     }
 
     #[test]
