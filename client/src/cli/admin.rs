@@ -4,9 +4,11 @@
 //! Every command takes `--grpc HOST:PORT` (default `127.0.0.1:7401`,
 //! `LAPWING_GRPC`) and `--admin-token` (`LAPWING_ADMIN_TOKEN`), prints a
 //! human table by default and one JSON document (or, for `stats --watch`,
-//! one JSON object per line) with `--json`. `--grpc-tls` (or an
-//! `https://` address) connects with TLS, trusting `--ca FILE` or the local
-//! server's certificate.
+//! one JSON object per line) with `--json`. TLS (trusting `--ca FILE` or the
+//! local server's certificate) is used with `--grpc-tls`, an `https://`
+//! address, and for every host that is not loopback; a plaintext
+//! (`http://`) address off loopback is refused, so the admin token never
+//! crosses a network in the clear.
 
 use std::io::Write;
 use std::time::Duration;
@@ -46,7 +48,7 @@ pub struct AdminConn {
     )]
     pub admin_token: Option<String>,
     /// Connect with TLS (the server's `tls.grpc`), trusting --ca or the
-    /// local server's certificate.
+    /// local server's certificate. Always on for a non-loopback host.
     #[arg(long, global = true)]
     pub grpc_tls: bool,
     /// Print JSON instead of a table.
@@ -123,16 +125,67 @@ pub struct StatsArgs {
 
 type Client = AdminClient<tonic::service::interceptor::InterceptedService<Channel, AuthHeader>>;
 
+/// How the CLI will reach the Admin API: decided from the flags alone,
+/// before any connection, so a refusal costs no network traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    url: String,
+    tls: bool,
+}
+
+/// Whether `host` (from a URL authority, IPv6 in brackets or not) is this
+/// machine: `localhost` or a loopback address. Other names are not
+/// resolved: a name counts as remote.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl AdminConn {
-    async fn connect(&self, conn: &ConnArgs) -> anyhow::Result<Client> {
-        let tls = self.grpc_tls || self.grpc.starts_with("https://");
-        let url = if self.grpc.contains("://") {
-            self.grpc.clone()
-        } else if tls {
-            format!("https://{}", self.grpc)
-        } else {
-            format!("http://{}", self.grpc)
+    /// The URL and whether to use TLS. TLS is used with `--grpc-tls`, an
+    /// `https://` address, and for every host that is not loopback:
+    /// admin calls carry a bearer token and can delete topics and close
+    /// connections, so they never cross a network in plaintext. An explicit
+    /// `http://` address of a non-loopback host is refused.
+    fn route(&self) -> anyhow::Result<Route> {
+        let (scheme, rest) = match self.grpc.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+            None => (None, self.grpc.as_str()),
         };
+        let uri: tonic::codegen::http::Uri = format!("http://{rest}")
+            .parse()
+            .with_context(|| format!("bad --grpc address `{}`", self.grpc))?;
+        let host = uri
+            .host()
+            .with_context(|| format!("bad --grpc address `{}`: no host", self.grpc))?;
+        let loopback = is_loopback_host(host);
+        let tls = match scheme.as_deref() {
+            Some("https") => true,
+            Some("http") if !loopback => {
+                let token = if self.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
+                    " and would send the admin token in plaintext"
+                } else {
+                    ""
+                };
+                bail!(
+                    "refusing a plaintext connection to the Admin API at {host}: it is not a \
+                     loopback address{token}. Use TLS: drop `http://` (or write `https://`, \
+                     or pass --grpc-tls), with --ca FILE to trust the server"
+                );
+            }
+            Some("http") => self.grpc_tls,
+            Some(other) => bail!("bad --grpc address `{}`: unknown scheme {other}", self.grpc),
+            None => self.grpc_tls || !loopback,
+        };
+        let url = format!("{}://{rest}", if tls { "https" } else { "http" });
+        Ok(Route { url, tls })
+    }
+
+    async fn connect(&self, conn: &ConnArgs) -> anyhow::Result<Client> {
+        let Route { url, tls } = self.route()?;
         let mut endpoint = Channel::from_shared(url.clone())
             .with_context(|| format!("bad --grpc address `{}`", self.grpc))?
             .connect_timeout(Duration::from_secs(10));
@@ -143,7 +196,7 @@ impl AdminConn {
             };
             let pem = std::fs::read(&ca).with_context(|| {
                 format!(
-                    "cannot read {} to trust the gRPC server (pass --ca FILE)",
+                    "cannot read {} to trust the gRPC server over TLS (pass --ca FILE)",
                     ca.display()
                 )
             })?;
@@ -612,4 +665,63 @@ fn write_snapshot(
         write_topic_table(out, &s.topic_stats)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(grpc: &str, tls: bool, token: Option<&str>) -> AdminConn {
+        AdminConn {
+            grpc: grpc.into(),
+            admin_token: token.map(Into::into),
+            grpc_tls: tls,
+            json: false,
+        }
+    }
+
+    fn route(grpc: &str, tls: bool, token: Option<&str>) -> anyhow::Result<Route> {
+        admin(grpc, tls, token).route()
+    }
+
+    #[test]
+    fn loopback_stays_plaintext_unless_asked() {
+        for grpc in [
+            "127.0.0.1:7401",
+            "localhost:7401",
+            "[::1]:7401",
+            "http://127.0.0.1:7401",
+        ] {
+            let r = route(grpc, false, Some("t")).unwrap();
+            assert!(!r.tls, "{grpc}");
+            assert!(r.url.starts_with("http://"), "{grpc}: {}", r.url);
+        }
+        assert!(route("127.0.0.1:7401", true, None).unwrap().tls);
+        assert!(route("https://localhost:7401", false, None).unwrap().tls);
+    }
+
+    #[test]
+    fn every_other_host_gets_tls() {
+        for grpc in [
+            "10.0.0.5:7401",
+            "bus.example.org:7401",
+            "[2001:db8::1]:7401",
+        ] {
+            let r = route(grpc, false, Some("t")).unwrap();
+            assert!(r.tls, "{grpc}");
+            assert_eq!(r.url, format!("https://{grpc}"));
+        }
+    }
+
+    #[test]
+    fn plaintext_off_loopback_is_refused_with_the_reason() {
+        let err = route("http://10.0.0.5:7401", false, Some("s3cret")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not a loopback address"), "{msg}");
+        assert!(msg.contains("admin token in plaintext"), "{msg}");
+        assert!(msg.contains("--grpc-tls"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+        let err = route("http://bus.example.org:7401", false, None).unwrap_err();
+        assert!(err.to_string().contains("--grpc-tls"), "{err}");
+    }
 }
