@@ -29,6 +29,7 @@ pub struct ClientConfig {
     pub server: String,
     /// Name verified in the server's certificate (with [`Trust::CaFile`]).
     pub server_name: String,
+    /// How the server's certificate is checked.
     pub trust: Trust,
     /// Auth token sent in `Hello`; `None` when the server requires none.
     pub token: Option<String>,

@@ -24,6 +24,7 @@
 //! `{epoch, seq}` it received; whatever the server can no longer replay
 //! arrives as [`Event::Resync`]. See `proto/PROTOCOL.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod client;
 mod command;

@@ -45,28 +45,49 @@ fn buffer_shape(buffer_events: usize) -> (usize, usize) {
 }
 
 /// One thing that happened on a subscription, in order.
+///
+/// Each event continues exactly where the previous one ended: a message
+/// has the seq after the previous message, or the `resume_seq` of the
+/// resync before it. So `delivered + sum(missed)` always equals the number
+/// of seqs the subscription has passed (`proto/PROTOCOL.md`, "Accounting
+/// invariant").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A published message.
     Message {
+        /// The subscription's topic.
         topic: Arc<str>,
+        /// The topic's epoch: constant unless a resync with reason
+        /// `EpochChanged` says otherwise.
         epoch: u64,
+        /// The message's sequence number in `epoch`.
         seq: u64,
+        /// The bytes as published.
         payload: Bytes,
         /// Server wall clock at publish, ns since the Unix epoch.
         publish_time_unix_nanos: u64,
     },
     /// `missed` messages were not delivered; the next message has seq
-    /// `resume_seq` in `epoch`. See PROTOCOL.md for the reasons.
+    /// `resume_seq` in `epoch`. `proto/PROTOCOL.md` ("Resync reasons") says
+    /// when each reason occurs.
     Resync {
+        /// The subscription's topic.
         topic: Arc<str>,
+        /// How many messages were skipped (exact).
         missed: u64,
+        /// The seq the subscription continues at.
         resume_seq: u64,
+        /// Why: lapped by the ring, no longer retained, a new epoch, or
+        /// skipped to the latest by the lag policy.
         reason: ResyncReason,
+        /// The epoch `resume_seq` belongs to (new after `EpochChanged`;
+        /// the count then restarts at seq 0 of it).
         epoch: u64,
     },
 }
 
 impl Event {
+    /// The topic of the subscription this event belongs to.
     pub fn topic(&self) -> &str {
         match self {
             Event::Message { topic, .. } | Event::Resync { topic, .. } => topic,
@@ -112,8 +133,13 @@ pub enum Start {
     /// Everything the topic's ring still holds.
     Oldest,
     /// Resume: messages after `seq` of `epoch`; a resync reports what can no
-    /// longer be replayed.
-    After { epoch: u64, seq: u64 },
+    /// longer be replayed (or, for another epoch, that the epoch changed).
+    After {
+        /// The epoch of the last message seen.
+        epoch: u64,
+        /// The last message seen; delivery starts after it.
+        seq: u64,
+    },
 }
 
 impl Start {
@@ -129,10 +155,16 @@ impl Start {
     }
 }
 
-/// How to subscribe.
+/// How to subscribe. The default starts at the latest message and, when
+/// lapped, resumes at the oldest message the ring still holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {
+    /// Where the first session starts; after a reconnect the client resumes
+    /// after the last event it delivered, whatever this says.
     pub start: Start,
+    /// What the server does when the subscriber falls a whole ring behind:
+    /// resume at the oldest retained message, skip to the latest (both with
+    /// a resync), or end the subscription with `LAGGED`.
     pub lag_policy: LagPolicy,
 }
 

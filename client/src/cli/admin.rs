@@ -56,10 +56,13 @@ pub struct AdminConn {
     pub json: bool,
 }
 
+/// `lapwing topics …`.
 #[derive(Debug, Args)]
 pub struct TopicsArgs {
+    /// What to do with topics.
     #[command(subcommand)]
     pub command: TopicsCommand,
+    /// How to reach the Admin API.
     #[command(flatten)]
     pub admin: AdminConn,
 }
@@ -84,10 +87,13 @@ pub enum TopicsCommand {
     Stats { name: String },
 }
 
+/// `lapwing connections …`.
 #[derive(Debug, Args)]
 pub struct ConnectionsArgs {
+    /// What to do with connections.
     #[command(subcommand)]
     pub command: ConnectionsCommand,
+    /// How to reach the Admin API.
     #[command(flatten)]
     pub admin: AdminConn,
 }
@@ -105,6 +111,7 @@ pub enum ConnectionsCommand {
     },
 }
 
+/// `lapwing stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Keep printing a snapshot every --interval-ms until interrupted.
@@ -119,6 +126,7 @@ pub struct StatsArgs {
     /// With --watch: stop after this many snapshots.
     #[arg(long)]
     pub count: Option<u64>,
+    /// How to reach the Admin API.
     #[command(flatten)]
     pub admin: AdminConn,
 }

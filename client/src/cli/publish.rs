@@ -11,6 +11,7 @@ use futures::StreamExt;
 use super::{ConnArgs, Io};
 use crate::code_name;
 
+/// `lapwing pub`.
 #[derive(Debug, Clone, Args)]
 pub struct PubArgs {
     /// Topic to publish to.
@@ -20,7 +21,8 @@ pub struct PubArgs {
     /// Publish the message this many times.
     #[arg(long, default_value_t = 1)]
     pub count: u64,
-    /// Publish generated payloads of this many bytes ("<n> " then dots).
+    /// Publish generated payloads of this many bytes (the message number, a
+    /// space, then dots).
     #[arg(long, value_name = "BYTES", conflicts_with = "message")]
     pub size: Option<usize>,
     /// At most this many messages per second.
