@@ -84,6 +84,16 @@ async fn admin_commands_manage_topics_and_show_stats() {
         .iter()
         .any(|c| c["transport"] == "quic"));
 
+    let (r, out) = call(admin(&["connections", "list"])).await;
+    r.unwrap();
+    assert!(out.starts_with("ID"), "{out}");
+    assert!(out.contains(" quic "), "{out}");
+
+    let (r, out) = call(admin(&["stats"])).await;
+    r.unwrap();
+    assert!(out.contains("limits: max message"), "{out}");
+    assert!(out.contains("published 4"), "{out}");
+
     let (r, out) = call(admin(&["stats", "--json"])).await;
     r.unwrap();
     let s: Value = serde_json::from_str(&out).unwrap();

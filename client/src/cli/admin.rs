@@ -20,8 +20,8 @@ use lapwing_proto::defaults;
 use lapwing_proto::v1::admin_client::AdminClient;
 use lapwing_proto::v1::{
     CloseConnectionRequest, ConnectionInfo, CreateTopicRequest, DeleteTopicRequest,
-    GetTopicRequest, ListConnectionsRequest, ListTopicsRequest, ServerInfoRequest, StatsSnapshot,
-    TopicInfo, WatchStatsRequest,
+    GetTopicRequest, ListConnectionsRequest, ListTopicsRequest, ServerInfoRequest,
+    ServerInfoResponse, StatsSnapshot, TopicInfo, WatchStatsRequest,
 };
 use serde_json::{json, Value};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -270,13 +270,56 @@ fn code_name(code: tonic::Code) -> String {
         .collect()
 }
 
+/// Where a command's result goes, and in which form: every admin command
+/// prints one JSON document with `--json` and text for people otherwise,
+/// and goes through [`Printer::show`] (or [`Printer::list`]) to do so.
+struct Printer<'a> {
+    out: &'a mut (dyn Write + Send),
+    json: bool,
+}
+
+impl Printer<'_> {
+    /// Prints `value` as `to_json` makes it, or as `human` writes it.
+    fn show<T: ?Sized>(
+        &mut self,
+        value: &T,
+        to_json: impl FnOnce(&T) -> Value,
+        human: impl FnOnce(&mut (dyn Write + Send), &T) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            writeln!(self.out, "{}", to_json(value))?;
+        } else {
+            human(self.out, value)?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// A list: a JSON array of `item_json`, or the table `table` writes.
+    fn list<T>(
+        &mut self,
+        items: &[T],
+        item_json: impl Fn(&T) -> Value,
+        table: impl FnOnce(&mut (dyn Write + Send), &[T]) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.show(
+            items,
+            |items| Value::Array(items.iter().map(item_json).collect()),
+            table,
+        )
+    }
+}
+
 pub(crate) async fn topics(
     conn: &ConnArgs,
     args: TopicsArgs,
     io: &mut Io<'_>,
 ) -> anyhow::Result<()> {
     let mut client = args.admin.connect(conn).await?;
-    let json = args.admin.json;
+    let mut print = Printer {
+        out: io.out,
+        json: args.admin.json,
+    };
     match args.command {
         TopicsCommand::List => {
             let topics = client
@@ -285,12 +328,7 @@ pub(crate) async fn topics(
                 .map_err(call_error)?
                 .into_inner()
                 .topics;
-            if json {
-                let v: Vec<Value> = topics.iter().map(topic_json).collect();
-                writeln!(io.out, "{}", Value::Array(v))?;
-            } else {
-                write_topic_table(io.out, &topics)?;
-            }
+            print.list(&topics, topic_json, write_topic_table)
         }
         TopicsCommand::Create {
             name,
@@ -306,26 +344,24 @@ pub(crate) async fn topics(
                 .await
                 .map_err(call_error)?
                 .into_inner();
-            if json {
-                writeln!(io.out, "{}", topic_json(&t))?;
-            } else {
+            print.show(&t, topic_json, |out, t| {
                 writeln!(
-                    io.out,
+                    out,
                     "created topic {} (epoch {}, ring {} B, max message {} B)",
                     t.name, t.epoch, t.ring_bytes, t.max_message_bytes
-                )?;
-            }
+                )
+            })
         }
         TopicsCommand::Delete { name } => {
             client
                 .delete_topic(DeleteTopicRequest { name: name.clone() })
                 .await
                 .map_err(call_error)?;
-            if json {
-                writeln!(io.out, "{}", json!({"deleted": true, "name": name}))?;
-            } else {
-                writeln!(io.out, "deleted topic {name}")?;
-            }
+            print.show(
+                name.as_str(),
+                |name| json!({"deleted": true, "name": name}),
+                |out, name| writeln!(out, "deleted topic {name}"),
+            )
         }
         TopicsCommand::Stats { name } => {
             let t = client
@@ -333,28 +369,29 @@ pub(crate) async fn topics(
                 .await
                 .map_err(call_error)?
                 .into_inner();
-            if json {
-                writeln!(io.out, "{}", topic_json(&t))?;
-            } else {
-                let rows = [
-                    ("name", t.name.clone()),
-                    ("epoch", t.epoch.to_string()),
-                    ("head_seq", t.head_seq.to_string()),
-                    ("oldest_retained_seq", t.oldest_retained_seq.to_string()),
-                    ("ring_bytes", t.ring_bytes.to_string()),
-                    ("max_message_bytes", t.max_message_bytes.to_string()),
-                    ("published_messages", t.published_messages.to_string()),
-                    ("published_bytes", t.published_bytes.to_string()),
-                    ("publish_rate", format!("{:.1}/s", t.publish_rate)),
-                    ("subscribers", t.subscribers.to_string()),
-                    ("resyncs_sent", t.resyncs_sent.to_string()),
-                    ("messages_missed", t.messages_missed.to_string()),
-                ];
-                for (k, v) in rows {
-                    writeln!(io.out, "{k:<20} {v}")?;
-                }
-            }
+            print.show(&t, topic_json, write_topic_stats)
         }
+    }
+}
+
+/// One topic's stats, a field per line.
+fn write_topic_stats(out: &mut (dyn Write + Send), t: &TopicInfo) -> std::io::Result<()> {
+    let rows = [
+        ("name", t.name.clone()),
+        ("epoch", t.epoch.to_string()),
+        ("head_seq", t.head_seq.to_string()),
+        ("oldest_retained_seq", t.oldest_retained_seq.to_string()),
+        ("ring_bytes", t.ring_bytes.to_string()),
+        ("max_message_bytes", t.max_message_bytes.to_string()),
+        ("published_messages", t.published_messages.to_string()),
+        ("published_bytes", t.published_bytes.to_string()),
+        ("publish_rate", format!("{:.1}/s", t.publish_rate)),
+        ("subscribers", t.subscribers.to_string()),
+        ("resyncs_sent", t.resyncs_sent.to_string()),
+        ("messages_missed", t.messages_missed.to_string()),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<20} {v}")?;
     }
     Ok(())
 }
@@ -365,7 +402,10 @@ pub(crate) async fn connections(
     io: &mut Io<'_>,
 ) -> anyhow::Result<()> {
     let mut client = args.admin.connect(conn).await?;
-    let json = args.admin.json;
+    let mut print = Printer {
+        out: io.out,
+        json: args.admin.json,
+    };
     match args.command {
         ConnectionsCommand::List => {
             let conns = client
@@ -374,12 +414,7 @@ pub(crate) async fn connections(
                 .map_err(call_error)?
                 .into_inner()
                 .connections;
-            if json {
-                let v: Vec<Value> = conns.iter().map(connection_json).collect();
-                writeln!(io.out, "{}", Value::Array(v))?;
-            } else {
-                write_connection_table(io.out, &conns)?;
-            }
+            print.list(&conns, connection_json, write_connection_table)
         }
         ConnectionsCommand::Close { id, reason } => {
             let closed = client
@@ -388,22 +423,28 @@ pub(crate) async fn connections(
                 .map_err(call_error)?
                 .into_inner()
                 .closed;
-            if json {
-                writeln!(io.out, "{}", json!({"id": id, "closed": closed}))?;
-            } else if closed {
-                writeln!(io.out, "closed connection {id}")?;
-            }
+            print.show(
+                &closed,
+                |closed| json!({"id": id, "closed": closed}),
+                |out, &closed| match closed {
+                    true => writeln!(out, "closed connection {id}"),
+                    false => Ok(()),
+                },
+            )?;
             if !closed {
                 bail!("no connection with id {id}");
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> anyhow::Result<()> {
     let mut client = args.admin.connect(conn).await?;
-    let json = args.admin.json;
+    let mut print = Printer {
+        out: io.out,
+        json: args.admin.json,
+    };
     if !args.watch {
         let info = client
             .server_info(ServerInfoRequest {})
@@ -422,46 +463,15 @@ pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> 
             Some(s) => s.map_err(call_error)?,
             None => bail!("the server ended the stats stream"),
         };
-        if json {
-            let mut v = snapshot_json(&snap);
-            v["server"] = json!({
-                "version": info.version,
-                "server_name": info.server_name,
-                "uptime_seconds": info.uptime_seconds,
-                "quic_listen": info.quic_listen,
-                "grpc_listen": info.grpc_listen,
-                "http_listen": info.http_listen,
-                "grpc_tls": info.grpc_tls,
-                "max_message_bytes": info.max_message_bytes,
-                "max_connections": info.max_connections,
-                "max_subscriptions_per_connection": info.max_subscriptions_per_connection,
-                "default_ring_bytes": info.default_ring_bytes,
-                "cert_fingerprint_sha256": info.cert_fingerprint_sha256,
-            });
-            writeln!(io.out, "{v}")?;
-        } else {
-            writeln!(
-                io.out,
-                "{} {} up {}s  quic {}  grpc {}{}  http {}",
-                info.server_name,
-                info.version,
-                info.uptime_seconds,
-                info.quic_listen,
-                info.grpc_listen,
-                if info.grpc_tls { " (tls)" } else { "" },
-                info.http_listen
-            )?;
-            writeln!(
-                io.out,
-                "limits: max message {} B, {} connections, {} subscriptions/connection, default ring {} B",
-                info.max_message_bytes,
-                info.max_connections,
-                info.max_subscriptions_per_connection,
-                info.default_ring_bytes
-            )?;
-            write_snapshot(io.out, &snap, None)?;
-        }
-        return Ok(());
+        return print.show(
+            &(info, snap),
+            |(info, snap)| {
+                let mut v = snapshot_json(snap);
+                v["server"] = server_info_json(info);
+                v
+            },
+            |out, (info, snap)| write_server_info(out, info, snap),
+        );
     }
     let mut watch = client
         .watch_stats(WatchStatsRequest {
@@ -475,12 +485,9 @@ pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> 
     let mut printed = 0u64;
     while let Some(snap) = watch.next().await {
         let snap = snap.map_err(call_error)?;
-        if json {
-            writeln!(io.out, "{}", snapshot_json(&snap))?;
-        } else {
-            write_snapshot(io.out, &snap, previous.as_ref())?;
-        }
-        io.out.flush()?;
+        print.show(&snap, snapshot_json, |out, snap| {
+            write_snapshot(out, snap, previous.as_ref())
+        })?;
         printed += 1;
         if args.count.is_some_and(|n| printed >= n) {
             break;
@@ -488,6 +495,51 @@ pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> 
         previous = Some(snap);
     }
     Ok(())
+}
+
+fn server_info_json(info: &ServerInfoResponse) -> Value {
+    json!({
+        "version": info.version,
+        "server_name": info.server_name,
+        "uptime_seconds": info.uptime_seconds,
+        "quic_listen": info.quic_listen,
+        "grpc_listen": info.grpc_listen,
+        "http_listen": info.http_listen,
+        "grpc_tls": info.grpc_tls,
+        "max_message_bytes": info.max_message_bytes,
+        "max_connections": info.max_connections,
+        "max_subscriptions_per_connection": info.max_subscriptions_per_connection,
+        "default_ring_bytes": info.default_ring_bytes,
+        "cert_fingerprint_sha256": info.cert_fingerprint_sha256,
+    })
+}
+
+/// `lapwing stats` without `--watch`: the server, its limits, one snapshot.
+fn write_server_info(
+    out: &mut (dyn Write + Send),
+    info: &ServerInfoResponse,
+    snap: &StatsSnapshot,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} {} up {}s  quic {}  grpc {}{}  http {}",
+        info.server_name,
+        info.version,
+        info.uptime_seconds,
+        info.quic_listen,
+        info.grpc_listen,
+        if info.grpc_tls { " (tls)" } else { "" },
+        info.http_listen
+    )?;
+    writeln!(
+        out,
+        "limits: max message {} B, {} connections, {} subscriptions/connection, default ring {} B",
+        info.max_message_bytes,
+        info.max_connections,
+        info.max_subscriptions_per_connection,
+        info.default_ring_bytes
+    )?;
+    write_snapshot(out, snap, None)
 }
 
 fn topic_json(t: &TopicInfo) -> Value {
