@@ -1,4 +1,27 @@
-//! The UDP socket and QUIC endpoint, tuned as measured in DESIGN.md.
+//! The QUIC side of the client: the UDP socket, the endpoint, the transport
+//! parameters, and [`QuicTransport`], the [`Transport`] the session driver
+//! uses outside tests.
+//!
+//! What is tuned, and why:
+//! - **UDP socket buffers**: 4 MiB asked for (the OS caps it at
+//!   `net.core.rmem_max` / `wmem_max`). quinn does not size them, and the
+//!   OS default (208 KiB on Linux) dropped packets under load; each loss
+//!   costs a retransmission and a smaller congestion window. Best effort:
+//!   a smaller buffer only costs throughput.
+//! - **Streams**: the server opens one unidirectional stream per
+//!   subscription, so the client allows 16 Ki concurrent uni streams; bidi
+//!   streams are only the control stream and the acked-publish stream, so
+//!   16 is plenty.
+//! - **Stream receive window**: [`ClientConfig::stream_receive_window`]
+//!   per subscription stream; with the subscription's event buffer it
+//!   bounds how far a slow consumer falls behind before the server's ring
+//!   laps it (and it gets a resync), and what the server buffers for it.
+//! - **Liveness**: keep-alives every 3 s and a 10 s idle timeout, so a
+//!   server that vanished without closing is noticed within 10 s, and the
+//!   driver reconnects and resumes.
+//!
+//! The server side makes the matching choices in `server/src/edge/quic/`;
+//! `proto/PROTOCOL.md` ("Transport") is the wire-level contract.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
