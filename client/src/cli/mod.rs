@@ -26,9 +26,10 @@ pub use output::base64_encode;
 pub use publish::PubArgs;
 pub use subscribe::SubArgs;
 
-/// Command line client for the Lapwing message bus.
+/// Publish to and subscribe to topics of a Lapwing message bus server, measure
+/// its fanout, and manage its topics and connections (gRPC Admin API).
 #[derive(Debug, Parser)]
-#[command(name = "lapwing", version, about)]
+#[command(name = "lapwing", version)]
 pub struct Cli {
     /// How to reach and trust the server (global flags).
     #[command(flatten)]
