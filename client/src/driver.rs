@@ -269,6 +269,7 @@ async fn run_session<C: Connection>(
     let mut go_away: Option<Duration> = None;
     // Cancelled when this session ends: readers stop waiting for room in a
     // paused consumer's buffer (what they hold is asked for again).
+    // The guard covers the driver task being dropped mid-session.
     let session_over = CancellationToken::new();
     let _cancel_readers = session_over.clone().drop_guard();
 
