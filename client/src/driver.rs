@@ -803,6 +803,29 @@ mod tests {
         }
     }
 
+    /// Closing while the connection is down does not wait for a reconnect:
+    /// the driver stops at once and makes no further attempt.
+    #[tokio::test(start_paused = true)]
+    async fn close_while_reconnecting_stops_at_once() {
+        let (client, server, mut attempts) = start(config()).await;
+        server.vanish();
+        // The first retry is refused, so the driver is in its backoff.
+        let attempt = attempts.next().await;
+        let refused = ClientError::Connect {
+            addr: "fake:1".into(),
+            reason: "refused".into(),
+        };
+        attempt.reply.send(Err(refused)).ok().unwrap();
+        let before = Instant::now();
+        client.close().await.unwrap();
+        assert!(
+            Instant::now() - before < FIRST_BACKOFF,
+            "close waited for the backoff"
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(attempts.0.try_recv().is_err(), "no attempt after close");
+    }
+
     /// A refusal that reconnecting cannot cure ends every subscription with
     /// that error, and the driver stops trying.
     #[tokio::test(start_paused = true)]
