@@ -17,6 +17,7 @@
 //! The protocol itself (streams, session, delivery contract, error codes) is
 //! described in `proto/PROTOCOL.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod defaults;
 pub mod fingerprint;
