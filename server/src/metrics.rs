@@ -26,6 +26,7 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Uni
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use crate::budget::Budget;
+use crate::permissions::{Action, Denials};
 use crate::registry::Registry;
 use crate::topic::TopicStats;
 use crate::transport::Transport;
@@ -88,6 +89,8 @@ struct Budgets {
     partial_frames: Gauge,
     partial_frames_refused: Counter,
     topics_reaped: Counter,
+    /// publish, subscribe, admin.
+    permission_denied: [Counter; 3],
 }
 
 /// What deleted topics had published, so the totals never go down.
@@ -205,6 +208,11 @@ impl Metrics {
             "Streams ended because the partial-frame budget (limits.partial_frame_bytes) was used up.",
         );
         describe(
+            "lapwing_permission_denied_total",
+            None,
+            "Requests refused with PERMISSION_DENIED, by action (publish, subscribe, admin).",
+        );
+        describe(
             "lapwing_topics_reaped_total",
             None,
             "Auto-created topics deleted after limits.idle_topic_ttl_ms without subscribers or publishes.",
@@ -262,6 +270,13 @@ impl Metrics {
                 ),
                 topics_reaped: r
                     .register_counter(&Key::from_static_name("lapwing_topics_reaped_total"), &meta),
+                permission_denied: ["publish", "subscribe", "admin"].map(|action| {
+                    let key = Key::from_parts(
+                        "lapwing_permission_denied_total",
+                        vec![Label::new("action", action)],
+                    );
+                    r.register_counter(&key, &meta)
+                }),
             },
             published: r.register_counter(
                 &Key::from_static_name("lapwing_messages_published_total"),
@@ -323,12 +338,13 @@ impl Metrics {
     /// Prometheus text format. `counts` is (connections, subscriptions)
     /// per transport, indexed like [`Transport::ALL`]
     /// (`Connections::counts`); `partial_frames` is the partial-frame
-    /// budget.
+    /// budget; `denials` the permission denials.
     pub fn render(
         &self,
         registry: &Registry,
         counts: [(u64, u64); 2],
         partial_frames: &Budget,
+        denials: &Denials,
     ) -> String {
         let totals = self.totals(registry);
         let (published, bytes) = (totals.published, totals.published_bytes);
@@ -351,6 +367,10 @@ impl Metrics {
         b.partial_frames.set(partial_frames.used() as f64);
         b.partial_frames_refused.absolute(partial_frames.refused());
         b.topics_reaped.absolute(registry.reaped());
+        let [publish, subscribe, admin] = &b.permission_denied;
+        publish.absolute(denials.of(Action::Publish));
+        subscribe.absolute(denials.of(Action::Subscribe));
+        admin.absolute(denials.admin());
         for (i, (conns, subs)) in counts.into_iter().enumerate() {
             self.connections[i].set(conns as f64);
             self.subscriptions[i].set(subs as f64);
@@ -374,13 +394,19 @@ mod tests {
         t.publish(b"abc").unwrap();
         m.edge(Transport::Grpc).delivered.increment(3);
         m.edge(Transport::Grpc).latency.record(0.001);
-        let text = m.render(&registry, conns.counts(), &Budget::new(1 << 20));
+        let text = m.render(
+            &registry,
+            conns.counts(),
+            &Budget::new(1 << 20),
+            &Denials::default(),
+        );
         for line in [
             "lapwing_messages_published_total 1",
             "lapwing_published_bytes_total 3",
             "lapwing_topics 1",
             "lapwing_ring_memory_refused_total 0",
             "lapwing_topics_reaped_total 0",
+            "lapwing_permission_denied_total{action=\"subscribe\"} 0",
             "lapwing_messages_delivered_total{transport=\"grpc\"} 3",
             "lapwing_messages_delivered_total{transport=\"quic\"} 0",
             "lapwing_connections{transport=\"quic\"} 0",
@@ -391,7 +417,12 @@ mod tests {
         // Deleting a topic does not make the total go down.
         m.retire_topic(&t.stats());
         registry.delete("a").unwrap();
-        let text = m.render(&registry, conns.counts(), &Budget::new(1 << 20));
+        let text = m.render(
+            &registry,
+            conns.counts(),
+            &Budget::new(1 << 20),
+            &Denials::default(),
+        );
         assert!(
             text.contains("lapwing_messages_published_total 1"),
             "{text}"

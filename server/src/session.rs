@@ -34,12 +34,13 @@ use lapwing_proto::v1::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, Directory};
 use crate::budget::Budget;
 use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
 use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
 use crate::error::RequestError;
 use crate::limits::{self, Limits};
+use crate::permissions::{Action as Permission, Denials, Guard};
 use crate::registry::{CreationQuota, Registry};
 use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
@@ -51,14 +52,16 @@ pub struct Core {
     pub registry: Arc<Registry>,
     /// The limits in force.
     pub limits: Limits,
-    /// Data tokens.
-    pub auth: Auth,
+    /// Tokens and the principals they name (replaced by a reload).
+    pub directory: Arc<Directory>,
     /// The connection table.
     pub connections: Arc<Connections>,
     /// Bytes held for partial frames, both edges (`limits.partial_frame_bytes`).
     pub partial_frames: Arc<Budget>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Permission denials, per action (`lapwing_permission_denied_total`).
+    pub denials: Arc<Denials>,
     gate: Arc<Semaphore>,
 }
 
@@ -76,10 +79,11 @@ impl Core {
             gate: Arc::new(Semaphore::new(limits.max_connections)),
             registry,
             limits,
-            auth,
+            directory: Directory::new(auth),
             connections,
             partial_frames: Budget::new(partial_frame_bytes),
             shutdown,
+            denials: Arc::default(),
         })
     }
 
@@ -113,12 +117,20 @@ impl Core {
         })
     }
 
-    /// Checks a data token ("" = none presented).
-    pub fn authenticate(&self, token: &str) -> Result<(), RequestError> {
-        self.auth.check(token).map_err(|e| match e {
-            AuthError::Missing => RequestError::Unauthenticated("this server requires a token"),
-            AuthError::Rejected => RequestError::Unauthenticated("token not accepted"),
-        })
+    /// The principal of a data token ("" = none presented), with its
+    /// permission checks.
+    pub fn authenticate(&self, token: &str) -> Result<Guard, RequestError> {
+        match self.directory.current().check(token) {
+            Ok(principal) => Ok(Guard::in_directory(
+                principal,
+                self.directory.clone(),
+                self.denials.clone(),
+            )),
+            Err(AuthError::Missing) => Err(RequestError::Unauthenticated(
+                "this server requires a token",
+            )),
+            Err(AuthError::Rejected) => Err(RequestError::Unauthenticated("token not accepted")),
+        }
     }
 
     /// Connection slots still free (both edges).
@@ -164,14 +176,17 @@ impl Session {
         self.tracked.entry()
     }
 
-    /// A subscription with id `id`, `live` being how many this connection
-    /// holds now.
+    /// A subscription with id `id` for `guard`'s principal, `live` being
+    /// how many this connection holds now. A resume is a subscribe, and is
+    /// checked the same way.
     pub fn subscribe(
         &self,
+        guard: &Guard,
         id: u64,
         params: SubscribeParams<'_>,
         live: usize,
     ) -> Result<Subscription, RequestError> {
+        guard.check(Permission::Subscribe, params.topic)?;
         let max = self.core.limits.max_subscriptions;
         if live >= max as usize {
             return Err(RequestError::TooManySubscriptions(max));
@@ -184,20 +199,34 @@ impl Session {
             .registry
             .get_or_create_within(params.topic, Some(&self.quota))?;
         let drain = Drain::new(topic, params.start, policy);
-        let guard = self.connection().add_subscription(id, &drain);
-        Ok(Subscription { id, drain, guard })
+        let meter = self.connection().add_subscription(id, &drain);
+        Ok(Subscription {
+            id,
+            drain,
+            meter,
+            permission: guard.clone(),
+            directory: self.core.directory.clone(),
+            seen_generation: self.core.directory.generation(),
+            reloads: self.core.directory.watch(),
+        })
     }
 
-    /// A publisher for one stream of this connection.
-    pub fn publisher(&self) -> TopicPublisher {
-        TopicPublisher::new(self.core.registry.clone(), self.quota.clone())
+    /// A publisher for one stream of this connection, publishing as
+    /// `guard`'s principal.
+    pub fn publisher(&self, guard: Guard) -> TopicPublisher {
+        TopicPublisher::new(self.core.registry.clone(), self.quota.clone(), guard)
     }
 
     /// Answers one control request (QUIC control stream) without I/O;
     /// `live` is the connection's set of live subscriptions. The edge
     /// carries out the reply: starts or stops a subscription's task, then
     /// sends the response.
-    pub fn control(&self, request: ControlRequest, live: &impl LiveSubscriptions) -> ControlReply {
+    pub fn control(
+        &self,
+        guard: &Guard,
+        request: ControlRequest,
+        live: &impl LiveSubscriptions,
+    ) -> ControlReply {
         use control_request::Kind;
         let (response, action) = match request.kind {
             Some(Kind::Subscribe(s)) => {
@@ -212,7 +241,7 @@ impl Session {
                         start: StartAt::from_proto(s.start.as_ref()),
                         lag_policy: s.lag_policy,
                     };
-                    self.subscribe(id, params, live.count())
+                    self.subscribe(guard, id, params, live.count())
                 };
                 match subscribed {
                     Ok(sub) => (
@@ -287,12 +316,19 @@ pub enum Action {
     Stop(u64),
 }
 
-/// One live subscription: its drain and its meter.
+/// One live subscription: its drain, its meter, and the permission it
+/// was granted under.
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
     drain: Drain,
-    guard: SubscriptionGuard,
+    meter: SubscriptionGuard,
+    permission: Guard,
+    directory: Arc<Directory>,
+    /// The principals' generation this subscription was last checked in.
+    seen_generation: u64,
+    /// Wakes an idle subscription on a reload.
+    reloads: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Subscription {
@@ -327,13 +363,32 @@ impl Subscription {
             tally.see(&d);
             emit(d);
         });
-        self.guard.meter().record(&self.drain, &tally, step);
+        self.meter.meter().record(&self.drain, &tally, step);
         step
     }
 
-    /// Waits until the next batch has something (cancel-safe).
-    pub async fn wait(&self) {
-        self.drain.wait().await
+    /// Waits until the next batch has something, or the principals were
+    /// reloaded (then [`Subscription::revoked`] has something to say).
+    /// Cancel-safe.
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.drain.wait() => {}
+            _ = self.reloads.changed() => {}
+        }
+    }
+
+    /// After a reload of the principals, whether this subscription's
+    /// permission was withdrawn: the PERMISSION_DENIED it ends with. One
+    /// atomic load when nothing was reloaded; edges call it once per batch.
+    pub fn revoked(&mut self) -> Option<RequestError> {
+        let generation = self.directory.generation();
+        if generation == self.seen_generation {
+            return None;
+        }
+        self.seen_generation = generation;
+        self.permission
+            .check(Permission::Subscribe, self.drain.topic().name())
+            .err()
     }
 
     /// Why the subscription ended on its own after `step`, as the error
@@ -399,7 +454,8 @@ mod tests {
         live: &mut HashMap<u64, Subscription>,
         request: ControlRequest,
     ) -> control_response::Kind {
-        let reply = session.control(request, live);
+        let guard = session.core().authenticate("").unwrap();
+        let reply = session.control(&guard, request, live);
         match reply.action {
             Some(Action::Start(sub)) => {
                 live.insert(sub.id(), *sub);
@@ -519,7 +575,7 @@ mod tests {
         ));
         let quota = send(&session, &mut live, subscribe(2, "b"));
         assert_eq!(error_code(&quota), ErrorCode::ResourceExhausted);
-        let mut publisher = session.publisher();
+        let mut publisher = session.publisher(core.authenticate("").unwrap());
         let e = publisher.publish("c", b"x").unwrap_err();
         assert_eq!(e.code(), ErrorCode::ResourceExhausted);
         publisher.publish("a", b"x").expect("an existing topic");
@@ -534,8 +590,9 @@ mod tests {
             start: StartAt::Latest,
             lag_policy: LagPolicy::ResumeOldest as i32,
         };
-        let mut sub = session.subscribe(7, params, 0).unwrap();
-        let mut publisher = session.publisher();
+        let guard = core.authenticate("").unwrap();
+        let mut sub = session.subscribe(&guard, 7, params, 0).unwrap();
+        let mut publisher = session.publisher(guard);
         for _ in 0..3 {
             publisher.publish("a", b"m").unwrap();
         }

@@ -3,6 +3,7 @@
 //! `src/bin/lapwing.rs` only parses arguments and sets up the runtime.
 
 mod admin;
+mod auth;
 mod bench;
 mod output;
 mod publish;
@@ -21,17 +22,21 @@ use crate::{Client, ClientConfig, LagPolicy, Trust};
 pub use clap::Parser;
 
 pub use admin::{AdminConn, ConnectionsArgs, StatsArgs, TopicsArgs};
+pub use auth::{ActionArg, AuthArgs, AuthCommand};
 pub use bench::BenchArgs;
 pub use output::base64_encode;
 pub use publish::PubArgs;
 pub use subscribe::SubArgs;
 
-/// Command line client for the Lapwing message bus.
+/// Publish to and subscribe to topics of a Lapwing message bus server, measure
+/// its fanout, and manage its topics and connections (gRPC Admin API).
 #[derive(Debug, Parser)]
-#[command(name = "lapwing", version, about)]
+#[command(name = "lapwing", version)]
 pub struct Cli {
+    /// How to reach and trust the server (global flags).
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +70,7 @@ pub struct ConnArgs {
     pub token: Option<String>,
 }
 
+/// The `lapwing` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Publish messages to a topic.
@@ -79,14 +85,21 @@ pub enum Command {
     Connections(ConnectionsArgs),
     /// Server info and totals; `--watch` for live stats.
     Stats(StatsArgs),
+    /// Principals: hash a token for the config, check a permission.
+    Auth(AuthArgs),
 }
 
 /// `--lag-policy` values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LagPolicyArg {
+    /// Continue at the oldest message the ring still holds (a resync says
+    /// how many were missed).
     #[default]
     ResumeOldest,
+    /// Continue at the latest message (conflation; a resync says how many
+    /// were skipped).
     SkipToLatest,
+    /// End the subscription with the error LAGGED.
     Disconnect,
 }
 
@@ -102,7 +115,9 @@ impl From<LagPolicyArg> for LagPolicy {
 
 /// Where input comes from and output goes, and whether it may use colour.
 pub struct Io<'a> {
+    /// Where results go (standard output in the binary).
     pub out: &'a mut (dyn Write + Send),
+    /// Where progress and summaries go (standard error in the binary).
     pub err: &'a mut (dyn Write + Send),
     /// Lines for `pub --stdin`; `None` reads the process's standard input.
     pub input: Option<Box<dyn std::io::BufRead + Send + 'a>>,
@@ -127,6 +142,7 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
         Command::Topics(args) => admin::topics(&cli.conn, args, io).await,
         Command::Connections(args) => admin::connections(&cli.conn, args, io).await,
         Command::Stats(args) => admin::stats(&cli.conn, args, io).await,
+        Command::Auth(args) => auth::run(&cli.conn, args, io).await,
     }
 }
 
@@ -155,6 +171,7 @@ impl ConnArgs {
         )
     }
 
+    /// The [`ClientConfig`] these flags describe (client name `lapwing-cli`).
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let mut cfg = ClientConfig::new(self.server.clone(), self.trust()?);
         cfg.server_name = self.server_name.clone();
@@ -163,6 +180,7 @@ impl ConnArgs {
         Ok(cfg)
     }
 
+    /// Connects with [`ConnArgs::client_config`]; the error names the server.
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let cfg = self.client_config()?;
         Client::connect(cfg)
