@@ -7,9 +7,10 @@
 //! gets at least one error, each on its own line; neither the errors nor
 //! the `Debug` form ever depend on a token's value (they would leak it to
 //! logs); and a config `validate` accepts keeps every documented rule
-//! (checked here independently of `validate`).
+//! (checked here independently of `validate`), and its principals and
+//! topics load as they do at start.
 
-use lapwing_server::config::{AuthConfig, Config, HARD_MAX_MESSAGE_BYTES};
+use lapwing_server::config::{AuthConfig, Config, PrincipalConfig, HARD_MAX_MESSAGE_BYTES};
 
 /// Runs one input: UTF-8 text (other inputs are skipped).
 pub fn run(data: &[u8]) {
@@ -28,6 +29,11 @@ pub fn run(data: &[u8]) {
         format!("{:?}", redacted(&config.auth)),
         "Debug of [auth] depends on the tokens' values"
     );
+    assert_eq!(
+        format!("{:?}", config.principals),
+        format!("{:?}", redacted_principals(&config.principals)),
+        "Debug of [[principals]] depends on the tokens' values"
+    );
     match config.validate() {
         Ok(()) => check_valid(&config),
         Err(errors) => {
@@ -40,6 +46,7 @@ pub fn run(data: &[u8]) {
             );
             let mut other = config.clone();
             other.auth = redacted(&config.auth);
+            other.principals = redacted_principals(&config.principals);
             let other = other.validate().expect_err("only the token values changed");
             assert_eq!(
                 message,
@@ -50,19 +57,29 @@ pub fn run(data: &[u8]) {
     }
 }
 
+fn replace(token: &str) -> String {
+    if token.is_empty() {
+        String::new()
+    } else {
+        "x".to_owned()
+    }
+}
+
 /// The same `[auth]` with every non-empty token replaced by one fixed value.
 fn redacted(auth: &AuthConfig) -> AuthConfig {
-    let replace = |t: &String| {
-        if t.is_empty() {
-            String::new()
-        } else {
-            "x".to_owned()
-        }
-    };
     AuthConfig {
-        tokens: auth.tokens.iter().map(replace).collect(),
-        admin_token: auth.admin_token.as_ref().map(replace),
+        tokens: auth.tokens.iter().map(|t| replace(t)).collect(),
+        admin_token: auth.admin_token.as_deref().map(replace),
     }
+}
+
+/// The same principals with every non-empty clear token replaced.
+fn redacted_principals(principals: &[PrincipalConfig]) -> Vec<PrincipalConfig> {
+    let mut principals = principals.to_vec();
+    for p in &mut principals {
+        p.token = p.token.as_deref().map(replace);
+    }
+    principals
 }
 
 /// The rules `server/lapwing.example.toml` documents, checked on a config
@@ -108,6 +125,31 @@ fn check_valid(config: &Config) {
         );
     }
     let _ = config.hello_timeout();
+    // What the server builds from a valid config at start must build.
+    if let Err(e) = lapwing_server::auth::Auth::from_config(config) {
+        panic!("valid config, but its principals do not load: {e}");
+    }
+    if known_topic_gap(config) {
+        return;
+    }
+    if let Err(e) = lapwing_server::registry::Registry::from_config(config) {
+        panic!("valid config, but its topics do not load: {e}");
+    }
+}
+
+/// Two ways a config `validate` accepts still fails at start, found by this
+/// target and reported (inputs in `fuzz/regressions/config/`): a `[[topics]]`
+/// name given twice, and more named topics than `limits.max_topics`. Both
+/// fail with a clear error, not a panic. Skipped here until `validate`
+/// reports them, so campaigns look for other failures; delete this then.
+fn known_topic_gap(config: &Config) -> bool {
+    let names: Vec<&str> = config
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let distinct: std::collections::HashSet<&str> = names.iter().copied().collect();
+    distinct.len() != names.len() || names.len() > config.limits.max_topics
 }
 
 /// A ring of `ring_bytes` accepted by `validate` can really be built for

@@ -11,17 +11,18 @@
 //! topic's current epoch.
 //!
 //! The fake edge does what `edge/quic/control.rs` does, without sockets:
-//! Hello (version, token, admission through the shared gate), then every
-//! request through [`Session::control`], applying its action to a map of
-//! live subscriptions, and draining each live subscription after every
-//! request as its task would. Checked: no panic; each request gets the
-//! response its kind calls for (same id or nonce, a subscription only for
-//! a valid topic and lag policy, never over the cap, never a duplicate id);
-//! every response fits the client's control-frame limit; the connection
-//! table agrees with the live set; every subscription's events keep the
-//! delivery contract (contiguous seqs, a Resync accounting exactly for
-//! each gap, one epoch); and when the client leaves, its connection slot
-//! and table entry are freed.
+//! Hello (version, token and its principal, admission through the shared
+//! gate), then every request through [`Session::control`] as that
+//! principal, applying its action to a map of live subscriptions, and
+//! draining each live subscription after every request as its task would.
+//! Checked: no panic; each request gets the response its kind calls for
+//! (same id or nonce; a subscription only for a valid topic and lag policy,
+//! never over the cap, never a duplicate id, never where the principal's
+//! rules deny it); every response fits the client's control-frame limit;
+//! the connection table agrees with the live set; every subscription's
+//! events keep the delivery contract (contiguous seqs, a Resync accounting
+//! exactly for each gap, one epoch); and when the client leaves, its
+//! connection slot and table entry are freed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,10 +32,12 @@ use bytes::BytesMut;
 use lapwing_proto::v1::{self, control_request, control_response, ErrorCode, ResyncReason};
 use lapwing_proto::{FrameCodec, PRE_HELLO_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use lapwing_server::auth::Auth;
+use lapwing_server::config::{PrincipalConfig, RulesConfig};
 use lapwing_server::connections::Connections;
 use lapwing_server::drain::{BatchLimits, Step};
 use lapwing_server::limits::Limits;
 use lapwing_server::metrics::Metrics;
+use lapwing_server::permissions::Guard;
 use lapwing_server::registry::Registry;
 use lapwing_server::session::{Action, Core, LiveSubscriptions, Session, Subscription};
 use lapwing_server::transport::Transport;
@@ -42,8 +45,12 @@ use lapwing_server::Config;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-/// The token the fake server requires (the seeds' Hello carries it).
+/// A token of `[auth] tokens`: a principal that may subscribe anywhere
+/// (the seeds' Hello carries it).
 pub const TOKEN: &str = "secret-token";
+/// The token of principal `limited`, whose subscribe rules are
+/// `allow = ["a", "b", "x.>", "inbox.{name}.>"]`, `deny = ["x.secret"]`.
+pub const LIMITED_TOKEN: &str = "limited-token";
 /// Live subscriptions per connection: small, so the cap is reached.
 pub const MAX_SUBSCRIPTIONS: u32 = 3;
 /// Topics one connection may create: small, so the quota is reached.
@@ -65,6 +72,17 @@ const BATCH: BatchLimits = BatchLimits {
 pub fn config() -> Config {
     let mut config = Config::for_tests(Path::new("/nonexistent/lapwing-fuzz"));
     config.auth.tokens = vec![TOKEN.to_owned()];
+    let rules = |allow: &[&str], deny: &[&str]| RulesConfig {
+        allow: allow.iter().map(|p| (*p).to_owned()).collect(),
+        deny: deny.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    config.principals = vec![PrincipalConfig {
+        name: "limited".into(),
+        token: Some(LIMITED_TOKEN.into()),
+        publish: rules(&[">"], &[]),
+        subscribe: rules(&["a", "b", "x.>", "inbox.{name}.>"], &["x.secret"]),
+        ..PrincipalConfig::default()
+    }];
     config.limits.max_message_bytes = 1024;
     config.limits.max_connections = 2;
     config.limits.max_subscriptions_per_connection = MAX_SUBSCRIPTIONS;
@@ -78,7 +96,7 @@ fn core(config: &Config) -> Arc<Core> {
     Core::new(
         Arc::new(Registry::from_config(config).expect("the fuzz config is valid")),
         Limits::from_config(config),
-        Auth::new(&config.auth.tokens),
+        Auth::from_config(config).expect("the fuzz principals are valid"),
         Arc::new(Connections::new(Arc::new(Metrics::new()))),
         config.limits.partial_frame_bytes,
         CancellationToken::new(),
@@ -106,6 +124,8 @@ pub struct Counts {
     pub resyncs: u64,
     /// Subscriptions that ended on their own (lagged, topic deleted).
     pub ended: u64,
+    /// Subscribes refused with PERMISSION_DENIED.
+    pub denied: u64,
 }
 
 /// [`run`], returning what happened.
@@ -181,14 +201,14 @@ impl FakeEdge {
         let Ok(Some(first)) = codec.decode(&mut buf) else {
             return;
         };
-        let Some(session) = self.hello(first) else {
+        let Some((session, guard)) = self.hello(first) else {
             return;
         };
         self.counts.admitted += 1;
         // Then one request after another until the stream ends or breaks
         // (the edge closes the connection on an undecodable frame).
         while let Ok(Some(request)) = codec.decode(&mut buf) {
-            self.request(&session, request);
+            self.request(&session, &guard, request);
             self.after_request();
             assert_eq!(
                 session.connection().subscription_count(),
@@ -202,24 +222,31 @@ impl FakeEdge {
     }
 
     /// What the QUIC edge does with the first frame.
-    fn hello(&self, first: v1::ControlRequest) -> Option<Session> {
+    fn hello(&self, first: v1::ControlRequest) -> Option<(Session, Guard)> {
         let Some(control_request::Kind::Hello(hello)) = first.kind else {
             return None;
         };
+        let known = [TOKEN, LIMITED_TOKEN].contains(&hello.token.as_str());
         let admitted = if hello.version != PROTOCOL_VERSION {
             Err(ErrorCode::UnsupportedVersion)
-        } else if let Err(e) = self.core.authenticate(&hello.token) {
-            assert_ne!(hello.token, TOKEN, "the right token was refused");
-            Err(e.code())
         } else {
-            assert_eq!(hello.token, TOKEN, "a wrong token was accepted");
-            let peer = "127.0.0.1:9".parse().expect("an address");
-            self.core
-                .admit(Transport::Quic, peer, &hello.client_name)
-                .map_err(|e| e.code())
+            match self.core.authenticate(&hello.token) {
+                Err(e) => {
+                    assert!(!known, "token {:?} was refused", hello.token);
+                    Err(e.code())
+                }
+                Ok(guard) => {
+                    assert!(known, "unknown token {:?} was accepted", hello.token);
+                    let peer = "127.0.0.1:9".parse().expect("an address");
+                    self.core
+                        .admit(Transport::Quic, peer, &hello.client_name)
+                        .map(|session| (session, guard))
+                        .map_err(|e| e.code())
+                }
+            }
         };
         match admitted {
-            Ok(session) => {
+            Ok((session, guard)) => {
                 let name = session.connection().info().client_name;
                 assert!(
                     name.len() <= lapwing_server::limits::MAX_CLIENT_NAME_BYTES,
@@ -227,7 +254,7 @@ impl FakeEdge {
                     name.len()
                 );
                 assert!(hello.client_name.starts_with(&name));
-                Some(session)
+                Some((session, guard))
             }
             Err(code) => {
                 assert!(matches!(
@@ -239,12 +266,12 @@ impl FakeEdge {
         }
     }
 
-    fn request(&mut self, session: &Session, request: v1::ControlRequest) {
+    fn request(&mut self, session: &Session, guard: &Guard, request: v1::ControlRequest) {
         use control_request::Kind as Req;
         use control_response::Kind as Resp;
         let mut request = request;
         self.current_epoch_for_one(&mut request);
-        let reply = session.control(request.clone(), &self.live);
+        let reply = session.control(guard, request.clone(), &self.live);
         let response = reply
             .response
             .kind
@@ -282,6 +309,13 @@ impl FakeEdge {
                     "unknown lag policy {} accepted",
                     s.lag_policy
                 );
+                if guard.principal().name() == "limited" {
+                    assert!(
+                        limited_may_subscribe(&s.topic),
+                        "principal `limited` subscribed to {:?}",
+                        s.topic
+                    );
+                }
                 let topic = self.core.registry.get(&s.topic).expect("the topic exists");
                 assert_eq!(ok.epoch, topic.epoch());
                 assert_eq!(sub.drain().topic().name(), s.topic);
@@ -306,11 +340,28 @@ impl FakeEdge {
                             | ErrorCode::Protocol
                             | ErrorCode::ResourceExhausted
                             | ErrorCode::TopicNotFound
+                            | ErrorCode::PermissionDenied
                     ),
                     "Subscribe refused with {code:?}: {e:?}"
                 );
                 if self.live.contains(s.subscription_id) {
                     assert_eq!(code, ErrorCode::InvalidSubscription);
+                }
+                if code == ErrorCode::PermissionDenied {
+                    self.counts.denied += 1;
+                }
+                // (A malformed name may be refused by either check first.)
+                if code == ErrorCode::PermissionDenied && crate::topic::follows_rules(&s.topic) {
+                    assert_eq!(
+                        guard.principal().name(),
+                        "limited",
+                        "everything-principal denied"
+                    );
+                    assert!(
+                        !limited_may_subscribe(&s.topic),
+                        "principal `limited` denied {:?}",
+                        s.topic
+                    );
                 }
             }
             (Some(Req::Unsubscribe(u)), Resp::Unsubscribed(done), Some(Action::Stop(id))) => {
@@ -394,6 +445,14 @@ impl FakeEdge {
     }
 }
 
+/// Principal `limited`'s subscribe rules, re-stated without patterns:
+/// `a`, `b`, anything under `x.` but `x.secret` itself, anything under
+/// `inbox.limited.`.
+fn limited_may_subscribe(topic: &str) -> bool {
+    let under = |prefix: &str| topic.len() > prefix.len() && topic.starts_with(prefix);
+    topic == "a" || topic == "b" || (under("x.") && topic != "x.secret") || under("inbox.limited.")
+}
+
 /// One batch of one subscription, each event checked against what the
 /// client has seen so far.
 fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
@@ -460,6 +519,7 @@ mod tests {
             total.messages += c.messages;
             total.resyncs += c.resyncs;
             total.ended += c.ended;
+            total.denied += c.denied;
         }
         assert!(
             total.admitted > 0
@@ -467,7 +527,8 @@ mod tests {
                 && total.refused > 0
                 && total.messages > 0
                 && total.resyncs > 0
-                && total.ended > 0,
+                && total.ended > 0
+                && total.denied > 0,
             "{total:?}"
         );
     }

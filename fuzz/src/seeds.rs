@@ -489,7 +489,7 @@ fn control_seeds() -> Vec<Seed> {
     use control_request::Kind as Req;
     use v1::start_position::{After, Kind as Start, Latest, Oldest};
 
-    use crate::control::{SAME_EPOCH, TOKEN};
+    use crate::control::{LIMITED_TOKEN, SAME_EPOCH, TOKEN};
 
     let hello = |version, token: &str, name: &str| {
         request(Req::Hello(v1::Hello {
@@ -602,6 +602,20 @@ fn control_seeds() -> Vec<Seed> {
                 subscribe(1, "b", start(Start::Oldest(Oldest {})), ResumeOldest),
                 subscribe(2, "b", after(SAME_EPOCH, 3), ResumeOldest),
                 ping(9),
+            ],
+        ),
+        (
+            "limited-principal",
+            20,
+            2,
+            vec![
+                hello(1, LIMITED_TOKEN, "limited"),
+                subscribe(1, "a", start(Start::Oldest(Oldest {})), ResumeOldest),
+                subscribe(2, "x.secret", None, ResumeOldest),
+                subscribe(3, "x.secret.y", None, ResumeOldest),
+                subscribe(4, "inbox.limited.1", None, ResumeOldest),
+                subscribe(5, "inbox.other.1", None, ResumeOldest),
+                subscribe(6, "x.*", None, ResumeOldest),
             ],
         ),
         ("wrong-token", 0, 0, vec![hello(1, "nope", "x"), ping(1)]),
