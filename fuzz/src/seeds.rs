@@ -473,7 +473,12 @@ fn topic_seeds() -> Vec<Seed> {
         ("double-dot", "a..b"),
         ("wildcards", "a.*.>"),
         ("non-ascii", "caf\u{e9}.\u{1f426}"),
-        ("control-chars", "a\n\0b"),
+        ("control-chars", "a\t\0b"),
+        ("patterns-star-rest", "prices.*\nprices.>\nprices.eur"),
+        ("patterns-rest-covers", "a.>\na.*.c\na.b.c"),
+        ("patterns-overlap", "*.b\na.*\na.b"),
+        ("patterns-invalid", "a.>.b\npri*.x\nx"),
+        ("patterns-literal", "orders.eu\n>\norders.eu"),
     ];
     names
         .iter()

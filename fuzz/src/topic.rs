@@ -5,7 +5,16 @@
 //! rules `proto/src/topic.rs` documents (re-stated here in a different
 //! shape: split on dots instead of a state machine); and a rejection names
 //! the first problem, at a byte position that really is that problem.
+//!
+//! An input with newlines is also read as `pattern\npattern\ntopic` for the
+//! topic patterns of `proto/src/pattern.rs` (permissions, wildcard
+//! subscriptions): a pattern parses exactly when its documented rules hold;
+//! `matches` agrees with a matcher re-written here; and `covers` and
+//! `overlaps` never contradict what the topic shows (a pattern covering
+//! another matches every topic the other does; two patterns matching one
+//! topic overlap, both ways).
 
+use lapwing_proto::pattern::Pattern;
 use lapwing_proto::topic::{validate_topic, TopicError, MAX_TOPIC_BYTES};
 
 /// Runs one input: UTF-8 text (other inputs are skipped).
@@ -13,6 +22,9 @@ pub fn run(data: &[u8]) {
     let Ok(name) = std::str::from_utf8(data) else {
         return;
     };
+    if name.contains('\n') {
+        patterns(name);
+    }
     let result = validate_topic(name);
     assert_eq!(
         result.is_ok(),
@@ -79,4 +91,95 @@ pub fn follows_rules(name: &str) -> bool {
 
 fn allowed_or_dot(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.')
+}
+
+/// Checks the pattern functions on `first\nsecond\ntopic`.
+fn patterns(input: &str) {
+    let mut lines = input.splitn(3, '\n');
+    let first = lines.next().unwrap_or_default();
+    let second = lines.next().unwrap_or_default();
+    let topic = lines.next().unwrap_or_default();
+    let p = parsed(first);
+    let q = parsed(second);
+    let topic_tokens: Option<Vec<&str>> = follows_rules(topic).then(|| topic.split('.').collect());
+    for (text, pattern) in [(first, &p), (second, &q)] {
+        let Some(pattern) = pattern else { continue };
+        assert!(
+            pattern.covers(pattern) && pattern.overlaps(pattern),
+            "{text:?}"
+        );
+        let parts: Vec<&str> = text.split('.').collect();
+        assert_eq!(
+            pattern.is_literal(),
+            !parts.iter().any(|t| *t == "*" || *t == ">")
+        );
+        if let Some(tokens) = &topic_tokens {
+            assert_eq!(
+                pattern.matches(topic),
+                matches(&parts, tokens),
+                "{text:?} matching {topic:?}"
+            );
+        }
+    }
+    let (Some(p), Some(q)) = (p, q) else { return };
+    assert_eq!(
+        p.overlaps(&q),
+        q.overlaps(&p),
+        "overlaps is not symmetric: {input:?}"
+    );
+    if topic_tokens.is_none() {
+        return;
+    }
+    if p.covers(&q) && q.matches(topic) {
+        assert!(
+            p.matches(topic),
+            "{first:?} covers {second:?} but not {topic:?}"
+        );
+    }
+    if q.covers(&p) && p.matches(topic) {
+        assert!(
+            q.matches(topic),
+            "{second:?} covers {first:?} but not {topic:?}"
+        );
+    }
+    if p.matches(topic) && q.matches(topic) {
+        assert!(
+            p.overlaps(&q),
+            "{first:?} and {second:?} both match {topic:?}"
+        );
+    }
+}
+
+/// Parses `text`, checking acceptance against the documented rules: a
+/// topic name whose tokens may also be `*`, or `>` as the last one.
+fn parsed(text: &str) -> Option<Pattern> {
+    let parts: Vec<&str> = text.split('.').collect();
+    let rules = !text.is_empty()
+        && text.len() <= MAX_TOPIC_BYTES
+        && parts.iter().enumerate().all(|(i, part)| {
+            *part == "*" || (*part == ">" && i + 1 == parts.len()) || follows_rules(part)
+        });
+    let result = Pattern::parse(text);
+    assert_eq!(
+        result.is_ok(),
+        rules,
+        "{text:?}: Pattern::parse says {result:?}"
+    );
+    if let Err(e) = &result {
+        assert!(!e.to_string().is_empty());
+    }
+    result.ok()
+}
+
+/// A matcher written from the documentation, token by token.
+fn matches(pattern: &[&str], topic: &[&str]) -> bool {
+    match (pattern.split_first(), topic.split_first()) {
+        (None, None) => true,
+        (Some((&">", _)), Some(_)) => true,
+        (Some((&"*", rest)), Some((_, topic_rest))) => matches(rest, topic_rest),
+        (Some((literal, rest)), Some((token, topic_rest))) => {
+            literal == token && matches(rest, topic_rest)
+        }
+        _ => false,
+    }
 }
