@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use lapwing_proto::v1::{self, control_request, control_response, ErrorCode, ResyncReason};
@@ -92,12 +92,19 @@ pub fn config() -> Config {
     config
 }
 
+/// One set of metrics for every run of the process: building a Prometheus
+/// recorder costs more than the rest of a run, and nothing here reads them.
+fn metrics() -> Arc<Metrics> {
+    static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
+    METRICS.get_or_init(|| Arc::new(Metrics::new())).clone()
+}
+
 fn core(config: &Config) -> Arc<Core> {
     Core::new(
         Arc::new(Registry::from_config(config).expect("the fuzz config is valid")),
         Limits::from_config(config),
         Auth::from_config(config).expect("the fuzz principals are valid"),
-        Arc::new(Connections::new(Arc::new(Metrics::new()))),
+        Arc::new(Connections::new(metrics())),
         config.limits.partial_frame_bytes,
         CancellationToken::new(),
     )
