@@ -40,7 +40,7 @@ async fn five_percent_loss_with_reordering_keeps_every_subscriber_exact() {
     };
     // Each client gets its own relay: a relay forwards for one client.
     let mut relays = Vec::new();
-    let mut connect = |seed: u64| {
+    let connect = |seed: u64| {
         let srv_addr = srv.quic_addr();
         let cfg_template = client_config(&srv);
         async move {
