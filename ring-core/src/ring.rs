@@ -355,8 +355,14 @@ impl Ring {
         let head = self.head();
         // Everything below head - H has certainly been overwritten.
         let from = (next + 1).max(head.saturating_sub(self.header_slots));
-        // `head` may be stale relative to the stamp we saw; never go back.
+        // `head` may be stale relative to the stamp we saw (a Relaxed odd
+        // stamp, or the claim CAS, carries no Release): never go back. The
+        // `mutant-lag-to-head` feature (tests only) drops the guard so that
+        // the loom models can prove they notice.
+        #[cfg(not(feature = "mutant-lag-to-head"))]
         let to = head.max(from);
+        #[cfg(feature = "mutant-lag-to-head")]
+        let to = head;
         match policy {
             Resume::Oldest => self.first_retained(from, to),
             Resume::Newest => (from..to)

@@ -77,10 +77,16 @@ pub(crate) fn begin_write(slot: &Slot, n: u64, slots: u64, owned: bool) {
         slot.stamp.store(odd, Ordering::Relaxed);
     } else {
         let prev = prev_done(n, slots);
+        // The `mutant-relaxed-claim-cas` feature (tests only) weakens the
+        // success ordering so that the loom models can prove they notice.
+        #[cfg(not(feature = "mutant-relaxed-claim-cas"))]
+        let success = Ordering::Acquire;
+        #[cfg(feature = "mutant-relaxed-claim-cas")]
+        let success = Ordering::Relaxed;
         let mut spins = 0;
         while slot
             .stamp
-            .compare_exchange(prev, odd, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(prev, odd, success, Ordering::Relaxed)
             .is_err()
         {
             crate::sync::backoff(&mut spins);
