@@ -40,8 +40,13 @@ fn publish(c: &mut Criterion) {
         let payload = vec![0xA5u8; size];
         g.throughput(Throughput::Elements(1));
         // Hold PEER_CAPACITY messages of this size, like the peers: one
-        // header plus ceil(size / 56) chunks each when over 48 bytes.
-        let slots_per_msg = if size <= 48 { 1 } else { 1 + size.div_ceil(56) };
+        // header (with a 40-byte prefix) plus ceil((size - 40) / 56) chunks
+        // each when over 56 bytes.
+        let slots_per_msg = if size <= 56 {
+            1
+        } else {
+            1 + (size - 40).div_ceil(56)
+        };
         let cfg = RingConfig::new(
             (PEER_CAPACITY * 64 * slots_per_msg).next_power_of_two(),
             size,

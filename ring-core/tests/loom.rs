@@ -164,9 +164,9 @@ fn mp_across_a_lap() {
     });
 }
 
-/// A single producer writes two 64-byte messages (two arena chunks each) into
-/// a 2-chunk arena, so the second overwrites the first's chunks, while a
-/// reader copies. A reader must never see a half-written message: it gets the
+/// A single producer writes two 100-byte messages (a 40-byte prefix in the
+/// header, two arena chunks each) into a 2-chunk arena, so the second
+/// overwrites the first's chunks, while a reader copies. A reader must never see a half-written message: it gets the
 /// full payload or a lag report.
 #[cfg(not(any(
     feature = "mutant-no-acquire-fence",
@@ -184,17 +184,17 @@ fn arena_message_read_while_written() {
         let mut reader = Reader::new(ring.clone(), Start::Oldest);
         let writer = thread::spawn(move || {
             for seq in 0..2 {
-                publisher.publish(&payload(seq, 64)).unwrap();
+                publisher.publish(&payload(seq, 100)).unwrap();
             }
         });
         let (delivered, _) = read_some(&mut reader, 2);
         writer.join().unwrap();
         for (seq, p) in &delivered {
-            assert_eq!(p, &payload(*seq, 64), "half-written arena message {seq}");
+            assert_eq!(p, &payload(*seq, 100), "half-written arena message {seq}");
         }
         let (rest, _) = read_some(&mut reader, 2);
         for (seq, p) in &rest {
-            assert_eq!(p, &payload(*seq, 64));
+            assert_eq!(p, &payload(*seq, 100));
         }
         assert_eq!(reader.next_seq(), 2);
     });
@@ -209,15 +209,16 @@ fn arena_message_read_while_written() {
 /// intact and an early one must finish with exact accounting.
 #[allow(dead_code)] // unused in some mutant builds
 fn mp_mixed_lapped() {
-    // inline: 8 + 8 bytes; arena: 8 + 41 = 49 bytes, one 56-byte chunk
+    // inline: 8 + 8 bytes; arena: 8 + 56 = 64 bytes, a 40-byte prefix in
+    // the header and the other 24 bytes in one 56-byte chunk
     const INLINE_BODY: usize = 8;
-    const ARENA_BODY: usize = 41;
+    const ARENA_BODY: usize = 56;
     loom::model(|| {
         let geometry = Geometry {
             header_slots: 2,
             arena_slots: 2,
         };
-        let (publisher, ring) = Ring::multi_producer_with_geometry(geometry, 56, 1).unwrap();
+        let (publisher, ring) = Ring::multi_producer_with_geometry(geometry, 64, 1).unwrap();
         let mut reader = Reader::new(ring.clone(), Start::Oldest);
         let plan: [&[(u64, usize)]; 2] = [
             &[(0, INLINE_BODY), (1, ARENA_BODY)],
