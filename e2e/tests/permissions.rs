@@ -16,9 +16,9 @@ use lapwing_proto::v1::{
 };
 use lapwing_server::config::{PrincipalConfig, RulesConfig};
 use lapwing_server::{Config, ServerHandle};
-use support::{bounded, client_config, next_event, server};
+use support::{bounded, channel, client_config, next_event, server, with_token};
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
 const TICKER: &str = "ticker-secret";
 const OPS: &str = "ops-secret";
@@ -149,20 +149,6 @@ async fn scrape(srv: &ServerHandle) -> String {
     let mut out = String::new();
     bounded("scrape", s.read_to_string(&mut out)).await.unwrap();
     out
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
-async fn channel(srv: &ServerHandle) -> Channel {
-    let url = format!("http://{}", srv.grpc_addr());
-    bounded("gRPC connect", Channel::from_shared(url).unwrap().connect())
-        .await
-        .expect("gRPC channel")
 }
 
 #[tokio::test]
