@@ -38,7 +38,7 @@ use crate::auth::{Auth, AuthError, Directory};
 use crate::budget::Budget;
 use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
 use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
-use crate::error::RequestError;
+use crate::error::{Exhausted, RequestError};
 use crate::limits::{self, Limits};
 use crate::permissions::{Action as Permission, Denials, Guard};
 use crate::registry::{CreationQuota, Registry};
@@ -126,6 +126,7 @@ impl Core {
                 self.limits.topics_created_per_connection,
             )),
             certificate,
+            publish_streams: Arc::new(Semaphore::new(self.limits.max_publish_streams as usize)),
             _permit: permit,
         })
     }
@@ -167,6 +168,8 @@ pub struct Session {
     quota: Arc<CreationQuota>,
     /// The verified client certificate (DER), if the client sent one.
     certificate: Option<Vec<u8>>,
+    /// Publish streams open now (gRPC; QUIC's stream credit bounds its own).
+    publish_streams: Arc<Semaphore>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -190,6 +193,20 @@ impl Session {
     /// The connection's id (QUIC `Welcome.connection_id`).
     pub fn id(&self) -> u64 {
         self.tracked.id()
+    }
+
+    /// A place for one more publish stream on this connection (held until
+    /// dropped), or RESOURCE_EXHAUSTED naming the limit.
+    pub fn publish_stream(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        self.publish_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Exhausted::PublishStreams {
+                    limit: self.core.limits.max_publish_streams,
+                }
+                .into()
+            })
     }
 
     /// The verified client certificate (DER) of this connection, if any.
@@ -513,6 +530,21 @@ mod tests {
         assert_eq!(core.free_slots(), 1);
         core.admit(Transport::Grpc, peer(), "d")
             .expect("a slot was freed");
+    }
+
+    #[test]
+    fn publish_streams_per_connection_are_capped() {
+        let core = core(|c| c.limits.max_publish_streams_per_connection = 2);
+        let s = core.admit(Transport::Grpc, peer(), "g").unwrap();
+        let first = s.publish_stream().unwrap();
+        let _second = s.publish_stream().unwrap();
+        let refused = s.publish_stream().unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::ResourceExhausted);
+        assert!(refused
+            .to_string()
+            .contains("max_publish_streams_per_connection"));
+        drop(first);
+        let _third = s.publish_stream().expect("a place was given back");
     }
 
     #[test]

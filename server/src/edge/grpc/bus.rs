@@ -91,6 +91,7 @@ impl Bus for BusService {
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<PublishStreamSummary>, Status> {
         let (session, guard) = self.admit(&request)?;
+        let _place = session.publish_stream()?;
         let mut stream = request.into_inner();
         let mut publisher = session.publisher(guard);
         let mut summary = PublishStreamSummary::default();

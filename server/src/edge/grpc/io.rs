@@ -7,8 +7,9 @@
 //! has proved it is a gRPC client, so the slot is taken only after the
 //! handshake and the 24-byte HTTP/2 preface, both within
 //! `limits.handshake_timeout_ms`. Sockets that stay silent are dropped at
-//! the deadline and never count; handshakes in progress are bounded by the
-//! same number, so they cannot pile up either. Handshakes run on their own
+//! the deadline and never count; handshakes in progress are bounded
+//! separately (`Limits::max_handshakes`, at least 1024), so they cannot
+//! pile up either, and a few hundred of them do not lock real clients out. Handshakes run on their own
 //! tasks, so a slow one never holds up the accept loop.
 //!
 //! A connection over the cap is still served, briefly: every call on it
@@ -183,7 +184,7 @@ pub(crate) fn incoming(
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: mpsc::Sender<GrpcIo>) {
     let core = shared.core.clone();
-    let handshakes = Arc::new(Semaphore::new(core.limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(core.limits.max_handshakes()));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
