@@ -216,11 +216,18 @@ async fn ring_budget_refuses_the_17th_topic() {
         "the 17th 4 MiB topic must be the first refused"
     );
     let metrics = server.metrics().await;
-    let refused_total: f64 = metrics
+    // Summed over any labels the metric has.
+    let samples: Vec<f64> = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("lapwing_topics_refused_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no lapwing_topics_refused_total in /metrics"));
+        .filter_map(|l| l.strip_prefix("lapwing_topics_refused_total"))
+        .filter(|rest| rest.starts_with([' ', '{']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse().ok())
+        .collect();
+    assert!(
+        !samples.is_empty(),
+        "no lapwing_topics_refused_total in /metrics"
+    );
+    let refused_total: f64 = samples.iter().sum();
     assert!(
         refused_total >= 8.0,
         "lapwing_topics_refused_total = {refused_total}"

@@ -148,6 +148,18 @@ fn server_binary() -> PathBuf {
          build it first (`cargo build -p lapwing-server`, or `cargo test --workspace`)",
         bin.display()
     );
+    // `cargo test -p lapwing-e2e` rebuilds the server library into this
+    // test but not the binary: say so when the binary looks stale.
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(b), Some(t)) = (modified(&bin), modified(&exe)) {
+        if b < t {
+            eprintln!(
+                "[abuse] note: {} is older than this test; if the server changed, \
+                 rebuild it (`cargo build -p lapwing-server`)",
+                bin.display()
+            );
+        }
+    }
     bin
 }
 
