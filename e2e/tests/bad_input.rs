@@ -426,13 +426,19 @@ async fn a_silent_client_is_closed_after_the_hello_timeout() {
     let (srv, _dir) = server(|c| c.limits.hello_timeout_ms = 300);
     let mut witness = Witness::start(&srv, "").await;
     let conn = connect(&srv).await;
-    // No control stream: closed with PROTOCOL when the timeout expires.
-    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Protocol as u64));
+    // No control stream: closed with TIMEOUT when the timeout expires.
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Timeout as u64));
     // An open control stream but no Hello: the same.
     let conn = connect(&srv).await;
     let (mut send, _recv) = bounded("open", conn.open_bi()).await.unwrap();
     send.write_all(&[]).await.unwrap();
-    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Protocol as u64));
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Timeout as u64));
+    // Half a Hello: the same, and the partial frame holds no slot.
+    let conn = connect(&srv).await;
+    let (mut send, _recv) = bounded("open", conn.open_bi()).await.unwrap();
+    let frame = encode(&hello(1, ""));
+    send.write_all(&frame[..frame.len() / 2]).await.unwrap();
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Timeout as u64));
     witness.check_flowing(5).await;
     srv.shutdown().await;
 }
@@ -443,7 +449,12 @@ async fn connections_over_the_cap_are_closed_with_too_many_connections() {
     let (srv, _dir) = server(|c| c.limits.max_connections = 2);
     let mut witness = Witness::start(&srv, "").await;
 
+    // A handshake alone takes no slot: the gate is passed after Hello,
+    // and the refusal is an Error frame, then the close code.
     let conn = connect(&srv).await;
+    let (_send, mut ctl) = open_control(&conn, &hello(1, "")).await;
+    let err = next_error(&mut ctl).await;
+    assert_eq!(code_of(&err), ErrorCode::TooManyConnections, "{err:?}");
     assert_eq!(
         closed_code(&conn).await,
         Some(ErrorCode::TooManyConnections as u64)

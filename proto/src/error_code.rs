@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for code in 1..=14u64 {
+        for code in 1..=18u64 {
             let e = ErrorCode::from_close_code(code).expect("known code");
             assert_eq!(u64::from(e.close_code()), code);
         }

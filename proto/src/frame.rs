@@ -4,8 +4,8 @@
 //! The decoder reads the length prefix without consuming it and rejects a
 //! length over the limit *before* it buffers or reserves anything for the
 //! frame, so a peer cannot make us allocate by announcing a huge frame. A half
-//! frame allocates at most what `reserve` asks for the announced (checked)
-//! length.
+//! frame holds what has arrived, plus at most [`RESERVE_AHEAD_BYTES`] (and
+//! the buffer's geometric growth), whatever length it announced.
 
 use std::marker::PhantomData;
 
@@ -13,6 +13,10 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::v1::ErrorCode;
+
+/// How far ahead of the bytes received the decoder reserves buffer space
+/// for a frame in progress: 16 KiB.
+pub const RESERVE_AHEAD_BYTES: usize = 16 * 1024;
 
 /// Longest LEB128 encoding of a u64.
 const MAX_VARINT_LEN: usize = 10;
@@ -152,7 +156,11 @@ impl<M: prost::Message + Default> Decoder for FrameCodec<M> {
         let len = len as usize;
         let needed = prefix_len + len;
         if src.len() < needed {
-            src.reserve(needed - src.len());
+            // Grow with what arrives, not with what is announced: a peer
+            // that announces a large frame and stalls makes us hold what it
+            // sent, not the frame's full length (the buffer still grows
+            // geometrically, so a large frame costs few reallocations).
+            src.reserve((needed - src.len()).min(RESERVE_AHEAD_BYTES));
             return Ok(None);
         }
         src.advance(prefix_len);
@@ -355,6 +363,21 @@ mod tests {
         }
         assert_eq!(buf.capacity(), cap, "decoder reserved room for the frame");
         assert_eq!(err_code(&mut codec, &mut buf), ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn an_announced_frame_reserves_only_a_little_ahead_of_what_arrived() {
+        // 1 MiB announced, 3 bytes of it sent: the buffer stays small.
+        let mut buf = BytesMut::new();
+        prost::encoding::encode_varint(1 << 20, &mut buf);
+        buf.extend_from_slice(b"abc");
+        let mut codec = FrameCodec::<v1::Publish>::new(2 << 20);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= buf.len() + RESERVE_AHEAD_BYTES,
+            "reserved {} bytes for 6 received",
+            buf.capacity()
+        );
     }
 
     fn err_code(codec: &mut FrameCodec<v1::Publish>, buf: &mut BytesMut) -> ErrorCode {

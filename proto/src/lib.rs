@@ -6,6 +6,8 @@
 //!   `v1::bus_server`, `v1::admin_server`).
 //! - [`frame`]: the QUIC stream framing (varint length + protobuf body), with
 //!   the length checked against a limit before anything is buffered for it.
+//! - [`message`]: the hand-written encoder of a `Message` delivery frame
+//!   (the server's hot path), byte-identical to prost.
 //! - [`topic`]: the topic naming rules.
 //! - [`defaults`]: ports, data directory and file names both sides agree on.
 //! - [`fingerprint`]: the certificate fingerprint the CLI pins.
@@ -17,6 +19,7 @@
 pub mod defaults;
 pub mod fingerprint;
 pub mod frame;
+pub mod message;
 pub mod topic;
 
 mod error_code;
@@ -60,6 +63,7 @@ pub const fn frame_limit_for(max_message_bytes: usize) -> usize {
 }
 
 pub use frame::{encode_frame, FrameCodec, FrameError};
+pub use message::encode_message_frame;
 pub use topic::{validate_topic, TopicError};
 pub use v1::ErrorCode;
 

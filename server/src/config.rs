@@ -14,9 +14,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::limits::{HARD_MAX_MESSAGE_BYTES, MIN_RING_BYTES};
+/// Upper bound for `limits.max_message_bytes`: 64 MiB.
+pub const HARD_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Smallest ring a topic may have: 4 KiB. The ring itself accepts 1 KiB,
+/// but a topic's ring must also hold a useful history of messages
+/// carrying the server's 8-byte publish time.
+pub const MIN_RING_BYTES: usize = 4 * 1024;
 
 /// Default ring size per topic: 4 MiB.
 ///
@@ -35,11 +40,19 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 1024;
 /// Default cap on the number of topics.
 pub const DEFAULT_MAX_TOPICS: usize = 100_000;
+/// Default budget for all topics' rings together: 1 GiB (256 default rings).
+pub const DEFAULT_RING_MEMORY_BYTES: usize = 1024 * 1024 * 1024;
+/// Default number of topics one connection may create: 1000.
+pub const DEFAULT_TOPICS_CREATED_PER_CONNECTION: u32 = 1000;
+/// Default budget for bytes held for partial frames, all clients: 64 MiB.
+pub const DEFAULT_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Default concurrent publish streams per connection: 16.
+pub const DEFAULT_MAX_PUBLISH_STREAMS: u32 = 16;
 /// Default UDP socket buffer size (send and receive): 4 MiB.
 pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines (default).
@@ -61,7 +74,7 @@ impl std::str::FromStr for LogFormat {
 }
 
 /// The whole server configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Name the server reports in Welcome and logs. Default `lapwing`.
@@ -91,7 +104,7 @@ pub struct Config {
 }
 
 /// Listen addresses. Loopback by default: exposing a server is a decision.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// QUIC (UDP). Default `127.0.0.1:7400`.
@@ -104,7 +117,7 @@ pub struct ListenConfig {
 
 /// TLS material. With neither set, a self-signed certificate is generated
 /// in `data_dir` on first start and reused afterwards.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain (leaf first). Default: none (self-signed).
@@ -118,7 +131,7 @@ pub struct TlsConfig {
 }
 
 /// `tls.grpc`: whether the gRPC listener speaks TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GrpcTls {
     /// TLS unless the listener is on a loopback address.
@@ -155,7 +168,7 @@ impl std::str::FromStr for GrpcTls {
 
 /// Authentication. With no tokens, everyone is accepted (and the server
 /// warns when it listens on a non-loopback address that way).
-#[derive(Default, Clone, Deserialize)]
+#[derive(Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Tokens a client may present in Hello. Default: none (no auth).
@@ -181,7 +194,7 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 /// Limits. Each protects the server (and other clients) from one client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest payload of one message, server-wide. A topic override may
@@ -193,14 +206,43 @@ pub struct LimitsConfig {
     /// Live subscriptions per connection. Default 1024. Clients must allow
     /// this many concurrent server-opened uni streams to use them all at once.
     pub max_subscriptions_per_connection: u32,
-    /// Topics in the registry; auto-creation fails beyond it. Default 100 000.
+    /// Topics in the registry; auto-creation fails beyond it with
+    /// RESOURCE_EXHAUSTED. Default 100 000.
     pub max_topics: usize,
     /// Time a client has to send Hello after connecting. Default 10 s.
     pub hello_timeout_ms: u64,
+    /// Ring memory of all topics together. A topic whose ring would take
+    /// the total over it is refused with RESOURCE_EXHAUSTED; rings are
+    /// reserved at their full size when a topic's first publish allocates
+    /// them (the pages become resident only as messages fill them).
+    /// Default 1 GiB: 256 topics at the default 4 MiB ring.
+    pub ring_memory_bytes: usize,
+    /// Topics one connection may create by publishing or subscribing, so
+    /// one client cannot fill the registry. Default 1000.
+    pub topics_created_per_connection: u32,
+    /// Topics created by a publish or subscribe that have had no subscriber
+    /// and no publish for this long are deleted, freeing their ring and
+    /// their place in `max_topics`. 0 keeps them forever. Default 300 000 (5 min).
+    pub idle_topic_ttl_ms: u64,
+    /// Time a new connection has to finish its handshake (QUIC or TLS) and,
+    /// on gRPC, send the HTTP/2 preface. A connection counts against
+    /// `max_connections` only after it. Default 10 s.
+    pub handshake_timeout_ms: u64,
+    /// Time a frame (QUIC) or gRPC message has to arrive in full once its
+    /// first bytes did; then the stream ends with TIMEOUT. Default 30 s.
+    pub frame_timeout_ms: u64,
+    /// Bytes held for frames and gRPC messages that have started arriving
+    /// and are not complete, all connections together. A stream that would
+    /// take it over ends with RESOURCE_EXHAUSTED. Default 64 MiB.
+    pub partial_frame_bytes: usize,
+    /// Publish streams one connection may have open at once: QUIC uni and
+    /// acked (bidi) streams each, gRPC PublishStream calls. Each can hold
+    /// one partial frame. Default 16.
+    pub max_publish_streams_per_connection: u32,
 }
 
 /// Settings for topics without an override.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicDefaults {
     /// Ring size in bytes. Default 4 MiB (must hold a maximum-size message).
@@ -212,7 +254,7 @@ pub struct TopicDefaults {
 }
 
 /// A per-topic override: `name` for one topic or `prefix` for a family.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicOverride {
     /// Exact topic name. Such a topic is created at start.
@@ -226,7 +268,7 @@ pub struct TopicOverride {
 }
 
 /// Socket tuning.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
     /// UDP send/receive buffer size requested from the OS (capped by
@@ -236,7 +278,7 @@ pub struct TransportConfig {
 }
 
 /// Graceful shutdown.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// After GoAway, how long clients get to go before the connection is
@@ -284,6 +326,13 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS,
             max_topics: DEFAULT_MAX_TOPICS,
             hello_timeout_ms: 10_000,
+            ring_memory_bytes: DEFAULT_RING_MEMORY_BYTES,
+            topics_created_per_connection: DEFAULT_TOPICS_CREATED_PER_CONNECTION,
+            idle_topic_ttl_ms: 300_000,
+            handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
+            partial_frame_bytes: DEFAULT_PARTIAL_FRAME_BYTES,
+            max_publish_streams_per_connection: DEFAULT_MAX_PUBLISH_STREAMS,
         }
     }
 }
@@ -382,6 +431,7 @@ impl Config {
                 max_subscriptions_per_connection: 64,
                 max_topics: 10_000,
                 hello_timeout_ms: 5_000,
+                ..LimitsConfig::default()
             },
             topic_defaults: TopicDefaults {
                 ring_bytes: 256 * 1024,
@@ -430,6 +480,7 @@ impl Config {
     /// | `LAPWING_MAX_MESSAGE_BYTES` | `limits.max_message_bytes` |
     /// | `LAPWING_MAX_CONNECTIONS` | `limits.max_connections` |
     /// | `LAPWING_RING_BYTES` | `topic_defaults.ring_bytes` |
+    /// | `LAPWING_RING_MEMORY_BYTES` | `limits.ring_memory_bytes` |
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -473,6 +524,9 @@ impl Config {
                 "LAPWING_RING_BYTES" => {
                     parse(&mut |v| set_parsed(&mut self.topic_defaults.ring_bytes, v))
                 }
+                "LAPWING_RING_MEMORY_BYTES" => {
+                    parse(&mut |v| set_parsed(&mut self.limits.ring_memory_bytes, v))
+                }
                 _ => {}
             }
         }
@@ -505,8 +559,42 @@ impl Config {
         if self.limits.max_topics == 0 {
             errors.push(invalid("limits.max_topics", "must be at least 1"));
         }
-        if self.limits.hello_timeout_ms == 0 {
-            errors.push(invalid("limits.hello_timeout_ms", "must be at least 1"));
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.hello_timeout_ms", l.hello_timeout_ms),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.frame_timeout_ms", l.frame_timeout_ms),
+            (
+                "limits.topics_created_per_connection",
+                u64::from(l.topics_created_per_connection),
+            ),
+            (
+                "limits.max_publish_streams_per_connection",
+                u64::from(l.max_publish_streams_per_connection),
+            ),
+        ] {
+            if value == 0 {
+                errors.push(invalid(key, "must be at least 1"));
+            }
+        }
+        if l.ring_memory_bytes < self.topic_defaults.ring_bytes {
+            errors.push(invalid(
+                "limits.ring_memory_bytes",
+                format!(
+                    "{} is less than one default ring (topic_defaults.ring_bytes = {})",
+                    l.ring_memory_bytes, self.topic_defaults.ring_bytes
+                ),
+            ));
+        }
+        let frame_max = lapwing_proto::frame_limit_for(max_msg.min(HARD_MAX_MESSAGE_BYTES));
+        if l.partial_frame_bytes < frame_max {
+            errors.push(invalid(
+                "limits.partial_frame_bytes",
+                format!(
+                    "{} cannot hold one maximum-size frame ({frame_max} bytes)",
+                    l.partial_frame_bytes
+                ),
+            ));
         }
         if self.server_name.is_empty() {
             errors.push(invalid("server_name", "must not be empty"));
@@ -585,6 +673,13 @@ impl Config {
     /// Time a client has to send Hello.
     pub fn hello_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.hello_timeout_ms)
+    }
+
+    /// How long an auto-created topic may sit idle before it is reaped
+    /// (`None`: never).
+    pub fn idle_topic_ttl(&self) -> Option<Duration> {
+        (self.limits.idle_topic_ttl_ms > 0)
+            .then(|| Duration::from_millis(self.limits.idle_topic_ttl_ms))
     }
 }
 
@@ -736,36 +831,51 @@ mod tests {
 
     #[test]
     fn example_file_documents_the_defaults() {
-        let example = Config::from_toml(include_str!("../lapwing.example.toml")).unwrap();
+        // Derived from the config type itself: every key the defaults
+        // serialize must be set in the example, to its default. A new key
+        // without an example line fails here. Two exceptions, commented out
+        // in the example for a reason: `data_dir` (its default depends on
+        // the environment) and `topics` (examples of overrides, not
+        // defaults). Keys whose default is "unset" (`tls.cert`,
+        // `auth.admin_token`) serialize to nothing and are checked by name
+        // in the file's comments instead.
+        let text = include_str!("../lapwing.example.toml");
+        let example = Config::from_toml(text).unwrap();
         example.validate().unwrap();
-        let d = Config::default();
-        assert_eq!(example.server_name, d.server_name);
-        assert_eq!(example.listen.quic, d.listen.quic);
-        assert_eq!(example.listen.grpc, d.listen.grpc);
-        assert_eq!(example.listen.http, d.listen.http);
-        assert_eq!(example.limits.max_message_bytes, d.limits.max_message_bytes);
-        assert_eq!(example.limits.max_connections, d.limits.max_connections);
-        assert_eq!(
-            example.limits.max_subscriptions_per_connection,
-            d.limits.max_subscriptions_per_connection
-        );
-        assert_eq!(example.limits.max_topics, d.limits.max_topics);
-        assert_eq!(example.limits.hello_timeout_ms, d.limits.hello_timeout_ms);
-        assert_eq!(
-            example.topic_defaults.ring_bytes,
-            d.topic_defaults.ring_bytes
-        );
-        assert_eq!(
-            example.transport.udp_buffer_bytes,
-            d.transport.udp_buffer_bytes
-        );
-        assert_eq!(example.shutdown.drain_ms, d.shutdown.drain_ms);
-        assert_eq!(example.tls.grpc, d.tls.grpc);
-        assert_eq!(example.auth.admin_token, d.auth.admin_token);
-        assert_eq!(
-            example.shutdown.reconnect_after_ms,
-            d.shutdown.reconnect_after_ms
-        );
+        let mut expected = toml::Value::try_from(Config::default()).unwrap();
+        let written: toml::Value = toml::from_str(text).unwrap();
+        let table = expected.as_table_mut().unwrap();
+        table.remove("data_dir");
+        table.remove("topics");
+        let mut missing = Vec::new();
+        leaves("", &expected, &mut |key, value| {
+            let found = key
+                .split('.')
+                .try_fold(&written, |v, k| v.get(k));
+            if found != Some(value) {
+                missing.push(format!("{key} = {value} (example has {found:?})"));
+            }
+        });
+        assert!(missing.is_empty(), "example config out of step:\n{}", missing.join("\n"));
+        for commented in ["# data_dir =", "# cert =", "# key =", "# admin_token =", "# [[topics]]"] {
+            assert!(text.contains(commented), "example lacks `{commented}`");
+        }
+    }
+
+    fn leaves(prefix: &str, v: &toml::Value, f: &mut impl FnMut(&str, &toml::Value)) {
+        match v.as_table() {
+            Some(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, f);
+                }
+            }
+            None => f(prefix, v),
+        }
     }
 
     #[test]

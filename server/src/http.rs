@@ -109,7 +109,7 @@ pub(crate) async fn serve(
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    let body = s.metrics.render(&s.registry, &s.connections);
+    let body = s.metrics.render(&s.registry, s.connections.counts());
     (
         [(
             header::CONTENT_TYPE,

@@ -61,17 +61,22 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod connections;
+pub mod error;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod partial;
 pub mod publisher;
 pub mod registry;
+pub mod session;
 pub mod shutdown;
 pub mod subscription;
 pub mod tls;
 pub mod topic;
+pub mod transport;
 pub mod wakeup;
 
 mod edge;
@@ -90,6 +95,7 @@ use tracing::{info, warn};
 pub use config::Config;
 
 use crate::edge::{grpc, quic};
+use crate::transport::Transport;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +130,7 @@ pub struct ServerHandle {
     ready: Arc<http::Readiness>,
     grpc_task: Option<JoinHandle<()>>,
     http_task: Option<JoinHandle<()>>,
+    reaper_task: Option<JoinHandle<()>>,
     cert_path: PathBuf,
     fingerprint: String,
     registry: Arc<registry::Registry>,
@@ -133,6 +140,12 @@ pub struct ServerHandle {
     accept_task: Option<JoinHandle<()>>,
     drain: Duration,
 }
+
+/// How long a step of the graceful shutdown may take beyond the configured
+/// drain: the QUIC connection tasks finishing, the endpoint going idle,
+/// the gRPC and HTTP servers returning. Bounded so a stuck peer cannot
+/// hold a shutdown forever.
+const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
 
 impl ServerHandle {
     /// The bound QUIC (UDP) address.
@@ -186,7 +199,7 @@ impl ServerHandle {
             let _ = task.await;
         }
         self.tracker.close();
-        let grace = self.drain + Duration::from_secs(2);
+        let grace = self.drain + SHUTDOWN_STEP;
         if tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_err()
@@ -197,37 +210,43 @@ impl ServerHandle {
             quic::code(lapwing_proto::v1::ErrorCode::ShuttingDown),
             b"server shutting down",
         );
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        if let Some(task) = self.grpc_task.take() {
+        let _ = tokio::time::timeout(SHUTDOWN_STEP, self.endpoint.wait_idle()).await;
+        if let Some(mut task) = self.grpc_task.take() {
             // Calls end themselves on the shutdown signal; a connection
             // whose client stopped reading cannot take its final status, so
             // after the drain every gRPC socket is cut.
-            let abort = task.abort_handle();
-            if tokio::time::timeout(self.drain, task).await.is_err() {
+            if tokio::time::timeout(self.drain, &mut task).await.is_err() {
                 for conn in self.connections.list() {
-                    if conn.transport() == connections::Transport::Grpc {
+                    if conn.transport() == Transport::Grpc {
                         self.connections.close(conn.id(), "server shutting down");
                     }
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    while !abort.is_finished() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-                .await;
-                abort.abort();
+                if tokio::time::timeout(SHUTDOWN_STEP, &mut task)
+                    .await
+                    .is_err()
+                {
+                    task.abort();
+                }
             }
         }
-        if let Some(task) = self.http_task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+        for task in [self.http_task.take(), self.reaper_task.take()]
+            .into_iter()
+            .flatten()
+        {
+            finish_or_abort(task).await;
         }
         info!("stopped");
+    }
+}
+
+/// Waits up to [`SHUTDOWN_STEP`] for a task that watches the shutdown
+/// signal, then aborts it.
+async fn finish_or_abort(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(SHUTDOWN_STEP, &mut task)
+        .await
+        .is_err()
+    {
+        task.abort();
     }
 }
 
@@ -242,81 +261,67 @@ impl Drop for ServerHandle {
 pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     config.validate()?;
     let identity = tls::TlsIdentity::load_or_generate(&config)?;
-    if identity.generated {
-        info!(cert = %identity.cert_path.display(), fingerprint = %identity.fingerprint,
-            "generated a self-signed certificate");
+    let state = if identity.generated {
+        "generated a self-signed certificate"
     } else {
-        info!(cert = %identity.cert_path.display(), fingerprint = %identity.fingerprint,
-            "using certificate");
-    }
-    let crypto = identity.quic_server_crypto()?;
+        "using certificate"
+    };
+    info!(cert = %identity.cert_path.display(), fingerprint = %identity.fingerprint, "{state}");
     let limits = limits::Limits::from_config(&config);
     let registry = Arc::new(registry::Registry::from_config(&config)?);
-    let auth = auth::Auth::new(&config.auth.tokens);
     let metrics = Arc::new(metrics::Metrics::new());
     let connections = Arc::new(connections::Connections::new(metrics.clone()));
     let ready = Arc::new(http::Readiness::default());
+    let shutdown = CancellationToken::new();
+    let core = session::Core::new(
+        registry.clone(),
+        limits,
+        auth::Auth::new(&config.auth.tokens),
+        connections.clone(),
+        config.limits.partial_frame_bytes,
+        shutdown.clone(),
+    );
+
     let endpoint = quic::bind(
         config.listen.quic,
         config.transport.udp_buffer_bytes,
-        crypto,
+        &core.limits,
+        identity.quic_server_crypto()?,
     )?;
     let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen.quic,
         source,
     })?;
-    if !auth.required() && !quic_addr.ip().is_loopback() {
-        warn!(addr = %quic_addr, "listening on a non-loopback address with no tokens configured: anyone who can reach it can publish and subscribe");
-    }
-    let shutdown = CancellationToken::new();
-    let shared = Arc::new(quic::Shared {
-        registry: registry.clone(),
-        limits,
-        auth: auth.clone(),
-        connections: connections.clone(),
-        server_name: config.server_name.clone(),
-        shutdown: shutdown.clone(),
-        drain: Duration::from_millis(config.shutdown.drain_ms),
-        reconnect_after_ms: config.shutdown.reconnect_after_ms,
-        batch: subscription::BatchLimits::default(),
-    });
     let tracker = TaskTracker::new();
-    let accept_task = tokio::spawn(quic::serve(endpoint.clone(), shared, tracker.clone()));
+    let accept_task = tokio::spawn(quic::serve(
+        endpoint.clone(),
+        Arc::new(quic::Shared {
+            core: core.clone(),
+            server_name: config.server_name.clone(),
+            drain: Duration::from_millis(config.shutdown.drain_ms),
+            reconnect_after_ms: config.shutdown.reconnect_after_ms,
+            batch: subscription::BatchLimits::default(),
+        }),
+        tracker.clone(),
+    ));
     ready.quic.set(true);
 
     let grpc_tls = config.tls.grpc.enabled_for(config.listen.grpc);
-    let grpc_pem = if grpc_tls {
-        Some(identity.pem()?)
-    } else {
-        None
-    };
-    let (grpc_bound, grpc_addr) = grpc::bind(
-        config.listen.grpc,
-        grpc_pem.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
-    )?;
+    let (grpc_listener, grpc_addr) = grpc::bind(config.listen.grpc)?;
+    let (http_listener, http_addr) = http::bind(config.listen.http)?;
     let admin = grpc::AdminAuth::new(
         config.auth.admin_token.as_deref(),
         grpc_addr.ip().is_loopback(),
+        core.auth.required(),
     );
-    match (admin.token_required(), admin.served()) {
-        (true, _) => info!("gRPC Admin requires the admin token"),
-        (false, true) => {
-            info!(grpc = %grpc_addr, "no admin token configured: gRPC Admin is served on this loopback listener to anyone who can reach it")
-        }
-        (false, false) => {
-            warn!(grpc = %grpc_addr, "no admin token configured and the gRPC listener is not loopback: gRPC Admin is not served (set auth.admin_token / LAPWING_ADMIN_TOKEN)")
-        }
-    }
-    let (http_listener, http_addr) = http::bind(config.listen.http)?;
-    let limits = limits::Limits::from_config(&config);
+    warn_about_exposure(&config, &core, &admin, quic_addr, grpc_addr);
     let grpc_shared = Arc::new(grpc::Shared {
-        registry: registry.clone(),
-        limits,
-        auth,
+        core: core.clone(),
         admin,
-        connections: connections.clone(),
         metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
+        tls: grpc_tls
+            .then(|| identity.grpc_server_crypto())
+            .transpose()?,
         facts: grpc::ServerFacts {
             quic_listen: quic_addr,
             grpc_listen: grpc_addr,
@@ -328,19 +333,28 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             server_name: config.server_name.clone(),
         },
     });
-    let grpc_task = tokio::spawn(grpc::serve(grpc_bound, grpc_shared, ready.clone()));
+    let grpc_task = tokio::spawn(grpc::serve(grpc_listener, grpc_shared, ready.clone()));
     let http_task = tokio::spawn(http::serve(
         http_listener,
         http::HttpState {
-            metrics,
+            metrics: metrics.clone(),
             registry: registry.clone(),
             connections: connections.clone(),
             ready: ready.clone(),
         },
         shutdown.clone(),
     ));
+    let reaper_task = config.idle_topic_ttl().map(|ttl| {
+        tokio::spawn(reap_idle_topics(
+            registry.clone(),
+            metrics,
+            ttl,
+            shutdown.clone(),
+        ))
+    });
     info!(quic = %quic_addr, grpc = %grpc_addr, grpc_tls, http = %http_addr,
-        auth = auth_label(&config), "lapwing server listening");
+        auth = if core.auth.required() { "token" } else { "none" },
+        "lapwing server listening");
     Ok(ServerHandle {
         quic_addr,
         grpc_addr,
@@ -349,6 +363,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         ready,
         grpc_task: Some(grpc_task),
         http_task: Some(http_task),
+        reaper_task,
         cert_path: identity.cert_path,
         fingerprint: identity.fingerprint,
         registry,
@@ -360,11 +375,57 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     })
 }
 
-fn auth_label(config: &Config) -> &'static str {
-    if config.auth.tokens.is_empty() {
-        "none"
-    } else {
-        "token"
+/// Logs, once at start, who can reach what: a listener off loopback with
+/// no data tokens, and how Admin is protected.
+fn warn_about_exposure(
+    config: &Config,
+    core: &session::Core,
+    admin: &grpc::AdminAuth,
+    quic_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+) {
+    if !core.auth.required() {
+        for (edge, addr) in [("QUIC", quic_addr), ("gRPC", grpc_addr)] {
+            if !addr.ip().is_loopback() {
+                warn!(%addr, "{edge} listens on a non-loopback address with no tokens configured: anyone who can reach it can publish and subscribe (set auth.tokens / LAPWING_TOKENS)");
+            }
+        }
+    }
+    match (admin.token_required(), admin.served()) {
+        (true, _) => info!("gRPC Admin requires the admin token"),
+        (false, true) => {
+            info!(grpc = %grpc_addr, "no admin token configured: gRPC Admin is served on this loopback listener to anyone who can reach it")
+        }
+        (false, false) if !config.auth.tokens.is_empty() => {
+            warn!(grpc = %grpc_addr, "data tokens are configured but no admin token: gRPC Admin is not served (set auth.admin_token / LAPWING_ADMIN_TOKEN)")
+        }
+        (false, false) => {
+            warn!(grpc = %grpc_addr, "no admin token configured and the gRPC listener is not loopback: gRPC Admin is not served (set auth.admin_token / LAPWING_ADMIN_TOKEN)")
+        }
+    }
+}
+
+/// Deletes auto-created topics idle for `ttl` (see `Registry::reap_idle`),
+/// looking a few times per TTL so a topic lives at most about 1.25 TTL
+/// after its last use.
+async fn reap_idle_topics(
+    registry: Arc<registry::Registry>,
+    metrics: Arc<metrics::Metrics>,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) {
+    let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for topic in registry.reap_idle(ttl) {
+            metrics.retire_topic(&topic.stats());
+            info!(topic = %topic.name(), "idle topic reaped");
+        }
     }
 }
 

@@ -25,9 +25,9 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::connections::{Connections, Transport};
 use crate::registry::Registry;
 use crate::topic::TopicStats;
+use crate::transport::Transport;
 
 /// Latency buckets in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -249,10 +249,9 @@ impl Metrics {
             published_bytes: self.retired.bytes.load(Ordering::Relaxed),
             ..Totals::default()
         };
-        for stats in registry.list().iter().filter_map(|n| registry.stats(n)) {
-            t.published += stats.published;
-            t.published_bytes += stats.bytes;
-        }
+        let (published, bytes) = registry.published_totals();
+        t.published += published;
+        t.published_bytes += bytes;
         for e in &self.edges {
             t.delivered += e.totals.delivered.load(Ordering::Relaxed);
             t.resyncs += e.totals.resyncs.load(Ordering::Relaxed);
@@ -262,8 +261,10 @@ impl Metrics {
     }
 
     /// Reads the scrape-time values and renders everything in the
-    /// Prometheus text format.
-    pub fn render(&self, registry: &Registry, connections: &Connections) -> String {
+    /// Prometheus text format. `counts` is (connections, subscriptions)
+    /// per transport, indexed like [`Transport::ALL`]
+    /// (`Connections::counts`).
+    pub fn render(&self, registry: &Registry, counts: [(u64, u64); 2]) -> String {
         let totals = self.totals(registry);
         let (published, bytes) = (totals.published, totals.published_bytes);
         {
@@ -277,7 +278,7 @@ impl Metrics {
             self.published_bytes.absolute(last.1);
         }
         self.topics.set(registry.len() as f64);
-        for (i, (conns, subs)) in connections.counts().into_iter().enumerate() {
+        for (i, (conns, subs)) in counts.into_iter().enumerate() {
             self.connections[i].set(conns as f64);
             self.subscriptions[i].set(subs as f64);
         }
@@ -295,12 +296,12 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
         let registry = Registry::from_config(&config).unwrap();
-        let conns = Connections::new(m.clone());
+        let conns = crate::connections::Connections::new(m.clone());
         let t = registry.get_or_create("a").unwrap();
         t.publish(b"abc").unwrap();
         m.edge(Transport::Grpc).delivered.increment(3);
         m.edge(Transport::Grpc).latency.record(0.001);
-        let text = m.render(&registry, &conns);
+        let text = m.render(&registry, conns.counts());
         for line in [
             "lapwing_messages_published_total 1",
             "lapwing_published_bytes_total 3",
@@ -315,7 +316,7 @@ mod tests {
         // Deleting a topic does not make the total go down.
         m.retire_topic(&t.stats());
         registry.delete("a").unwrap();
-        let text = m.render(&registry, &conns);
+        let text = m.render(&registry, conns.counts());
         assert!(
             text.contains("lapwing_messages_published_total 1"),
             "{text}"

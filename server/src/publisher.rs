@@ -1,28 +1,32 @@
 //! Publishing on behalf of one stream of one client, for both edges: name
-//! lookup (auto-creation), the per-topic size limit, the typed errors, and a
-//! cache of the topic used last, since streams usually publish to one topic
-//! and the registry lock can then be skipped.
+//! lookup (auto-creation within the connection's topic-creation quota), the
+//! per-topic size limit, the typed errors, and a cache of the topic used
+//! last, since streams usually publish to one topic and the registry lock
+//! can then be skipped.
 
 use std::sync::Arc;
 
 use lapwing_proto::v1::PublishAck;
 
-use crate::limits::RequestError;
-use crate::registry::Registry;
+use crate::error::RequestError;
+use crate::registry::{CreationQuota, Registry};
 use crate::topic::{PublishError, Topic};
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct TopicPublisher {
     registry: Arc<Registry>,
+    quota: Arc<CreationQuota>,
     cached: Option<Arc<Topic>>,
 }
 
 impl TopicPublisher {
-    /// A publisher with an empty cache.
-    pub fn new(registry: Arc<Registry>) -> TopicPublisher {
+    /// A publisher with an empty cache whose topic creations count against
+    /// `quota` (its connection's).
+    pub fn new(registry: Arc<Registry>, quota: Arc<CreationQuota>) -> TopicPublisher {
         TopicPublisher {
             registry,
+            quota,
             cached: None,
         }
     }
@@ -35,7 +39,9 @@ impl TopicPublisher {
             let t = match &self.cached {
                 Some(t) if t.name() == topic && !t.is_deleted() => t.clone(),
                 _ => {
-                    let t = self.registry.get_or_create(topic)?;
+                    let t = self
+                        .registry
+                        .get_or_create_within(topic, Some(&self.quota))?;
                     self.cached = Some(t.clone());
                     t
                 }
@@ -55,6 +61,7 @@ impl TopicPublisher {
                     })
                 }
                 Err(PublishError::Deleted) => self.cached = None,
+                Err(PublishError::Exhausted(e)) => return Err(e.into()),
                 Err(PublishError::Ring(e)) => return Err(RequestError::Internal(e.to_string())),
             }
         }
@@ -72,7 +79,7 @@ mod tests {
     fn publishes_and_follows_a_recreated_topic() {
         let config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
         let registry = Arc::new(Registry::from_config(&config).unwrap());
-        let mut p = TopicPublisher::new(registry.clone());
+        let mut p = TopicPublisher::new(registry.clone(), Arc::new(CreationQuota::new(10)));
         let a = p.publish("a", b"x").unwrap();
         assert_eq!(a.seq, 0);
         assert_eq!(p.publish("a", b"y").unwrap().seq, 1);

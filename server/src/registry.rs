@@ -6,14 +6,25 @@
 //! the hot path because publish streams cache the `Arc<Topic>` they last
 //! used. Topic settings come from `[[topics]]` overrides (exact name, then
 //! longest prefix) or the defaults.
+//!
+//! What clients can make it hold is bounded three ways: `limits.max_topics`
+//! topics in all, `limits.topics_created_per_connection` new topics per
+//! connection ([`CreationQuota`]), and `limits.ring_memory_bytes` of ring
+//! memory (a [`Budget`] every topic's ring is reserved from). Topics that
+//! clients created and then abandoned (no subscriber, no publish for
+//! `limits.idle_topic_ttl_ms`) are reaped by [`Registry::reap_idle`], so the
+//! registry never fills for good.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use lapwing_proto::topic::{validate_topic, TopicError};
 
+use crate::budget::Budget;
 use crate::config::Config;
-use crate::topic::{check_ring_config, Topic, TopicSettings, TopicStats};
+use crate::error::Exhausted;
+use crate::topic::{check_ring_config, now_unix_nanos, Topic, TopicSettings, TopicStats};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +38,9 @@ pub enum RegistryError {
     /// Explicit create of a name that exists.
     #[error("topic `{0}` already exists")]
     AlreadyExists(String),
-    /// The registry holds `max_topics` topics.
-    #[error("too many topics (limit {0})")]
-    TooManyTopics(usize),
+    /// A budget is used up: `max_topics`, or the caller's creation quota.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
     /// Explicit create with settings that cannot make a ring.
     #[error("invalid topic settings: {0}")]
     InvalidSettings(String),
@@ -52,6 +63,35 @@ pub struct Registry {
     auto_create: bool,
     max_topics: usize,
     max_message_bytes: usize,
+    memory: Arc<Budget>,
+    reaped: AtomicU64,
+}
+
+/// How many topics one connection may still create by publishing or
+/// subscribing (`limits.topics_created_per_connection`).
+#[derive(Debug)]
+pub struct CreationQuota {
+    limit: u32,
+    used: AtomicU32,
+}
+
+impl CreationQuota {
+    /// A quota of `limit` creations.
+    pub fn new(limit: u32) -> CreationQuota {
+        CreationQuota {
+            limit,
+            used: AtomicU32::new(0),
+        }
+    }
+
+    fn take(&self) -> Result<(), Exhausted> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u < self.limit).then_some(u + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| Exhausted::TopicQuota { limit: self.limit })
+    }
 }
 
 impl Registry {
@@ -77,6 +117,8 @@ impl Registry {
             auto_create: config.topic_defaults.auto_create,
             max_topics: config.limits.max_topics,
             max_message_bytes: config.limits.max_message_bytes,
+            memory: Budget::new(config.limits.ring_memory_bytes),
+            reaped: AtomicU64::new(0),
         };
         for name in config.topics.iter().filter_map(|t| t.name.as_deref()) {
             let settings = registry.settings_for(name);
@@ -114,9 +156,19 @@ impl Registry {
     }
 
     /// The topic, created with its configured settings if it does not exist
-    /// and auto-creation is on. This is the path of every publish and
-    /// subscribe.
+    /// and auto-creation is on, without a per-connection quota.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Topic>, RegistryError> {
+        self.get_or_create_within(name, None)
+    }
+
+    /// The topic, created with its configured settings if it does not exist
+    /// and auto-creation is on; a creation counts against `quota`. This is
+    /// the path of every publish and subscribe.
+    pub fn get_or_create_within(
+        &self,
+        name: &str,
+        quota: Option<&CreationQuota>,
+    ) -> Result<Arc<Topic>, RegistryError> {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
@@ -129,7 +181,11 @@ impl Registry {
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
         }
-        self.insert(&mut topics, name, settings)
+        self.check_room(&topics)?;
+        if let Some(q) = quota {
+            q.take()?;
+        }
+        self.insert(&mut topics, name, settings, true)
     }
 
     /// Creates a topic with explicit settings (admin API).
@@ -147,7 +203,18 @@ impl Registry {
         if topics.contains_key(name) {
             return Err(RegistryError::AlreadyExists(name.to_owned()));
         }
-        self.insert(&mut topics, name, settings)
+        self.check_room(&topics)?;
+        self.insert(&mut topics, name, settings, false)
+    }
+
+    fn check_room(&self, topics: &HashMap<Arc<str>, Arc<Topic>>) -> Result<(), RegistryError> {
+        if topics.len() >= self.max_topics {
+            return Err(Exhausted::Topics {
+                limit: self.max_topics,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     fn insert(
@@ -155,14 +222,75 @@ impl Registry {
         topics: &mut HashMap<Arc<str>, Arc<Topic>>,
         name: &str,
         settings: TopicSettings,
+        auto_created: bool,
     ) -> Result<Arc<Topic>, RegistryError> {
-        if topics.len() >= self.max_topics {
-            return Err(RegistryError::TooManyTopics(self.max_topics));
-        }
         let name: Arc<str> = name.into();
-        let topic = Arc::new(Topic::new(name.clone(), settings));
+        let topic = Arc::new(Topic::in_budget(
+            name.clone(),
+            settings,
+            self.memory.clone(),
+            auto_created,
+        ));
         topics.insert(name, topic.clone());
         Ok(topic)
+    }
+
+    /// Removes auto-created topics that had no subscriber and no publish
+    /// for `ttl`, as seen by this and earlier calls; returns them (the
+    /// caller retires their counters). Called periodically by the server.
+    ///
+    /// A topic is looked at under the read lock first, so a scan of many
+    /// busy topics never blocks publishers looking names up; only the
+    /// idle ones are removed under the write lock, each re-checked there
+    /// (a subscriber or publish that arrived in between keeps it).
+    pub fn reap_idle(&self, ttl: std::time::Duration) -> Vec<Arc<Topic>> {
+        let now = now_unix_nanos();
+        let cutoff = now.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        let idle: Vec<Arc<str>> = self
+            .read()
+            .iter()
+            .filter(|(_, t)| t.idle_before(now, cutoff))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if idle.is_empty() {
+            return Vec::new();
+        }
+        let mut topics = self.write();
+        let mut reaped = Vec::new();
+        for name in idle {
+            let still_idle = topics
+                .get(&name)
+                .is_some_and(|t| t.idle_before(now, cutoff));
+            if let Some(t) = still_idle.then(|| topics.remove(&name)).flatten() {
+                t.mark_deleted();
+                reaped.push(t);
+            }
+        }
+        self.reaped
+            .fetch_add(reaped.len() as u64, Ordering::Relaxed);
+        reaped
+    }
+
+    /// Topics reaped so far.
+    pub fn reaped(&self) -> u64 {
+        self.reaped.load(Ordering::Relaxed)
+    }
+
+    /// The ring-memory budget every topic's ring is reserved from.
+    pub fn ring_memory(&self) -> &Arc<Budget> {
+        &self.memory
+    }
+
+    /// Sum of every topic's (published messages, published bytes), read
+    /// without sorting or copying names: `/metrics` calls it per scrape.
+    pub fn published_totals(&self) -> (u64, u64) {
+        self.read().values().fold((0, 0), |(n, b), t| {
+            let c = &t.counters;
+            (
+                n + c.published.load(Ordering::Relaxed),
+                b + c.bytes.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Deletes a topic: its subscriptions end, and a later use of the name
@@ -327,7 +455,40 @@ mod tests {
         r.get_or_create("a").unwrap();
         assert!(matches!(
             r.get_or_create("b"),
-            Err(RegistryError::TooManyTopics(2))
+            Err(RegistryError::Exhausted(Exhausted::Topics { limit: 2 }))
         ));
+    }
+
+    #[test]
+    fn a_connection_creates_at_most_its_quota() {
+        let r = Registry::from_config(&config()).unwrap();
+        let quota = CreationQuota::new(2);
+        r.get_or_create_within("a", Some(&quota)).unwrap();
+        r.get_or_create_within("b", Some(&quota)).unwrap();
+        r.get_or_create_within("a", Some(&quota))
+            .expect("an existing topic costs nothing");
+        assert!(matches!(
+            r.get_or_create_within("c", Some(&quota)),
+            Err(RegistryError::Exhausted(Exhausted::TopicQuota { limit: 2 }))
+        ));
+        r.get_or_create("c").expect("another connection's quota");
+    }
+
+    #[test]
+    fn idle_auto_created_topics_are_reaped() {
+        let r = Registry::from_config(&config()).unwrap();
+        let idle = r.get_or_create("idle").unwrap();
+        let busy = r.get_or_create("busy").unwrap();
+        assert!(r.reap_idle(std::time::Duration::from_secs(3600)).is_empty());
+        busy.publish(b"x").unwrap();
+        let reaped = r.reap_idle(std::time::Duration::ZERO);
+        let names: Vec<&str> = reaped.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["idle"], "`busy` published since the last look");
+        assert!(idle.is_deleted());
+        assert!(r.get("orders").is_some(), "configured topics stay");
+        assert_eq!(r.reaped(), 1);
+        let reaped = r.reap_idle(std::time::Duration::ZERO);
+        assert_eq!(reaped.len(), 1, "`busy` is idle now");
+        assert_eq!(r.list(), ["orders"]);
     }
 }

@@ -106,6 +106,18 @@ impl TlsIdentity {
         Ok((cert, key))
     }
 
+    /// The gRPC listener's TLS: the same certificate, ALPN `h2`, TLS 1.2
+    /// and 1.3 (gRPC clients in other languages still offer 1.2).
+    pub fn grpc_server_crypto(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(tls))
+    }
+
     /// The quinn server crypto: TLS 1.3, ring provider, ALPN `lapwing/1`.
     pub fn quic_server_crypto(
         &self,

@@ -22,8 +22,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapwing_ring::{MpPublisher, Ring, RingConfig};
 
-use crate::limits::STORED_PREFIX_BYTES;
+use crate::budget::{Budget, Reservation};
+use crate::error::Exhausted;
 use crate::wakeup::Wakeup;
+
+/// Bytes the server prepends to each stored payload: the publish time.
+pub const STORED_PREFIX_BYTES: usize = 8;
 
 /// Size settings of one topic, fixed for the life of its ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,9 @@ pub enum PublishError {
     /// The topic was deleted.
     #[error("topic was deleted")]
     Deleted,
+    /// The ring would not fit in the server's ring-memory budget.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
     /// The ring could not be created (settings are validated before a
     /// topic exists, so this means a bug, not bad input).
     #[error("cannot create ring: {0}")]
@@ -81,6 +88,9 @@ pub enum PublishError {
 #[derive(Debug)]
 struct TopicRing {
     publisher: MpPublisher,
+    /// This ring's share of `limits.ring_memory_bytes`, given back when the
+    /// topic is dropped (its last subscriber or publisher let go of it).
+    _memory: Reservation,
 }
 
 impl TopicRing {
@@ -139,12 +149,34 @@ pub struct Topic {
     wakeup: Wakeup,
     deleted: AtomicBool,
     created_unix_nanos: u64,
+    memory: Arc<Budget>,
+    /// Created by a publish or subscribe (not by config or the admin API):
+    /// such a topic is reaped once idle (see `Registry::reap_idle`).
+    auto_created: bool,
+    /// The reaper's notes: `published` at its last look, and since when
+    /// (Unix nanos) nothing was published and nobody subscribed. Touched
+    /// only by the reaper, never on the message path.
+    idle_seen: AtomicU64,
+    idle_since: AtomicU64,
     pub(crate) counters: TopicCounters,
 }
 
 impl Topic {
-    /// A topic with a fresh random epoch and no ring yet.
+    /// A topic with a fresh random epoch and no ring yet, outside any
+    /// registry (no memory budget, never reaped).
+    #[cfg(test)]
     pub(crate) fn new(name: Arc<str>, settings: TopicSettings) -> Topic {
+        Topic::in_budget(name, settings, Budget::unlimited(), false)
+    }
+
+    /// A topic whose ring, once allocated, is reserved from `memory`.
+    pub(crate) fn in_budget(
+        name: Arc<str>,
+        settings: TopicSettings,
+        memory: Arc<Budget>,
+        auto_created: bool,
+    ) -> Topic {
+        let now = now_unix_nanos();
         Topic {
             name,
             epoch: random_epoch(),
@@ -153,9 +185,30 @@ impl Topic {
             ring_init: Mutex::new(()),
             wakeup: Wakeup::new(),
             deleted: AtomicBool::new(false),
-            created_unix_nanos: now_unix_nanos(),
+            created_unix_nanos: now,
+            memory,
+            auto_created,
+            idle_seen: AtomicU64::new(0),
+            idle_since: AtomicU64::new(now),
             counters: TopicCounters::default(),
         }
+    }
+
+    /// Whether this topic has been idle (no publish, no subscriber) since
+    /// at least `cutoff` (Unix nanos), as seen by successive calls at
+    /// `now`. Only auto-created topics are ever idle in this sense.
+    pub(crate) fn idle_before(&self, now: u64, cutoff: u64) -> bool {
+        if !self.auto_created {
+            return false;
+        }
+        let published = self.counters.published.load(Ordering::Relaxed);
+        let busy = self.counters.subscribers.load(Ordering::Relaxed) > 0
+            || self.idle_seen.swap(published, Ordering::Relaxed) != published;
+        if busy {
+            self.idle_since.store(now, Ordering::Relaxed);
+            return false;
+        }
+        self.idle_since.load(Ordering::Relaxed) <= cutoff
     }
 
     /// The name.
@@ -249,9 +302,17 @@ impl Topic {
         if let Some(r) = self.ring.get() {
             return Ok(r);
         }
-        let (publisher, _ring) =
-            Ring::multi_producer_with_epoch(self.settings.ring_config(), self.epoch)?;
-        let r = self.ring.get_or_init(|| TopicRing { publisher });
+        let config = self.settings.ring_config();
+        let needed = config.geometry()?.memory_bytes();
+        let memory = self.memory.reserve(needed).ok_or(Exhausted::RingMemory {
+            limit: self.memory.limit(),
+            needed,
+        })?;
+        let (publisher, _ring) = Ring::multi_producer_with_epoch(config, self.epoch)?;
+        let r = self.ring.get_or_init(|| TopicRing {
+            publisher,
+            _memory: memory,
+        });
         // Subscribers waiting for the ring to exist.
         self.wakeup.wake();
         Ok(r)
@@ -361,6 +422,40 @@ mod tests {
         t.publish(&[0; 1024]).unwrap();
         t.mark_deleted();
         assert!(matches!(t.publish(b"x"), Err(PublishError::Deleted)));
+    }
+
+    #[test]
+    fn a_ring_over_the_memory_budget_is_refused_and_its_memory_given_back() {
+        let budget = Budget::new(100 * 1024);
+        let a = Topic::in_budget("a".into(), settings(), budget.clone(), true);
+        let b = Topic::in_budget("b".into(), settings(), budget.clone(), true);
+        a.publish(b"x").unwrap();
+        assert_eq!(budget.used(), 64 * 1024);
+        match b.publish(b"y") {
+            Err(PublishError::Exhausted(Exhausted::RingMemory { limit, needed })) => {
+                assert_eq!((limit, needed), (100 * 1024, 64 * 1024))
+            }
+            other => panic!("expected the budget to refuse, got {other:?}"),
+        }
+        assert_eq!(budget.refused(), 1);
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        b.publish(b"y").unwrap();
+    }
+
+    #[test]
+    fn only_auto_created_topics_without_traffic_are_idle() {
+        let t = Topic::in_budget("a".into(), settings(), Budget::unlimited(), true);
+        let created = t.created_unix_nanos();
+        assert!(t.idle_before(created + 10, created), "idle since creation");
+        t.publish(b"x").unwrap();
+        assert!(!t.idle_before(created + 20, created + 15), "a publish");
+        assert!(!t.idle_before(created + 30, created + 15), "idle since 20");
+        assert!(t.idle_before(created + 40, created + 25));
+        t.counters.subscribers.fetch_add(1, Ordering::Relaxed);
+        assert!(!t.idle_before(created + 50, created + 45), "a subscriber");
+        let configured = Topic::new("c".into(), settings());
+        assert!(!configured.idle_before(u64::MAX, u64::MAX));
     }
 
     #[test]

@@ -37,6 +37,10 @@ struct Args {
     /// Accepted client token (repeatable). Replaces tokens from file and env.
     #[arg(long = "token")]
     tokens: Vec<String>,
+    /// Ring memory of all topics together, in bytes (limits.ring_memory_bytes)
+    /// [default: 1073741824].
+    #[arg(long)]
+    ring_memory_bytes: Option<usize>,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -62,6 +66,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.tokens.is_empty() {
         config.auth.tokens = args.tokens.clone();
+    }
+    if let Some(b) = args.ring_memory_bytes {
+        config.limits.ring_memory_bytes = b;
     }
     config.validate()?;
     Ok(config)

@@ -11,15 +11,16 @@ use futures::Stream;
 use lapwing_proto::v1::admin_server::Admin;
 use lapwing_proto::v1::{
     CloseConnectionRequest, CloseConnectionResponse, CreateTopicRequest, DeleteTopicRequest,
-    DeleteTopicResponse, ErrorCode, GetTopicRequest, ListConnectionsRequest,
-    ListConnectionsResponse, ListTopicsRequest, ListTopicsResponse, ServerInfoRequest,
-    ServerInfoResponse, StatsSnapshot, TopicInfo, WatchStatsRequest,
+    DeleteTopicResponse, GetTopicRequest, ListConnectionsRequest, ListConnectionsResponse,
+    ListTopicsRequest, ListTopicsResponse, ServerInfoRequest, ServerInfoResponse, StatsSnapshot,
+    TopicInfo, WatchStatsRequest,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{status, Shared};
-use crate::registry::RegistryError;
+use super::io::session_of;
+use super::Shared;
+use crate::error::RequestError;
 use crate::topic::{now_unix_nanos, Topic, TopicSettings};
 
 /// Shortest `WatchStats` interval.
@@ -41,33 +42,22 @@ impl AdminService {
         }
     }
 
+    /// An admitted connection (the gate counts Admin clients too) and the
+    /// admin token.
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        session_of(request)?;
         self.shared
             .admin
-            .check(&self.shared.auth, request.metadata())
+            .check(&self.shared.core.auth, request.metadata())
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, Status> {
-        self.shared.registry.get(name).ok_or_else(|| {
-            status(
-                ErrorCode::TopicNotFound,
-                format!("topic `{name}` does not exist"),
-            )
-        })
+        self.shared
+            .core
+            .registry
+            .get(name)
+            .ok_or_else(|| RequestError::TopicNotFound(name.to_owned()).into())
     }
-}
-
-fn registry_status(e: RegistryError) -> Status {
-    let code = match &e {
-        RegistryError::InvalidName(_) => {
-            return status(ErrorCode::InvalidTopic, e.to_string());
-        }
-        RegistryError::NotFound(_) => return status(ErrorCode::TopicNotFound, e.to_string()),
-        RegistryError::AlreadyExists(_) => Code::AlreadyExists,
-        RegistryError::TooManyTopics(_) => Code::ResourceExhausted,
-        RegistryError::InvalidSettings(_) => Code::InvalidArgument,
-    };
-    Status::new(code, e.to_string())
 }
 
 /// Publish rates: per topic, the count at the last two samples taken at
@@ -143,7 +133,7 @@ fn topic_info(topic: &Topic, rates: &Rates) -> TopicInfo {
 }
 
 fn all_topics(shared: &Shared, rates: &Rates) -> Vec<TopicInfo> {
-    let registry = &shared.registry;
+    let registry = &shared.core.registry;
     registry
         .list()
         .iter()
@@ -153,8 +143,8 @@ fn all_topics(shared: &Shared, rates: &Rates) -> Vec<TopicInfo> {
 }
 
 fn snapshot(shared: &Shared, rates: &Rates, include_topics: bool) -> StatsSnapshot {
-    let totals = shared.metrics.totals(&shared.registry);
-    let counts = shared.connections.counts();
+    let totals = shared.metrics.totals(&shared.core.registry);
+    let counts = shared.core.connections.counts();
     let sum = |f: fn(&(u64, u64)) -> u64| {
         u32::try_from(counts.iter().map(f).sum::<u64>()).unwrap_or(u32::MAX)
     };
@@ -162,7 +152,7 @@ fn snapshot(shared: &Shared, rates: &Rates, include_topics: bool) -> StatsSnapsh
         unix_nanos: now_unix_nanos(),
         connections: sum(|c| c.0),
         subscriptions: sum(|c| c.1),
-        topics: u32::try_from(shared.registry.len()).unwrap_or(u32::MAX),
+        topics: u32::try_from(shared.core.registry.len()).unwrap_or(u32::MAX),
         published_messages: totals.published,
         delivered_messages: totals.delivered,
         resyncs_sent: totals.resyncs,
@@ -185,14 +175,14 @@ impl Admin for AdminService {
     ) -> Result<Response<TopicInfo>, Status> {
         self.authorize(&request)?;
         let r = request.into_inner();
-        let registry = &self.shared.registry;
+        let registry = &self.shared.core.registry;
         let defaults = registry.settings_for(&r.name);
         let pick = |v: u64, default: usize| {
             if v == 0 {
-                Ok(default)
+                Ok::<usize, Status>(default)
             } else {
                 usize::try_from(v)
-                    .map_err(|_| Status::invalid_argument(format!("{v} is too large")))
+                    .map_err(|_| RequestError::InvalidArgument(format!("{v} is too large")).into())
             }
         };
         let settings = TopicSettings {
@@ -201,7 +191,7 @@ impl Admin for AdminService {
         };
         let topic = registry
             .create(&r.name, settings)
-            .map_err(registry_status)?;
+            .map_err(RequestError::from)?;
         info!(topic = %r.name, ring_bytes = settings.ring_bytes,
             max_message_bytes = settings.max_message_bytes, "topic created (admin)");
         Ok(Response::new(topic_info(&topic, &self.rates)))
@@ -215,9 +205,10 @@ impl Admin for AdminService {
         let name = request.into_inner().name;
         let topic = self.topic(&name)?;
         self.shared
+            .core
             .registry
             .delete(&name)
-            .map_err(registry_status)?;
+            .map_err(RequestError::from)?;
         // Publishes stop at the deletion mark; count what it had.
         self.shared.metrics.retire_topic(&topic.stats());
         self.rates.forget(&name);
@@ -251,6 +242,7 @@ impl Admin for AdminService {
         self.authorize(&request)?;
         let connections = self
             .shared
+            .core
             .connections
             .list()
             .iter()
@@ -265,7 +257,7 @@ impl Admin for AdminService {
     ) -> Result<Response<CloseConnectionResponse>, Status> {
         self.authorize(&request)?;
         let r = request.into_inner();
-        let closed = self.shared.connections.close(r.id, &r.reason);
+        let closed = self.shared.core.connections.close(r.id, &r.reason);
         if closed {
             info!(connection = r.id, reason = %r.reason, "connection closed (admin)");
         }
@@ -278,7 +270,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ServerInfoResponse>, Status> {
         self.authorize(&request)?;
         let f = &self.shared.facts;
-        let l = &self.shared.limits;
+        let l = &self.shared.core.limits;
         Ok(Response::new(ServerInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_seconds: f.started.elapsed().as_secs(),
@@ -293,7 +285,7 @@ impl Admin for AdminService {
             grpc_tls: f.grpc_tls,
             server_name: f.server_name.clone(),
             admin_token_required: self.shared.admin.token_required(),
-            data_token_required: self.shared.auth.required(),
+            data_token_required: self.shared.core.auth.required(),
         }))
     }
 
@@ -319,7 +311,7 @@ impl Admin for AdminService {
             move |(mut ticker, shared, rates)| async move {
                 tokio::select! {
                     _ = ticker.tick() => {}
-                    _ = shared.shutdown.cancelled() => return None,
+                    _ = shared.core.shutdown.cancelled() => return None,
                 }
                 let snap = snapshot(&shared, &rates, include);
                 Some((Ok(snap), (ticker, shared, rates)))

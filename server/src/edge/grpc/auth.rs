@@ -1,77 +1,64 @@
 //! `authorization: Bearer <token>` on gRPC calls.
 //!
-//! Data calls (Bus) follow the QUIC rules: with tokens configured, one of
-//! them must be presented, else `UNAUTHENTICATED`. Admin calls need the
-//! admin token: none presented (or one that is no token at all) is
-//! `UNAUTHENTICATED`; a token that is valid for data but is not the admin
-//! token is `PERMISSION_DENIED`. With no admin token configured, the Admin
-//! service exists only on a loopback listener (see [`AdminAuth::served`]).
+//! Data calls (Bus) follow the QUIC rules through the session layer
+//! (`Core::authenticate`): with tokens configured, one of them must be
+//! presented, else `UNAUTHENTICATED`. Admin calls need the admin token:
+//! none presented (or one that is no token at all) is `UNAUTHENTICATED`; a
+//! token that is valid for data but is not the admin token is
+//! `PERMISSION_DENIED`. Without an admin token, the Admin service exists
+//! only on a loopback listener of a server that has no data tokens either
+//! (see [`AdminAuth::served`]): a server whose data is protected by tokens
+//! must not leave its operator API open to every local process.
 
-use lapwing_proto::v1::ErrorCode;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::status;
-use crate::auth::{Auth, AuthError};
+use crate::auth::Auth;
+use crate::error::RequestError;
 
 /// The presented bearer token, if any. A header that is there but is not
 /// `Bearer <token>` is refused rather than ignored.
-fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
+pub(super) fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
     let Some(value) = metadata.get("authorization") else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| {
-        status(
-            ErrorCode::Unauthenticated,
-            "authorization metadata is not ASCII",
-        )
-    })?;
+    let refuse = |why| status(&RequestError::Unauthenticated(why));
+    let value = value
+        .to_str()
+        .map_err(|_| refuse("authorization metadata is not ASCII"))?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            status(
-                ErrorCode::Unauthenticated,
-                "authorization metadata must be `Bearer <token>`",
-            )
-        })?;
+        .ok_or_else(|| refuse("authorization metadata must be `Bearer <token>`"))?;
     Ok(Some(token.trim()).filter(|t| !t.is_empty()))
-}
-
-/// Checks a data call (Bus).
-pub(super) fn check_data(auth: &Auth, metadata: &MetadataMap) -> Result<(), Status> {
-    if !auth.required() {
-        return Ok(());
-    }
-    match auth.check(bearer(metadata)?.unwrap_or("")) {
-        Ok(()) => Ok(()),
-        Err(AuthError::Missing) => Err(status(
-            ErrorCode::Unauthenticated,
-            "this server requires a token: send `authorization: Bearer <token>`",
-        )),
-        Err(AuthError::Rejected) => Err(status(ErrorCode::Unauthenticated, "token not accepted")),
-    }
 }
 
 /// The admin token, and whether Admin is served at all.
 #[derive(Debug)]
 pub(crate) struct AdminAuth {
     token: Option<Auth>,
-    loopback_listener: bool,
+    served: bool,
 }
 
 impl AdminAuth {
-    pub(crate) fn new(token: Option<&str>, loopback_listener: bool) -> AdminAuth {
+    /// `data_tokens`: whether data calls need a token.
+    pub(crate) fn new(
+        token: Option<&str>,
+        loopback_listener: bool,
+        data_tokens: bool,
+    ) -> AdminAuth {
         AdminAuth {
+            served: token.is_some() || (loopback_listener && !data_tokens),
             token: token.map(|t| Auth::new(&[t.to_owned()])),
-            loopback_listener,
         }
     }
 
     /// Whether the Admin service is registered: with an admin token, or
-    /// without one only on a loopback listener.
+    /// without one only on a loopback listener of a server without data
+    /// tokens.
     pub(crate) fn served(&self) -> bool {
-        self.token.is_some() || self.loopback_listener
+        self.served
     }
 
     /// Whether an admin token is configured.
@@ -86,9 +73,9 @@ impl AdminAuth {
             // Loopback-only and tokenless: anyone who can reach it.
             return Ok(());
         };
+        let refuse = |e: RequestError| Err(status(&e));
         let Some(presented) = bearer(metadata)? else {
-            return Err(status(
-                ErrorCode::Unauthenticated,
+            return refuse(RequestError::Unauthenticated(
                 "admin calls need the admin token: send `authorization: Bearer <admin token>`",
             ));
         };
@@ -96,12 +83,11 @@ impl AdminAuth {
             return Ok(());
         }
         if data.check(presented).is_ok() {
-            Err(status(
-                ErrorCode::PermissionDenied,
+            refuse(RequestError::PermissionDenied(
                 "this token may publish and subscribe but is not the admin token",
             ))
         } else {
-            Err(status(ErrorCode::Unauthenticated, "token not accepted"))
+            refuse(RequestError::Unauthenticated("token not accepted"))
         }
     }
 }
@@ -122,7 +108,7 @@ mod tests {
     #[test]
     fn admin_token_rules() {
         let data = Auth::new(&["data".into()]);
-        let admin = AdminAuth::new(Some("root"), false);
+        let admin = AdminAuth::new(Some("root"), false, true);
         assert!(admin.served());
         assert!(admin.check(&data, &md(Some("Bearer root"))).is_ok());
         let code = |m| admin.check(&data, &m).unwrap_err().code();
@@ -130,6 +116,11 @@ mod tests {
         assert_eq!(code(md(Some("Bearer data"))), Code::PermissionDenied);
         assert_eq!(code(md(Some("Bearer nope"))), Code::Unauthenticated);
         assert_eq!(code(md(Some("Basic root"))), Code::Unauthenticated);
+        let e = admin.check(&data, &md(Some("Bearer data"))).unwrap_err();
+        assert_eq!(
+            e.metadata().get(super::super::ERROR_CODE_KEY).unwrap(),
+            "12"
+        );
         // With no data tokens every token is a valid data identity.
         let open = Auth::new(&[]);
         assert_eq!(
@@ -142,23 +133,22 @@ mod tests {
     }
 
     #[test]
-    fn tokenless_admin_only_on_loopback() {
-        assert!(AdminAuth::new(None, true).served());
-        assert!(!AdminAuth::new(None, false).served());
-        let open = AdminAuth::new(None, true);
+    fn tokenless_admin_only_on_loopback_without_data_tokens() {
+        assert!(AdminAuth::new(None, true, false).served());
+        assert!(!AdminAuth::new(None, false, false).served());
+        assert!(
+            !AdminAuth::new(None, true, true).served(),
+            "data tokens set and no admin token: Admin is not served"
+        );
+        let open = AdminAuth::new(None, true, false);
         assert!(open.check(&Auth::new(&[]), &md(None)).is_ok());
     }
 
     #[test]
-    fn data_calls_follow_the_quic_rules() {
-        assert!(check_data(&Auth::new(&[]), &md(None)).is_ok());
-        let a = Auth::new(&["t".into()]);
-        assert!(check_data(&a, &md(Some("Bearer t"))).is_ok());
-        assert_eq!(
-            check_data(&a, &md(None)).unwrap_err().code(),
-            Code::Unauthenticated
-        );
-        let e = check_data(&a, &md(Some("Bearer u"))).unwrap_err();
+    fn malformed_authorization_is_refused_with_a_code() {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", "Token x".parse().unwrap());
+        let e = bearer(&m).unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
         assert_eq!(e.metadata().get(super::super::ERROR_CODE_KEY).unwrap(), "2");
     }

@@ -19,21 +19,19 @@ use std::sync::Arc;
 use futures::Stream;
 use lapwing_proto::v1::bus_server::Bus;
 use lapwing_proto::v1::{
-    Delivery, ErrorCode, LagPolicy, PublishAck, PublishRequest, PublishStreamSummary,
-    SubscribeRequest,
+    Delivery, PublishAck, PublishRequest, PublishStreamSummary, SubscribeRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::auth::check_data;
-use super::io::conn_of;
+use super::auth::bearer;
+use super::io::session_of;
 use super::{status, Shared};
-use crate::connections::{BatchTally, Connection, SubscriptionGuard};
-use crate::limits::RequestError;
-use crate::publisher::TopicPublisher;
-use crate::subscription::{BatchLimits, Drain, StartAt, Step};
+use crate::error::RequestError;
+use crate::session::{Session, SubscribeParams, Subscription};
+use crate::subscription::{BatchLimits, StartAt, Step};
 
 /// One batch per read of the ring. Smaller than the QUIC edge's: each
 /// gRPC item is its own HTTP/2 message anyway, and this is what a
@@ -53,16 +51,21 @@ impl BusService {
         BusService { shared }
     }
 
-    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        check_data(&self.shared.auth, request.metadata())?;
-        if self.shared.shutdown.is_cancelled() {
-            return Err(status(ErrorCode::ShuttingDown, "server shutting down"));
+    /// The call's session, once the connection is admitted, the token
+    /// checked, and the server not shutting down.
+    fn admit<T>(&self, request: &Request<T>) -> Result<Arc<Session>, Status> {
+        let session = session_of(request)?;
+        let core = session.core();
+        core.authenticate(bearer(request.metadata())?.unwrap_or(""))?;
+        if core.shutdown.is_cancelled() {
+            return Err(status(&RequestError::ShuttingDown));
         }
-        if let (Some(conn), Some(agent)) = (conn_of(request), request.metadata().get("user-agent"))
-        {
-            conn.set_client_name_if_empty(agent.to_str().unwrap_or(""));
+        if let Some(agent) = request.metadata().get("user-agent") {
+            session
+                .connection()
+                .set_client_name_if_empty(agent.to_str().unwrap_or(""));
         }
-        Ok(())
+        Ok(session)
     }
 }
 
@@ -74,19 +77,20 @@ impl Bus for BusService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishAck>, Status> {
-        self.admit(&request)?;
+        let session = self.admit(&request)?;
         let p = request.into_inner();
-        let mut publisher = TopicPublisher::new(self.shared.registry.clone());
-        Ok(Response::new(publisher.publish(&p.topic, &p.payload)?))
+        Ok(Response::new(
+            session.publisher().publish(&p.topic, &p.payload)?,
+        ))
     }
 
     async fn publish_stream(
         &self,
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<PublishStreamSummary>, Status> {
-        self.admit(&request)?;
+        let session = self.admit(&request)?;
         let mut stream = request.into_inner();
-        let mut publisher = TopicPublisher::new(self.shared.registry.clone());
+        let mut publisher = session.publisher();
         let mut summary = PublishStreamSummary::default();
         let with_count = |mut s: Status, published: u64| {
             // How far the stream got, for a client that wants to resend.
@@ -97,8 +101,8 @@ impl Bus for BusService {
         loop {
             let next = tokio::select! {
                 next = stream.message() => next,
-                _ = self.shared.shutdown.cancelled() => {
-                    let s = status(ErrorCode::ShuttingDown, "server shutting down");
+                _ = self.shared.core.shutdown.cancelled() => {
+                    let s = status(&RequestError::ShuttingDown);
                     return Err(with_count(s, summary.published));
                 }
             };
@@ -132,46 +136,29 @@ impl Bus for BusService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<DeliveryStream>, Status> {
-        self.admit(&request)?;
-        let conn = conn_of(&request);
+        let session = self.admit(&request)?;
         let req = request.into_inner();
-        let policy = LagPolicy::try_from(req.lag_policy).map_err(|_| {
-            RequestError::Protocol(format!("unknown lag policy {}", req.lag_policy))
-        })?;
-        let max = self.shared.limits.max_subscriptions;
-        if conn
-            .as_ref()
-            .is_some_and(|c| c.subscription_count() >= max as usize)
-        {
-            return Err(RequestError::TooManySubscriptions(max).into());
-        }
-        let topic = self
-            .shared
-            .registry
-            .get_or_create(&req.topic)
-            .map_err(RequestError::from)?;
-        let drain = Drain::new(topic, StartAt::from_proto(req.start.as_ref()), policy);
-        let (epoch, start_seq) = (drain.epoch(), drain.start_seq());
-        let (id, guard) = match &conn {
-            Some(c) => {
-                let id = c.allocate_subscription_id();
-                (id, Some(c.add_subscription(id, &drain)))
-            }
-            None => (0, None),
+        let conn = session.connection();
+        let params = SubscribeParams {
+            topic: &req.topic,
+            start: StartAt::from_proto(req.start.as_ref()),
+            lag_policy: req.lag_policy,
         };
-        debug!(topic = %req.topic, start_seq, subscription = id, "gRPC subscribe");
+        let id = conn.allocate_subscription_id();
+        let sub = session.subscribe(id, params, conn.subscription_count())?;
+        let ok = sub.ok();
+        debug!(topic = %req.topic, start_seq = ok.start_seq, subscription = id, "gRPC subscribe");
         let state = Sub {
-            drain,
+            sub,
             queue: VecDeque::new(),
             end: None,
-            guard,
-            conn,
-            shutdown: self.shared.shutdown.clone(),
+            shutdown: self.shared.core.shutdown.clone(),
+            session,
         };
         let mut response = Response::new(Box::pin(state.into_stream()) as DeliveryStream);
         let md = response.metadata_mut();
-        md.insert("lapwing-epoch", MetadataValue::from(epoch));
-        md.insert("lapwing-start-seq", MetadataValue::from(start_seq));
+        md.insert("lapwing-epoch", MetadataValue::from(ok.epoch));
+        md.insert("lapwing-start-seq", MetadataValue::from(ok.start_seq));
         md.insert("lapwing-subscription-id", MetadataValue::from(id));
         Ok(response)
     }
@@ -179,14 +166,14 @@ impl Bus for BusService {
 
 /// One subscription's state between items.
 struct Sub {
-    drain: Drain,
+    sub: Subscription,
     /// The rest of the last batch read from the ring.
     queue: VecDeque<Delivery>,
     /// The status that ends the stream once `queue` is delivered.
     end: Option<Status>,
-    guard: Option<SubscriptionGuard>,
-    conn: Option<Arc<Connection>>,
     shutdown: CancellationToken,
+    /// Keeps the connection's slot and entry while the stream lives.
+    session: Arc<Session>,
 }
 
 impl Sub {
@@ -202,14 +189,12 @@ impl Sub {
 
     fn interrupted(&self) -> Option<Status> {
         if self.shutdown.is_cancelled() {
-            return Some(status(ErrorCode::ShuttingDown, "server shutting down"));
+            return Some(status(&RequestError::ShuttingDown));
         }
-        match &self.conn {
-            Some(c) if c.close_requested().is_cancelled() => {
-                Some(Status::unavailable(c.close_reason()))
-            }
-            _ => None,
-        }
+        let conn = self.session.connection();
+        conn.close_requested()
+            .is_cancelled()
+            .then(|| Status::unavailable(conn.close_reason()))
     }
 
     /// The next item; an error ends the stream.
@@ -224,44 +209,25 @@ impl Sub {
             if let Some(end) = self.end.take() {
                 return Err(end);
             }
-            let mut tally = BatchTally::default();
             let queue = &mut self.queue;
-            let step = self.drain.next_batch(GRPC_BATCH, |d| {
-                tally.see(&d);
-                queue.push_back(d.to_delivery());
-            });
-            if let Some(g) = &self.guard {
-                g.meter().record(&self.drain, &tally, step);
-            }
+            let step = self
+                .sub
+                .next_batch(GRPC_BATCH, |d| queue.push_back(d.to_delivery()));
             match step {
                 Step::Delivered { .. } => {}
                 Step::Idle => self.idle().await,
-                Step::Lagged { missed } => {
-                    self.end = Some(status(
-                        ErrorCode::Lagged,
-                        format!(
-                            "subscription lagged ({missed} messages overwritten) and its lag policy is disconnect"
-                        ),
-                    ))
-                }
-                Step::TopicDeleted => {
-                    self.end = Some(status(ErrorCode::TopicNotFound, "topic was deleted"))
+                Step::Lagged { .. } | Step::TopicDeleted => {
+                    self.end = self.sub.end(step).map(|e| status(&e))
                 }
             }
         }
     }
 
     async fn idle(&self) {
-        let closed = async {
-            match &self.conn {
-                Some(c) => c.close_requested().cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = self.drain.wait() => {}
+            _ = self.sub.wait() => {}
             _ = self.shutdown.cancelled() => {}
-            _ = closed => {}
+            _ = self.session.connection().close_requested().cancelled() => {}
         }
     }
 }

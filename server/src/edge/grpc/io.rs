@@ -1,51 +1,79 @@
-//! Accepted TCP connections of the gRPC listener, one connection-table
-//! entry each.
+//! Accepted TCP connections of the gRPC listener: TLS and the HTTP/2
+//! preface within a deadline, then admission through the session layer's
+//! shared gate, then one connection-table entry each.
+//!
+//! Why the edge does the TLS handshake itself (instead of tonic): a
+//! connection must not hold a slot of `limits.max_connections` before it
+//! has proved it is a gRPC client, so the slot is taken only after the
+//! handshake and the 24-byte HTTP/2 preface, both within
+//! `limits.handshake_timeout_ms`. Sockets that stay silent are dropped at
+//! the deadline and never count; handshakes in progress are bounded by the
+//! same number, so they cannot pile up either. Handshakes run on their own
+//! tasks, so a slow one never holds up the accept loop.
+//!
+//! A connection over the cap is still served, briefly: every call on it
+//! answers TOO_MANY_CONNECTIONS (gRPC `RESOURCE_EXHAUSTED`, with the
+//! Lapwing code in metadata), so the client learns why, and the socket is
+//! cut after [`CLOSE_GRACE`].
 //!
 //! tonic hands every request the accepted IO's `connect_info`; ours carries
-//! the connection's table entry, so a Subscribe call can register its
-//! subscription under the HTTP/2 connection it came on. When an operator
-//! closes the connection, its streams end with `UNAVAILABLE` (they watch
-//! the same token) and, a moment later so those statuses can still be
-//! written, every read and write of the socket fails, which makes hyper
-//! drop the connection.
+//! the connection's session (or its refusal), so a call can authorize itself and a
+//! Subscribe can register its subscription under the HTTP/2 connection it
+//! came on. When an operator closes the connection, its streams end with
+//! `UNAVAILABLE` (they watch the same token) and, a moment later so those
+//! statuses can still be written, every read and write of the socket
+//! fails, which makes hyper drop the connection.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, warn};
 
 use super::Shared;
-use crate::connections::{Connection, Tracked, Transport};
+use crate::error::RequestError;
+use crate::session::Session;
+use crate::transport::Transport;
 
-/// Time between an operator's close and the socket being cut.
+/// Time between a close (by an operator, or of a refused connection) and
+/// the socket being cut.
 const CLOSE_GRACE: Duration = Duration::from_millis(250);
+/// The HTTP/2 client connection preface (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What every request of a connection can see (`Request::extensions`).
+type Socket = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// What every request of a connection can see (`Request::extensions`):
+/// the connection's session, or why the gate refused it (over the cap,
+/// shutting down), which every call on it then gets.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
-    pub(crate) conn: Arc<Connection>,
+    admission: Result<Arc<Session>, Arc<RequestError>>,
 }
 
 /// See the module docs.
-pub(crate) struct TrackedIo {
-    inner: TcpStream,
+pub(crate) struct GrpcIo {
+    inner: Socket,
+    /// The preface, read to check it, handed to hyper first.
+    replay: Bytes,
     info: ConnInfo,
-    _tracked: Tracked,
-    _permit: OwnedSemaphorePermit,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
     grace: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl TrackedIo {
-    /// Whether the socket must fail now (closed by an operator, grace over).
+impl GrpcIo {
+    /// Whether the socket must fail now (closed, grace over).
     fn cut(&mut self, cx: &mut Context<'_>) -> bool {
         if self.grace.is_none() {
             if self.closing.as_mut().poll(cx).is_pending() {
@@ -60,13 +88,10 @@ impl TrackedIo {
 }
 
 fn closed_error() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "connection closed by an operator",
-    )
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closed")
 }
 
-impl AsyncRead for TrackedIo {
+impl AsyncRead for GrpcIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -75,11 +100,17 @@ impl AsyncRead for TrackedIo {
         if self.cut(cx) {
             return Poll::Ready(Err(closed_error()));
         }
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay[..n]);
+            self.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl AsyncWrite for GrpcIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -115,66 +146,117 @@ impl AsyncWrite for TrackedIo {
     }
 }
 
-impl tonic::transport::server::Connected for TrackedIo {
+impl tonic::transport::server::Connected for GrpcIo {
     type ConnectInfo = ConnInfo;
     fn connect_info(&self) -> ConnInfo {
         self.info.clone()
     }
 }
 
-/// The connection a request came on (plaintext or TLS).
-pub(crate) fn conn_of<T>(request: &tonic::Request<T>) -> Option<Arc<Connection>> {
-    let ext = request.extensions();
-    ext.get::<ConnInfo>()
-        .or_else(|| {
-            ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
-                .map(|t| t.get_ref())
-        })
-        .map(|i| i.conn.clone())
+/// The session of the connection a request came on, or the status of its
+/// refusal.
+pub(crate) fn session_of<T>(request: &tonic::Request<T>) -> Result<Arc<Session>, tonic::Status> {
+    match request.extensions().get::<ConnInfo>().map(|i| &i.admission) {
+        Some(Ok(session)) => Ok(session.clone()),
+        Some(Err(refused)) => Err(super::status(refused)),
+        // Every connection comes through `incoming`; a request without
+        // one would be a bug in how the server is wired.
+        None => Err(super::status(&RequestError::Internal(
+            "request without a connection".into(),
+        ))),
+    }
 }
 
-/// Accepted connections, each registered in the connection table. Over
-/// `limits.max_connections` gRPC connections, new ones are closed at once.
-/// Accept errors (e.g. out of file descriptors) are logged and retried,
-/// never passed to tonic, which would stop serving.
+/// Accepted, handshaken, admitted connections, for tonic. Accept errors
+/// (e.g. out of file descriptors) are logged and retried, never passed to
+/// tonic, which would stop serving.
 pub(crate) fn incoming(
     listener: TcpListener,
     shared: Arc<Shared>,
-) -> impl Stream<Item = Result<TrackedIo, std::io::Error>> {
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
-    futures::stream::unfold(
-        (listener, shared, permits),
-        |(listener, shared, permits)| async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        warn!(error = %e, "gRPC accept failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    warn!(%peer, limit = shared.limits.max_connections,
-                        "gRPC connection refused: too many connections");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let id = shared.connections.allocate_id();
-                let tracked = shared.connections.open(id, Transport::Grpc, peer, "");
-                debug!(id, %peer, "gRPC connection");
-                let io = TrackedIo {
-                    inner: stream,
-                    info: ConnInfo {
-                        conn: tracked.entry().clone(),
-                    },
-                    closing: Box::pin(tracked.close_requested().clone().cancelled_owned()),
-                    grace: None,
-                    _tracked: tracked,
-                    _permit: permit,
-                };
-                return Some((Ok(io), (listener, shared, permits)));
+) -> impl Stream<Item = Result<GrpcIo, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, shared, tx));
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|io| (Ok(io), rx))
+    })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: mpsc::Sender<GrpcIo>) {
+    let core = shared.core.clone();
+    let handshakes = Arc::new(Semaphore::new(core.limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = core.shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "gRPC accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        },
-    )
+        };
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            debug!(%peer, "gRPC connection dropped: too many handshakes in progress");
+            continue;
+        };
+        let shared = shared.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let deadline = shared.core.limits.handshake_timeout;
+            let prepared = tokio::time::timeout(deadline, prepare(stream, peer, &shared)).await;
+            drop(handshake);
+            match prepared {
+                Ok(Ok(io)) => {
+                    let _ = tx.send(io).await;
+                }
+                Ok(Err(e)) => debug!(%peer, error = %e, "gRPC handshake failed"),
+                Err(_) => debug!(%peer, "gRPC handshake or preface timed out"),
+            }
+        });
+    }
+}
+
+/// TLS (if on), the preface, then the gate.
+async fn prepare(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io::Result<GrpcIo> {
+    let _ = stream.set_nodelay(true);
+    let mut socket: Socket = match &shared.tls {
+        Some(tls) => Either::Right(
+            tokio_rustls::TlsAcceptor::from(tls.clone())
+                .accept(stream)
+                .await?,
+        ),
+        None => Either::Left(stream),
+    };
+    let mut preface = [0u8; PREFACE.len()];
+    socket.read_exact(&mut preface).await?;
+    if &preface != PREFACE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an HTTP/2 connection preface",
+        ));
+    }
+    let (admission, closing) = match shared.core.admit(Transport::Grpc, peer, "") {
+        Ok(session) => {
+            debug!(id = session.id(), %peer, "gRPC connection");
+            let closing = session.connection().close_requested().clone();
+            (Ok(Arc::new(session)), closing)
+        }
+        Err(e) => {
+            warn!(%peer, error = %e, "gRPC connection refused");
+            // Answer its calls with the error, then cut it.
+            let closing = CancellationToken::new();
+            closing.cancel();
+            (Err(Arc::new(e)), closing)
+        }
+    };
+    Ok(GrpcIo {
+        inner: socket,
+        replay: Bytes::from_static(PREFACE),
+        info: ConnInfo { admission },
+        closing: Box::pin(closing.cancelled_owned()),
+        grace: None,
+    })
 }

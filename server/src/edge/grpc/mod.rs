@@ -10,36 +10,38 @@
 //!   The server buffers at most one batch per subscription, never more.
 //! - `admin`: the operator API; every call needs the admin token.
 //! - `auth`: `authorization: Bearer <token>` metadata for both.
-//! - `io`: the accepted TCP connections, wrapped so each HTTP/2 connection
-//!   is one entry in the connection table and an operator can close it.
+//! - `io`: the accepted TCP connections: TLS and the HTTP/2 preface within
+//!   the handshake deadline, then the session layer's shared gate; each
+//!   HTTP/2 connection is one entry in the connection table and an operator
+//!   can close it.
+//! - `limit`: request bodies charged to the partial-frame budget, with the
+//!   frame deadline, like QUIC streams.
 //!
-//! Errors are gRPC statuses: the code is mapped from the Lapwing
-//! [`ErrorCode`] (see PROTOCOL.md, "gRPC") and the exact Lapwing code rides
-//! along in the `lapwing-error-code` trailer.
+//! Errors are gRPC statuses built by one function, [`status`]: the code is
+//! mapped from the Lapwing [`ErrorCode`] (see PROTOCOL.md, "gRPC") and the
+//! exact Lapwing code rides along in the `lapwing-error-code` metadata.
 
 mod admin;
 mod auth;
 mod bus;
 mod io;
+mod limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lapwing_proto::v1::admin_server::AdminServer;
 use lapwing_proto::v1::bus_server::BusServer;
 use lapwing_proto::v1::ErrorCode;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::Status;
 use tracing::{info, warn};
 
-use crate::auth::Auth;
-use crate::connections::Connections;
+use crate::error::RequestError;
 use crate::http::Readiness;
-use crate::limits::{Limits, RequestError};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::session::Core;
 use crate::ServerError;
 
 pub(crate) use auth::AdminAuth;
@@ -63,40 +65,42 @@ pub(crate) struct ServerFacts {
 /// State shared by every gRPC call.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) limits: Limits,
-    pub(crate) auth: Auth,
+    /// The session layer: registry, limits, auth, the connection gate.
+    pub(crate) core: Arc<Core>,
     pub(crate) admin: AdminAuth,
-    pub(crate) connections: Arc<Connections>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) shutdown: CancellationToken,
     pub(crate) facts: ServerFacts,
+    /// TLS, done by `io` before a connection is admitted (None: plaintext).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// A bound gRPC listener, not yet serving.
-#[derive(Debug)]
-pub(crate) struct Bound {
-    listener: tokio::net::TcpListener,
-    tls: Option<ServerTlsConfig>,
-}
+/// HTTP/2 flow-control windows the server grants: per stream (what a
+/// streaming call may have in flight unread) and per connection. hyper's
+/// defaults are far larger; a publisher does not need more for throughput
+/// on loopback or a LAN, and a connection that stalls holds no more.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Calls beyond the subscriptions and publish streams a connection may
+/// hold: admin, health and reflection calls.
+const SPARE_STREAMS: u32 = 16;
 
-/// Binds the listener (port 0 works) and prepares TLS if enabled.
-pub(crate) fn bind(
-    addr: SocketAddr,
-    tls: Option<(&[u8], &[u8])>,
-) -> Result<(Bound, SocketAddr), ServerError> {
+/// Binds the listener (port 0 works).
+pub(crate) fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
     let bind_err = |source| ServerError::Bind { addr, source };
     let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
     std_listener.set_nonblocking(true).map_err(bind_err)?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
-    let tls = tls.map(|(cert, key)| ServerTlsConfig::new().identity(Identity::from_pem(cert, key)));
-    Ok((Bound { listener, tls }, local))
+    Ok((listener, local))
 }
 
-/// Serves until `shared.shutdown`; then lets open calls end (subscription
-/// streams end themselves with UNAVAILABLE) and returns.
-pub(crate) async fn serve(bound: Bound, shared: Arc<Shared>, ready: Arc<Readiness>) {
+/// Serves until shutdown; then lets open calls end (subscription streams
+/// end themselves with UNAVAILABLE) and returns.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    ready: Arc<Readiness>,
+) {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<BusServer<bus::BusService>>()
@@ -121,33 +125,36 @@ pub(crate) async fn serve(bound: Bound, shared: Arc<Shared>, ready: Arc<Readines
                 (None, None)
             }
         };
-    let max_decode = lapwing_proto::frame_limit_for(shared.limits.max_message_bytes);
+    let limits = &shared.core.limits;
+    let max_decode = lapwing_proto::frame_limit_for(limits.max_message_bytes);
     let bus = BusServer::new(bus::BusService::new(shared.clone()))
         .max_decoding_message_size(max_decode)
         .max_encoding_message_size(max_decode);
     let admin = admin_served.then(|| AdminServer::new(admin::AdminService::new(shared.clone())));
 
-    let mut builder = Server::builder()
+    let router = Server::builder()
         // Subscription streams are long-lived: detect dead peers.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
-        .tcp_nodelay(true);
-    if let Some(tls) = bound.tls {
-        builder = match builder.tls_config(tls) {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "gRPC TLS setup failed; the gRPC edge is not serving");
-                return;
-            }
-        };
-    }
-    let router = builder
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        // tonic would otherwise leave HTTP/2 streams per connection
+        // unbounded; each can hold a partial message (metered by `limit`).
+        .max_concurrent_streams(Some(
+            limits.max_subscriptions + limits.max_publish_streams + SPARE_STREAMS,
+        ))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .layer(limit::MeterBodies::new(
+            shared.core.partial_frames.clone(),
+            limits.frame_timeout,
+            max_decode,
+        ))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .add_service(bus)
         .add_optional_service(admin);
-    let incoming = io::incoming(bound.listener, shared.clone());
-    let shutdown = shared.shutdown.clone();
+    let incoming = io::incoming(listener, shared.clone());
+    let shutdown = shared.core.shutdown.clone();
     ready.grpc.set(true);
     let result = router
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
@@ -179,12 +186,18 @@ pub(crate) fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::PermissionDenied => Code::PermissionDenied,
         ErrorCode::TopicNotFound => Code::NotFound,
         ErrorCode::Internal => Code::Internal,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Timeout => Code::DeadlineExceeded,
+        ErrorCode::TopicExists => Code::AlreadyExists,
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
     }
 }
 
-/// A status with the mapped gRPC code and the Lapwing code in metadata.
-pub(crate) fn status(code: ErrorCode, message: impl Into<String>) -> Status {
-    let mut status = Status::new(grpc_code(code), message);
+/// The one builder of error statuses: the mapped gRPC code, the message,
+/// and the Lapwing code in metadata.
+pub(crate) fn status(e: &RequestError) -> Status {
+    let code = e.code();
+    let mut status = Status::new(grpc_code(code), e.to_string());
     status.metadata_mut().insert(
         ERROR_CODE_KEY,
         tonic::metadata::MetadataValue::from(code as i32),
@@ -194,6 +207,6 @@ pub(crate) fn status(code: ErrorCode, message: impl Into<String>) -> Status {
 
 impl From<RequestError> for Status {
     fn from(e: RequestError) -> Status {
-        status(e.code(), e.to_string())
+        status(&e)
     }
 }

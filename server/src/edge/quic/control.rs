@@ -1,13 +1,18 @@
 //! A connection's session, driven by its control stream.
 //!
-//! Order of a session: handshake (ALPN checked), connection permit, the
-//! first bidi stream is the control stream and its first frame must be
+//! Order of a session: handshake (ALPN checked, `limits.handshake_timeout_ms`);
+//! the first bidi stream is the control stream and its first frame must be
 //! Hello (within the hello timeout, at most 64 KiB); version and token are
-//! checked; Welcome. Only then are publish streams accepted and requests
-//! served. Errors that concern one request are answered with an Error frame
-//! and the session goes on; errors that make the control stream unusable
-//! (undecodable frame) or refuse the client (version, token) are answered
-//! with an Error frame and the connection is closed with that code.
+//! checked; the connection is admitted through the session layer's gate
+//! (shared with the gRPC edge); Welcome. Only then are publish streams
+//! accepted and requests served. What a request means is decided by
+//! [`crate::session::Session::control`]; this module only reads frames,
+//! runs subscription tasks and writes responses. Errors that concern one
+//! request are answered with an Error frame and the session goes on; errors
+//! that make the control stream unusable (undecodable frame, a frame left
+//! incomplete past `limits.frame_timeout_ms`) or refuse the client
+//! (version, token, connection cap) are answered with an Error frame and
+//! the connection is closed with that code.
 //!
 //! Responses are written by one writer task fed by a channel, so
 //! subscription and publish tasks can report errors on the control stream
@@ -18,26 +23,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::StreamExt;
 use lapwing_proto::v1::{
-    self, control_request, control_response, ControlRequest, ControlResponse, ErrorCode, LagPolicy,
+    self, control_request, control_response, ControlRequest, ControlResponse, ErrorCode,
 };
-use lapwing_proto::{FrameCodec, FrameError, PRE_HELLO_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use lapwing_proto::{FrameError, PRE_HELLO_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
 use super::{code, publish, subscribe, Shared};
-use crate::auth::AuthError;
-use crate::connections::{Tracked, Transport};
-use crate::limits::RequestError;
-use crate::subscription::{Drain, StartAt};
+use crate::error::RequestError;
+use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
+use crate::publisher::TopicPublisher;
+use crate::session::{Action, LiveSubscriptions, Session};
+use crate::transport::Transport;
 
-/// Time allowed for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a final Error/GoAway to reach the client before close.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Responses queued for the control writer before senders wait.
@@ -45,7 +47,7 @@ const CONTROL_QUEUE: usize = 256;
 /// Initial read buffer of the control stream.
 const CONTROL_READ_BUFFER: usize = 512;
 
-type ControlFrames = FramedRead<RecvStream, FrameCodec<ControlRequest>>;
+type ControlFrames = MeteredFrames<RecvStream, ControlRequest>;
 
 /// Sends responses to the control stream's writer task.
 pub(super) type ControlTx = mpsc::Sender<ControlResponse>;
@@ -56,13 +58,17 @@ pub(super) fn error_response(err: &RequestError, subscription_id: u64) -> Contro
     }
 }
 
+/// One incoming connection, from handshake to close. `handshake` is its
+/// place among connections still in their handshake, given back once the
+/// session is admitted or refused.
 pub(super) async fn handle_connection(
     incoming: quinn::Incoming,
-    permit: Option<OwnedSemaphorePermit>,
+    handshake: OwnedSemaphorePermit,
     shared: Arc<Shared>,
 ) {
     let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    let done = tokio::time::timeout(shared.core.limits.handshake_timeout, incoming);
+    let conn = match done.await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             debug!(%remote, error = %e, "handshake failed");
@@ -84,46 +90,36 @@ pub(super) async fn handle_connection(
         conn.close(code(ErrorCode::Protocol), b"ALPN lapwing/1 required");
         return;
     }
-    let Some(_permit) = permit else {
-        warn!(%remote, limit = shared.limits.max_connections, "connection refused: too many connections");
-        conn.close(code(ErrorCode::TooManyConnections), b"too many connections");
-        return;
-    };
-    let id = shared.connections.allocate_id();
-    let span = tracing::info_span!("conn", id, %remote);
-    run_session(conn, id, shared).instrument(span).await;
+    let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
+    run_session(conn, handshake, shared).instrument(span).await;
 }
 
-async fn run_session(conn: Connection, id: u64, shared: Arc<Shared>) {
-    let Some((send, mut frames, client_name)) = hello(&conn, id, &shared).await else {
+async fn run_session(conn: Connection, handshake: OwnedSemaphorePermit, shared: Arc<Shared>) {
+    let hello = hello(&conn, &shared).await;
+    drop(handshake);
+    let Some((send, mut frames, session)) = hello else {
         return;
     };
-    info!(client = %client_name, "connected");
-    let tracked = shared
-        .connections
-        .open(id, Transport::Quic, conn.remote_address(), &client_name);
-    frames
-        .decoder_mut()
-        .set_max_frame_bytes(shared.limits.max_frame_bytes);
+    tracing::Span::current().record("id", session.id());
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
     let writer = tokio::spawn(write_control(send, rx));
-    let cancel = shared.shutdown.child_token();
-    let mut session = Session {
+    let cancel = shared.core.shutdown.child_token();
+    let mut control = Control {
         conn: conn.clone(),
         shared: shared.clone(),
         tx,
         cancel: cancel.clone(),
-        subs: HashMap::new(),
-        tracked,
+        subs: Subs::default(),
+        session,
     };
-    let close = session.serve(&mut frames).await;
+    let close = control.serve(&mut frames).await;
     // Stop every task of this connection, then let the writer flush what
     // is queued (a final Error or GoAway) before the connection closes.
     cancel.cancel();
-    for (_, sub) in session.subs.drain() {
+    for (_, sub) in control.subs.0.drain() {
         sub.cancel.cancel();
     }
-    drop(session);
+    drop(control);
     if let Some((close_code, reason)) = close {
         if let Ok(Ok(Some(send))) = tokio::time::timeout(FLUSH_TIMEOUT, writer).await {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;
@@ -142,14 +138,11 @@ enum First {
     EarlyStream,
 }
 
-/// Reads and checks Hello, answers Welcome. On failure the client got an
-/// Error frame and the connection is closed.
-async fn hello(
-    conn: &Connection,
-    id: u64,
-    shared: &Shared,
-) -> Option<(SendStream, ControlFrames, String)> {
-    let limits = &shared.limits;
+/// Reads and checks Hello, admits the connection, answers Welcome. On
+/// failure the client got an Error frame and the connection is closed.
+async fn hello(conn: &Connection, shared: &Shared) -> Option<(SendStream, ControlFrames, Session)> {
+    let core = &shared.core;
+    let limits = &core.limits;
     let deadline = tokio::time::Instant::now() + limits.hello_timeout;
     let opened = tokio::select! {
         opened = conn.accept_bi() => opened,
@@ -159,7 +152,7 @@ async fn hello(
             return None;
         }
         _ = tokio::time::sleep_until(deadline) => {
-            conn.close(code(ErrorCode::Protocol), b"no control stream in time");
+            conn.close(code(ErrorCode::Timeout), b"no control stream in time");
             return None;
         }
     };
@@ -170,11 +163,14 @@ async fn hello(
             return None;
         }
     };
-    // Control frames are small; the buffer grows for a larger one. (The
+    // Control frames are small, so the stream keeps the pre-Hello limit for
+    // good; the buffer starts small and grows for a larger frame. (The
     // codec's 8 KiB default, per idle connection, is 80 MB at 10 000.)
-    let mut frames = FramedRead::with_capacity(
+    let progress = FrameProgress::new(&core.partial_frames, limits.frame_timeout);
+    let mut frames = MeteredFrames::new(
         recv,
-        FrameCodec::new(PRE_HELLO_MAX_FRAME_BYTES),
+        PRE_HELLO_MAX_FRAME_BYTES,
+        progress,
         CONTROL_READ_BUFFER,
     );
     // Before Welcome, any other stream is a protocol error.
@@ -192,16 +188,18 @@ async fn hello(
         _ = early_stream => First::EarlyStream,
     };
     let first = match first {
-        First::TimedOut => Err(RequestError::Protocol("no Hello in time".into())),
+        First::TimedOut => Err(RequestError::Timeout("no Hello in time".into())),
         First::EarlyStream => Err(RequestError::Protocol(
             "a stream was opened before Welcome".into(),
         )),
         First::Frame(None) => return None,
-        First::Frame(Some(Err(FrameError::Io(e)))) => {
-            debug!(error = %e, "control stream failed before Hello");
-            return None;
-        }
-        First::Frame(Some(Err(e))) => Err(RequestError::from(e)),
+        First::Frame(Some(Err(e))) => match classify(e) {
+            ReadFailure::Refused(e) => Err(e),
+            ReadFailure::Gone(e) => {
+                debug!(error = %e, "control stream failed before Hello");
+                return None;
+            }
+        },
         First::Frame(Some(Ok(ControlRequest {
             kind: Some(control_request::Kind::Hello(h)),
         }))) => Ok(h),
@@ -209,24 +207,19 @@ async fn hello(
             "the first frame on the control stream must be Hello".into(),
         )),
     };
-    let checked = first.and_then(|h| {
+    let admitted = first.and_then(|h| {
         if h.version != PROTOCOL_VERSION {
             return Err(RequestError::UnsupportedVersion {
                 got: h.version,
                 supported: PROTOCOL_VERSION,
             });
         }
-        match shared.auth.check(&h.token) {
-            Ok(()) => Ok(h),
-            Err(AuthError::Missing) => Err(RequestError::Unauthenticated(
-                "this server requires a token",
-            )),
-            Err(AuthError::Rejected) => Err(RequestError::Unauthenticated("token not accepted")),
-        }
+        core.authenticate(&h.token)?;
+        core.admit(Transport::Quic, conn.remote_address(), &h.client_name)
     });
     let mut send = send;
-    match checked {
-        Ok(h) => {
+    match admitted {
+        Ok(session) => {
             let welcome = ControlResponse {
                 kind: Some(control_response::Kind::Welcome(v1::Welcome {
                     version: PROTOCOL_VERSION,
@@ -234,13 +227,14 @@ async fn hello(
                     max_message_bytes: limits.max_message_bytes as u64,
                     max_frame_bytes: limits.max_frame_bytes as u64,
                     max_subscriptions: limits.max_subscriptions,
-                    connection_id: id,
+                    connection_id: session.id(),
                 })),
             };
             let mut buf = BytesMut::new();
             lapwing_proto::encode_frame(&welcome, &mut buf);
             send.write_all(&buf).await.ok()?;
-            Some((send, frames, h.client_name))
+            info!(client = ?session.connection().info().client_name, "connected");
+            Some((send, frames, session))
         }
         Err(err) => {
             info!(error = %err, "client refused");
@@ -286,29 +280,42 @@ struct SubHandle {
     task: JoinHandle<()>,
 }
 
-struct Session {
+/// The live subscription tasks of one connection.
+#[derive(Debug, Default)]
+struct Subs(HashMap<u64, SubHandle>);
+
+impl LiveSubscriptions for Subs {
+    fn contains(&self, id: u64) -> bool {
+        self.0.contains_key(&id)
+    }
+
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+struct Control {
     conn: Connection,
     shared: Arc<Shared>,
     tx: ControlTx,
     cancel: CancellationToken,
-    subs: HashMap<u64, SubHandle>,
-    /// This connection's entry in the admin API's connection table.
-    tracked: Tracked,
+    subs: Subs,
+    session: Session,
 }
 
-impl Session {
+impl Control {
     /// Serves until the connection ends; returns the close code and reason
     /// when the server is the one closing.
     async fn serve(&mut self, frames: &mut ControlFrames) -> Option<(quinn::VarInt, String)> {
-        let shutdown = self.shared.shutdown.clone();
-        let close_requested = self.tracked.close_requested().clone();
+        let shutdown = self.shared.core.shutdown.clone();
+        let close_requested = self.session.connection().close_requested().clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Some(self.go_away().await),
                 _ = close_requested.cancelled() => {
                     // An operator closed it (admin API): a normal close, so
                     // clients reconnect as after any connection loss.
-                    let reason = self.tracked.close_reason();
+                    let reason = self.session.connection().close_reason();
                     info!(%reason, "closed by an operator");
                     return Some((code(ErrorCode::Unspecified), reason));
                 }
@@ -318,43 +325,34 @@ impl Session {
                         debug!("client finished the control stream");
                         return Some((quinn::VarInt::from_u32(0), "bye".into()));
                     }
-                    Some(Err(FrameError::Io(e))) => {
-                        debug!(error = %e, "control stream ended");
-                        return None;
-                    }
-                    Some(Err(e)) => {
-                        // The stream is out of frame sync: nothing after this
-                        // can be trusted. Tell the client why, then close.
-                        let err = RequestError::from(e);
-                        info!(error = %err, "bad frame on the control stream");
-                        let _ = self.tx.send(error_response(&err, 0)).await;
-                        return Some((code(err.code()), err.to_string()));
-                    }
+                    Some(Err(e)) => match classify(e) {
+                        ReadFailure::Gone(e) => {
+                            debug!(error = %e, "control stream ended");
+                            return None;
+                        }
+                        ReadFailure::Refused(err) => {
+                            // The stream is out of frame sync, late or over
+                            // budget: nothing after this can be trusted.
+                            // Tell the client why, then close.
+                            info!(error = %err, "bad frame on the control stream");
+                            let _ = self.tx.send(error_response(&err, 0)).await;
+                            return Some((code(err.code()), err.to_string()));
+                        }
+                    },
                 },
                 stream = self.conn.accept_uni() => match stream {
-                    Ok(recv) => {
-                        tokio::spawn(publish::fire_and_forget(
-                            recv,
-                            self.shared.clone(),
-                            self.tx.clone(),
-                            self.cancel.clone(),
-                        ).in_current_span());
-                    }
+                    Ok(recv) => self.spawn_publish(|shared, tx, cancel, publisher, progress| {
+                        publish::fire_and_forget(recv, shared, tx, cancel, publisher, progress)
+                    }),
                     Err(e) => {
                         debug!(error = %e, "connection ended");
                         return None;
                     }
                 },
                 stream = self.conn.accept_bi() => match stream {
-                    Ok((send, recv)) => {
-                        tokio::spawn(publish::acked(
-                            send,
-                            recv,
-                            self.shared.clone(),
-                            self.tx.clone(),
-                            self.cancel.clone(),
-                        ).in_current_span());
-                    }
+                    Ok((send, recv)) => self.spawn_publish(|shared, tx, cancel, publisher, progress| {
+                        publish::acked(send, recv, shared, tx, cancel, publisher, progress)
+                    }),
                     Err(e) => {
                         debug!(error = %e, "connection ended");
                         return None;
@@ -362,6 +360,26 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// Starts a publish stream's task. How many run at once is bounded by
+    /// QUIC's stream credit (`limits.max_publish_streams_per_connection`,
+    /// see `super::bind`): a client cannot open more.
+    fn spawn_publish<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(Arc<Shared>, ControlTx, CancellationToken, TopicPublisher, FrameProgress) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let core = &self.shared.core;
+        let progress = FrameProgress::new(&core.partial_frames, core.limits.frame_timeout);
+        let fut = task(
+            self.shared.clone(),
+            self.tx.clone(),
+            self.cancel.clone(),
+            self.session.publisher(),
+            progress,
+        );
+        tokio::spawn(fut.in_current_span());
     }
 
     async fn go_away(&mut self) -> (quinn::VarInt, String) {
@@ -378,97 +396,39 @@ impl Session {
         (code(ErrorCode::ShuttingDown), "server shutting down".into())
     }
 
-    async fn respond(&self, kind: control_response::Kind) {
-        let _ = self.tx.send(ControlResponse { kind: Some(kind) }).await;
-    }
-
     async fn handle(&mut self, request: ControlRequest) {
-        use control_request::Kind;
-        match request.kind {
-            Some(Kind::Subscribe(s)) => {
-                let id = s.subscription_id;
-                if let Err(err) = self.subscribe(s).await {
-                    debug!(error = %err, subscription = id, "subscribe refused");
-                    self.respond(control_response::Kind::Error(err.to_wire(id)))
-                        .await;
-                }
-            }
-            Some(Kind::Unsubscribe(u)) => {
-                let id = u.subscription_id;
-                match self.subs.remove(&id) {
-                    Some(sub) => {
-                        sub.cancel.cancel();
-                        self.respond(control_response::Kind::Unsubscribed(v1::Unsubscribed {
-                            subscription_id: id,
-                        }))
-                        .await;
-                    }
-                    None => {
-                        let err = RequestError::InvalidSubscription(format!(
-                            "no live subscription with id {id}"
-                        ));
-                        self.respond(control_response::Kind::Error(err.to_wire(id)))
-                            .await;
-                    }
-                }
-            }
-            Some(Kind::Ping(p)) => {
-                self.respond(control_response::Kind::Pong(v1::Pong { nonce: p.nonce }))
-                    .await
-            }
-            Some(Kind::Hello(_)) => {
-                let err = RequestError::Protocol("Hello was already received".into());
-                self.respond(control_response::Kind::Error(err.to_wire(0)))
-                    .await;
-            }
-            None => {
-                let err = RequestError::Protocol("empty control request".into());
-                self.respond(control_response::Kind::Error(err.to_wire(0)))
-                    .await;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, s: v1::Subscribe) -> Result<(), RequestError> {
-        let id = s.subscription_id;
         // Subscriptions that ended on their own (lagged, topic deleted)
         // free their id and their place.
-        self.subs.retain(|_, sub| !sub.task.is_finished());
-        if self.subs.contains_key(&id) {
-            return Err(RequestError::InvalidSubscription(format!(
-                "subscription id {id} is already in use"
-            )));
+        self.subs.0.retain(|_, sub| !sub.task.is_finished());
+        let reply = self.session.control(request, &self.subs);
+        match reply.action {
+            Some(Action::Start(sub)) => {
+                let id = sub.id();
+                debug!(subscription = id, topic = %sub.drain().topic().name(),
+                    start_seq = sub.drain().start_seq(), "subscribed");
+                let cancel = self.cancel.child_token();
+                let task = tokio::spawn(
+                    subscribe::run(
+                        self.conn.clone(),
+                        *sub,
+                        cancel.clone(),
+                        self.tx.clone(),
+                        self.shared.batch,
+                    )
+                    .in_current_span(),
+                );
+                self.subs.0.insert(id, SubHandle { cancel, task });
+            }
+            Some(Action::Stop(id)) => {
+                if let Some(sub) = self.subs.0.remove(&id) {
+                    sub.cancel.cancel();
+                }
+            }
+            None => {}
         }
-        let max = self.shared.limits.max_subscriptions;
-        if self.subs.len() >= max as usize {
-            return Err(RequestError::TooManySubscriptions(max));
+        if let Some(control_response::Kind::Error(e)) = &reply.response.kind {
+            debug!(code = e.code, message = %e.message, subscription = e.subscription_id, "request refused");
         }
-        let policy = LagPolicy::try_from(s.lag_policy)
-            .map_err(|_| RequestError::Protocol(format!("unknown lag policy {}", s.lag_policy)))?;
-        let topic = self.shared.registry.get_or_create(&s.topic)?;
-        let drain = Drain::new(topic, StartAt::from_proto(s.start.as_ref()), policy);
-        let ok = v1::SubscribeOk {
-            subscription_id: id,
-            epoch: drain.epoch(),
-            start_seq: drain.start_seq(),
-        };
-        debug!(subscription = id, topic = %s.topic, start_seq = ok.start_seq, "subscribed");
-        let cancel = self.cancel.child_token();
-        let meter = self.tracked.entry().add_subscription(id, &drain);
-        let task = tokio::spawn(
-            subscribe::run(
-                self.conn.clone(),
-                id,
-                drain,
-                meter,
-                cancel.clone(),
-                self.tx.clone(),
-                self.shared.batch,
-            )
-            .in_current_span(),
-        );
-        self.subs.insert(id, SubHandle { cancel, task });
-        self.respond(control_response::Kind::SubscribeOk(ok)).await;
-        Ok(())
+        let _ = self.tx.send(reply.response).await;
     }
 }

@@ -17,30 +17,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::auth::Auth;
 use crate::limits::Limits;
-use crate::registry::Registry;
+use crate::session::Core;
 use crate::subscription::BatchLimits;
 use crate::ServerError;
 
 /// State every connection task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) limits: Limits,
-    pub(crate) auth: Auth,
+    /// The session layer: registry, limits, auth, the connection gate.
+    pub(crate) core: Arc<Core>,
     pub(crate) server_name: String,
-    pub(crate) shutdown: CancellationToken,
     pub(crate) drain: Duration,
     pub(crate) reconnect_after_ms: u32,
     pub(crate) batch: BatchLimits,
-    /// The connection table (ids, admin listing and closing).
-    pub(crate) connections: Arc<crate::connections::Connections>,
 }
+
+/// Bytes a client may have in flight to the server on one stream before
+/// the server reads them: a few frames of ordinary size. A larger frame
+/// still passes (the window opens as the server reads).
+const STREAM_RECEIVE_WINDOW: u32 = 256 * 1024;
+/// The same for all streams of one connection together: what one client
+/// can make quinn buffer for it before the server's tasks read.
+const CONNECTION_RECEIVE_WINDOW: u32 = 1024 * 1024;
 
 /// An application error code as a QUIC VarInt.
 pub(crate) fn code(c: lapwing_proto::v1::ErrorCode) -> quinn::VarInt {
@@ -51,6 +53,7 @@ pub(crate) fn code(c: lapwing_proto::v1::ErrorCode) -> quinn::VarInt {
 pub(crate) fn bind(
     addr: SocketAddr,
     udp_buffer_bytes: usize,
+    limits: &Limits,
     crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
 ) -> Result<quinn::Endpoint, ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -82,9 +85,17 @@ pub(crate) fn bind(
 
     let mut transport = quinn::TransportConfig::default();
     // Client-opened streams: publish streams (uni) and acked publish
-    // streams (bidi, plus the control stream).
-    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(256));
-    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
+    // streams (bidi, plus the control stream). Each can hold one partial
+    // frame, so these bound what one connection can start at once; the
+    // client cannot open more (QUIC stream credit).
+    let publish = limits.max_publish_streams;
+    transport.max_concurrent_uni_streams(publish.into());
+    transport.max_concurrent_bidi_streams((publish + 1).into());
+    // quinn's defaults let one connection have megabytes in flight that
+    // the server has not read yet; these bound it to what a publisher
+    // needs for throughput.
+    transport.stream_receive_window(STREAM_RECEIVE_WINDOW.into());
+    transport.receive_window(CONNECTION_RECEIVE_WINDOW.into());
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
     // Data written to a connection but not yet acknowledged is buffered
     // here, for every subscription stream of it together. quinn's default
@@ -105,20 +116,34 @@ pub(crate) fn bind(
 }
 
 /// Accepts connections until shutdown; each gets a task on `tracker`.
-/// Connections over the cap are accepted only to be closed with
-/// TOO_MANY_CONNECTIONS, so the client learns why.
+///
+/// A connection takes a slot of the shared gate only once its handshake
+/// and Hello are done (see `control`); one over the cap is then closed
+/// with TOO_MANY_CONNECTIONS, so the client learns why. Connections still
+/// in their handshake are bounded separately, by the same number, so
+/// clients that never finish one cannot pile up either: beyond it new
+/// ones are refused at once.
 pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, tracker: TaskTracker) {
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(shared.core.limits.max_connections));
+    let shutdown = shared.core.shutdown.clone();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => incoming,
                 None => break,
             },
-            _ = shared.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
         };
-        let permit = permits.clone().try_acquire_owned().ok();
-        tracker.spawn(control::handle_connection(incoming, permit, shared.clone()));
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            debug!(remote = %incoming.remote_address(), "refused: too many handshakes in progress");
+            incoming.refuse();
+            continue;
+        };
+        tracker.spawn(control::handle_connection(
+            incoming,
+            handshake,
+            shared.clone(),
+        ));
     }
     // Refuse new connections while the existing ones drain.
     endpoint.set_server_config(None);

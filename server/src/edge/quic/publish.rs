@@ -3,32 +3,43 @@
 //! Uni streams are fire-and-forget: errors come back as Error frames on
 //! the control stream. Bidi streams (after the control stream) are acked:
 //! one PublishResult per Publish, in order. A message-level error (too
-//! large, bad topic) refuses that one message and the stream goes on; a
-//! frame-level error (undecodable, length over the limit) loses frame sync,
-//! so the stream is stopped with the code. The connection stays up either
-//! way, and every message accepted before the error stays published.
+//! large, bad topic, a budget used up) refuses that one message and the
+//! stream goes on; a frame-level error (undecodable, length over the limit,
+//! a frame left incomplete past `limits.frame_timeout_ms` or over the
+//! partial-frame budget) loses frame sync, so the stream is stopped with
+//! the code. The connection stays up either way, and every message
+//! accepted before the error stays published.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use lapwing_proto::v1::{publish_result, Publish, PublishResult};
-use lapwing_proto::{FrameCodec, FrameError};
+use lapwing_proto::FrameError;
 use quinn::{RecvStream, SendStream};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::control::{error_response, ControlTx};
 use super::{code, Shared};
-use crate::limits::RequestError;
+use crate::error::RequestError;
+use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
 use crate::publisher::TopicPublisher;
 
 /// Publish frames handled per write on an acked stream.
 const ACK_BATCH: usize = 64;
+/// Initial read buffer of a publish stream (it grows with the frames).
+const PUBLISH_READ_BUFFER: usize = 8 * 1024;
 
-fn frames(recv: RecvStream, shared: &Shared) -> FramedRead<RecvStream, FrameCodec<Publish>> {
-    FramedRead::new(recv, FrameCodec::new(shared.limits.max_frame_bytes))
+type PublishFrames = MeteredFrames<RecvStream, Publish>;
+
+fn frames(recv: RecvStream, shared: &Shared, progress: FrameProgress) -> PublishFrames {
+    MeteredFrames::new(
+        recv,
+        shared.core.limits.max_frame_bytes,
+        progress,
+        PUBLISH_READ_BUFFER,
+    )
 }
 
 fn report(control: &ControlTx, err: &RequestError) {
@@ -39,34 +50,52 @@ fn report(control: &ControlTx, err: &RequestError) {
     }
 }
 
+/// What a read returned, sorted: a frame, the end, or a refusal that
+/// stops the stream.
+enum Read {
+    Frame(Publish),
+    End,
+    Stop(RequestError),
+}
+
+fn sort(frame: Option<Result<Publish, FrameError>>) -> Read {
+    match frame {
+        None => Read::End,
+        Some(Ok(p)) => Read::Frame(p),
+        Some(Err(e)) => match classify(e) {
+            ReadFailure::Gone(e) => {
+                debug!(error = %e, "publish stream ended");
+                Read::End
+            }
+            ReadFailure::Refused(e) => Read::Stop(e),
+        },
+    }
+}
+
 /// A uni publish stream.
 pub(super) async fn fire_and_forget(
     recv: RecvStream,
     shared: Arc<Shared>,
     control: ControlTx,
     cancel: CancellationToken,
+    mut publisher: TopicPublisher,
+    progress: FrameProgress,
 ) {
-    let mut frames = frames(recv, &shared);
-    let mut publisher = TopicPublisher::new(shared.registry.clone());
+    let mut frames = frames(recv, &shared, progress);
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
             _ = cancel.cancelled() => return,
         };
-        match frame {
-            None => return,
-            Some(Ok(p)) => {
+        match sort(frame) {
+            Read::End => return,
+            Read::Frame(p) => {
                 if let Err(err) = publisher.publish(&p.topic, &p.payload) {
                     debug!(error = %err, "publish refused");
                     report(&control, &err);
                 }
             }
-            Some(Err(FrameError::Io(e))) => {
-                debug!(error = %e, "publish stream ended");
-                return;
-            }
-            Some(Err(e)) => {
-                let err = RequestError::from(e);
+            Read::Stop(err) => {
                 debug!(error = %err, "bad frame on a publish stream; stopping it");
                 let _ = frames.get_mut().stop(code(err.code()));
                 report(&control, &err);
@@ -83,9 +112,10 @@ pub(super) async fn acked(
     shared: Arc<Shared>,
     control: ControlTx,
     cancel: CancellationToken,
+    mut publisher: TopicPublisher,
+    progress: FrameProgress,
 ) {
-    let mut frames = frames(recv, &shared);
-    let mut publisher = TopicPublisher::new(shared.registry.clone());
+    let mut frames = frames(recv, &shared, progress);
     let mut out = BytesMut::new();
     loop {
         let first = tokio::select! {
@@ -98,9 +128,9 @@ pub(super) async fn acked(
         let mut ended = false;
         // Answer every frame already received, then write once.
         while let Some(frame) = next.take() {
-            match frame {
-                None => ended = true,
-                Some(Ok(p)) => {
+            match sort(frame) {
+                Read::End => ended = true,
+                Read::Frame(p) => {
                     let kind = match publisher.publish(&p.topic, &p.payload) {
                         Ok(ack) => publish_result::Kind::Ack(ack),
                         Err(err) => {
@@ -114,11 +144,7 @@ pub(super) async fn acked(
                         next = frames.next().now_or_never();
                     }
                 }
-                Some(Err(FrameError::Io(e))) => {
-                    debug!(error = %e, "acked publish stream ended");
-                    ended = true;
-                }
-                Some(Err(e)) => fatal = Some(RequestError::from(e)),
+                Read::Stop(err) => fatal = Some(err),
             }
         }
         if let Some(err) = &fatal {

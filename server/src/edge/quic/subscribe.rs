@@ -1,4 +1,5 @@
-//! One subscription: a server-opened uni stream fed by a `Drain`.
+//! One subscription: a server-opened uni stream fed by a session-layer
+//! [`Subscription`].
 //!
 //! Each subscription has its own stream so a slow topic (or a client slow
 //! to read one topic) never blocks another topic of the same connection:
@@ -9,24 +10,23 @@
 //! the subscription with Error LAGGED).
 
 use bytes::BytesMut;
-use lapwing_proto::v1::{self, control_response, ControlResponse, ErrorCode};
+use lapwing_proto::v1;
 use quinn::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::control::ControlTx;
-use crate::connections::{BatchTally, SubscriptionGuard};
-use crate::subscription::{BatchLimits, Drain, Step};
+use super::control::{error_response, ControlTx};
+use crate::session::Subscription;
+use crate::subscription::{BatchLimits, Step};
 
 pub(super) async fn run(
     conn: Connection,
-    id: u64,
-    mut drain: Drain,
-    meter: SubscriptionGuard,
+    mut sub: Subscription,
     cancel: CancellationToken,
     control: ControlTx,
     limits: BatchLimits,
 ) {
+    let id = sub.id();
     let opened = tokio::select! {
         opened = conn.open_uni() => opened,
         _ = cancel.cancelled() => return,
@@ -42,12 +42,7 @@ pub(super) async fn run(
         &mut buf,
     );
     let end = loop {
-        let mut tally = BatchTally::default();
-        let step = drain.next_batch(limits, |d| {
-            tally.see(&d);
-            d.encode_frame(&mut buf);
-        });
-        meter.meter().record(&drain, &tally, step);
+        let step = sub.next_batch(limits, |d| d.encode_frame(&mut buf));
         if !buf.is_empty() {
             // One write per batch; `split` hands quinn the bytes without a
             // copy and keeps the spare capacity for the next batch.
@@ -66,22 +61,14 @@ pub(super) async fn run(
             Step::Delivered { .. } => {}
             Step::Idle => {
                 tokio::select! {
-                    _ = drain.wait() => {}
+                    _ = sub.wait() => {}
                     _ = cancel.cancelled() => break None,
                 }
             }
-            Step::Lagged { missed } => {
-                break Some((
-                    ErrorCode::Lagged,
-                    format!("subscription lagged ({missed} messages overwritten) and its lag policy is disconnect"),
-                ))
-            }
-            Step::TopicDeleted => {
-                break Some((ErrorCode::TopicNotFound, "topic was deleted".to_owned()))
-            }
+            Step::Lagged { .. } | Step::TopicDeleted => break sub.end(step),
         }
     };
-    let stats = drain.stats();
+    let stats = sub.drain().stats();
     debug!(
         subscription = id,
         delivered = stats.delivered,
@@ -89,14 +76,7 @@ pub(super) async fn run(
         "subscription ended"
     );
     let _ = send.finish();
-    if let Some((code, message)) = end {
-        let error = ControlResponse {
-            kind: Some(control_response::Kind::Error(v1::Error {
-                code: code as i32,
-                message,
-                subscription_id: id,
-            })),
-        };
-        let _ = control.send(error).await;
+    if let Some(err) = end {
+        let _ = control.send(error_response(&err, id)).await;
     }
 }

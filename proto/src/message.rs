@@ -1,0 +1,144 @@
+//! The one frame the server writes by hand: a `Delivery` carrying a
+//! `Message`, encoded straight from a payload borrowed from the ring.
+//!
+//! Every other frame goes through prost ([`crate::encode_frame`]). This one
+//! is written once per message per subscriber, so the fields around the
+//! payload are assembled on the stack instead of building an owned
+//! `Message` (which would copy the payload). The bytes are exactly what
+//! prost produces for the same `Delivery`; a test checks every varint
+//! width of every field.
+
+use bytes::BytesMut;
+
+/// Appends one length-delimited `Delivery { message: Message { seq,
+/// payload, publish_time_unix_nanos, epoch } }` frame to `out`.
+pub fn encode_message_frame(out: &mut BytesMut, seq: u64, epoch: u64, time: u64, payload: &[u8]) {
+    use prost::encoding::encoded_len_varint as vlen;
+    // Message fields: 1 seq (varint), 2 payload (bytes), 3 time (varint),
+    // 4 epoch (varint); proto3 omits zero values, as prost does. This runs
+    // once per message per subscriber, so the fields around the payload are
+    // assembled on the stack and appended with three copies instead of one
+    // bounds-checked `put_u8` per varint byte (profiled: prost's
+    // `encode_varint` was ~9 % of server CPU in a 100-subscriber fanout).
+    let varint_field = |v: u64| if v == 0 { 0 } else { 1 + vlen(v) };
+    let payload_field = if payload.is_empty() {
+        0
+    } else {
+        1 + vlen(payload.len() as u64) + payload.len()
+    };
+    let msg_len = varint_field(seq) + payload_field + varint_field(time) + varint_field(epoch);
+    // Delivery field 1 (`message`), length-delimited.
+    let body_len = 1 + vlen(msg_len as u64) + msg_len;
+
+    // Before the payload: frame length, Delivery tag, Message length, seq,
+    // payload tag and length: at most 10 + 1 + 10 + 11 + 11 bytes.
+    let mut head = Varints::<48>::new();
+    head.varint(body_len as u64);
+    head.byte(0x0a);
+    head.varint(msg_len as u64);
+    if seq != 0 {
+        head.byte(0x08);
+        head.varint(seq);
+    }
+    if !payload.is_empty() {
+        head.byte(0x12);
+        head.varint(payload.len() as u64);
+    }
+    // After it: time and epoch, at most 11 bytes each.
+    let mut tail = Varints::<24>::new();
+    if time != 0 {
+        tail.byte(0x18);
+        tail.varint(time);
+    }
+    if epoch != 0 {
+        tail.byte(0x20);
+        tail.varint(epoch);
+    }
+    out.reserve(head.len + payload.len() + tail.len);
+    out.extend_from_slice(head.bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(tail.bytes());
+}
+
+/// A few protobuf varints and tag bytes assembled on the stack.
+struct Varints<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Varints<N> {
+    fn new() -> Self {
+        Varints {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        // A local index keeps the length in a register inside the loop.
+        let mut i = self.len;
+        while v >= 0x80 {
+            self.buf[i] = (v as u8) | 0x80;
+            v >>= 7;
+            i += 1;
+        }
+        self.buf[i] = v as u8;
+        self.len = i + 1;
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{encode_frame, v1};
+
+    #[test]
+    fn message_frames_match_prost_at_varint_boundaries() {
+        // Every varint width of every field, the largest values included.
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ];
+        let payload = vec![7u8; 20_000];
+        for &seq in &values {
+            for &time in &values {
+                for &epoch in &values {
+                    for len in [0, 1, 127, 128, 16_384, 20_000] {
+                        let payload = &payload[..len];
+                        let mut manual = BytesMut::new();
+                        encode_message_frame(&mut manual, seq, epoch, time, payload);
+                        let owned = v1::Delivery {
+                            kind: Some(v1::delivery::Kind::Message(v1::Message {
+                                seq,
+                                payload: bytes::Bytes::copy_from_slice(payload),
+                                publish_time_unix_nanos: time,
+                                epoch,
+                            })),
+                        };
+                        let mut via_prost = BytesMut::new();
+                        encode_frame(&owned, &mut via_prost);
+                        assert_eq!(
+                            manual, via_prost,
+                            "seq {seq} time {time} epoch {epoch} len {len}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

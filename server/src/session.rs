@@ -1,0 +1,558 @@
+//! The transport-neutral session layer: every rule a client meets, once,
+//! for both edges.
+//!
+//! The edges own sockets, streams, framing and flow control; this module
+//! owns what a request *means* (the seam mini-redis draws between its
+//! connection and its commands):
+//!
+//! - **Admission** ([`Core::admit`]): one connection gate shared by QUIC and
+//!   gRPC (`limits.max_connections` counts both), taken only after the
+//!   handshake, so a socket that never completes one holds no slot; the
+//!   connection-table entry; the client's name capped at
+//!   [`crate::limits::MAX_CLIENT_NAME_BYTES`]. Tokens are checked by
+//!   [`Core::authenticate`] (QUIC: once, at Hello; gRPC: on every call).
+//! - **Subscribe** ([`Session::subscribe`]): the lag policy, the
+//!   per-connection subscription cap, get-or-create of the topic within the
+//!   connection's topic-creation quota, the `Drain`, and its meter.
+//! - **Publish** ([`Session::publisher`]): a [`TopicPublisher`] bound to
+//!   the same quota.
+//! - **The per-batch bookkeeping** ([`Subscription::next_batch`]): read a
+//!   batch, emit its events, update the meter and the metrics once.
+//! - **The control protocol** ([`Session::control`]): Subscribe,
+//!   Unsubscribe, Ping and misplaced frames, answered without I/O, so it is
+//!   tested (and fuzzed) with a fake set of live subscriptions.
+//!
+//! Every refusal is a [`RequestError`], whose one code table is in
+//! `crate::error`; each edge wraps the code in its own carrier.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lapwing_proto::v1::{
+    self, control_request, control_response, ControlRequest, ControlResponse, LagPolicy,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Auth, AuthError};
+use crate::budget::Budget;
+use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
+use crate::error::RequestError;
+use crate::limits::{self, Limits};
+use crate::publisher::TopicPublisher;
+use crate::registry::{CreationQuota, Registry};
+use crate::subscription::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
+use crate::transport::Transport;
+
+/// What every session of either edge shares: the server's state and rules.
+#[derive(Debug)]
+pub struct Core {
+    /// The topics.
+    pub registry: Arc<Registry>,
+    /// The limits in force.
+    pub limits: Limits,
+    /// Data tokens.
+    pub auth: Auth,
+    /// The connection table.
+    pub connections: Arc<Connections>,
+    /// Bytes held for partial frames, both edges (`limits.partial_frame_bytes`).
+    pub partial_frames: Arc<Budget>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    gate: Arc<Semaphore>,
+}
+
+impl Core {
+    /// The shared state of a server.
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: Limits,
+        auth: Auth,
+        connections: Arc<Connections>,
+        partial_frame_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<Core> {
+        Arc::new(Core {
+            gate: Arc::new(Semaphore::new(limits.max_connections)),
+            registry,
+            limits,
+            auth,
+            connections,
+            partial_frames: Budget::new(partial_frame_bytes),
+            shutdown,
+        })
+    }
+
+    /// Admits a connection whose handshake is done: takes a slot of the
+    /// shared gate and registers it in the connection table.
+    pub fn admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: SocketAddr,
+        client_name: &str,
+    ) -> Result<Session, RequestError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RequestError::ShuttingDown);
+        }
+        let permit = self
+            .gate
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RequestError::TooManyConnections(self.limits.max_connections))?;
+        let id = self.connections.allocate_id();
+        let tracked = self
+            .connections
+            .open(id, transport, peer, limits::client_name(client_name));
+        Ok(Session {
+            core: self.clone(),
+            tracked,
+            quota: Arc::new(CreationQuota::new(
+                self.limits.topics_created_per_connection,
+            )),
+            _permit: permit,
+        })
+    }
+
+    /// Checks a data token ("" = none presented).
+    pub fn authenticate(&self, token: &str) -> Result<(), RequestError> {
+        self.auth.check(token).map_err(|e| match e {
+            AuthError::Missing => RequestError::Unauthenticated("this server requires a token"),
+            AuthError::Rejected => RequestError::Unauthenticated("token not accepted"),
+        })
+    }
+
+    /// Connection slots still free (both edges).
+    pub fn free_slots(&self) -> usize {
+        self.gate.available_permits()
+    }
+}
+
+/// One admitted connection, of either edge. Dropping it frees its slot and
+/// its connection-table entry.
+#[derive(Debug)]
+pub struct Session {
+    core: Arc<Core>,
+    tracked: Tracked,
+    quota: Arc<CreationQuota>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A subscribe request, as both edges carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeParams<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// Where to start.
+    pub start: StartAt,
+    /// The wire value of the lag policy (checked here).
+    pub lag_policy: i32,
+}
+
+impl Session {
+    /// The shared state.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The connection's id (QUIC `Welcome.connection_id`).
+    pub fn id(&self) -> u64 {
+        self.tracked.id()
+    }
+
+    /// The connection-table entry (close requests, subscription ids).
+    pub fn connection(&self) -> &Arc<Connection> {
+        self.tracked.entry()
+    }
+
+    /// A subscription with id `id`, `live` being how many this connection
+    /// holds now.
+    pub fn subscribe(
+        &self,
+        id: u64,
+        params: SubscribeParams<'_>,
+        live: usize,
+    ) -> Result<Subscription, RequestError> {
+        let max = self.core.limits.max_subscriptions;
+        if live >= max as usize {
+            return Err(RequestError::TooManySubscriptions(max));
+        }
+        let policy = LagPolicy::try_from(params.lag_policy).map_err(|_| {
+            RequestError::Protocol(format!("unknown lag policy {}", params.lag_policy))
+        })?;
+        let topic = self
+            .core
+            .registry
+            .get_or_create_within(params.topic, Some(&self.quota))?;
+        let drain = Drain::new(topic, params.start, policy);
+        let guard = self.connection().add_subscription(id, &drain);
+        Ok(Subscription { id, drain, guard })
+    }
+
+    /// A publisher for one stream of this connection.
+    pub fn publisher(&self) -> TopicPublisher {
+        TopicPublisher::new(self.core.registry.clone(), self.quota.clone())
+    }
+
+    /// Answers one control request (QUIC control stream) without I/O;
+    /// `live` is the connection's set of live subscriptions. The edge
+    /// carries out the reply: starts or stops a subscription's task, then
+    /// sends the response.
+    pub fn control(&self, request: ControlRequest, live: &impl LiveSubscriptions) -> ControlReply {
+        use control_request::Kind;
+        let (response, action) = match request.kind {
+            Some(Kind::Subscribe(s)) => {
+                let id = s.subscription_id;
+                let subscribed = if live.contains(id) {
+                    Err(RequestError::InvalidSubscription(format!(
+                        "subscription id {id} is already in use"
+                    )))
+                } else {
+                    let params = SubscribeParams {
+                        topic: &s.topic,
+                        start: StartAt::from_proto(s.start.as_ref()),
+                        lag_policy: s.lag_policy,
+                    };
+                    self.subscribe(id, params, live.count())
+                };
+                match subscribed {
+                    Ok(sub) => (
+                        control_response::Kind::SubscribeOk(sub.ok()),
+                        Some(Action::Start(Box::new(sub))),
+                    ),
+                    Err(e) => (control_response::Kind::Error(e.to_wire(id)), None),
+                }
+            }
+            Some(Kind::Unsubscribe(u)) => {
+                let id = u.subscription_id;
+                if live.contains(id) {
+                    (
+                        control_response::Kind::Unsubscribed(v1::Unsubscribed {
+                            subscription_id: id,
+                        }),
+                        Some(Action::Stop(id)),
+                    )
+                } else {
+                    let e = RequestError::InvalidSubscription(format!(
+                        "no live subscription with id {id}"
+                    ));
+                    (control_response::Kind::Error(e.to_wire(id)), None)
+                }
+            }
+            Some(Kind::Ping(p)) => (
+                control_response::Kind::Pong(v1::Pong { nonce: p.nonce }),
+                None,
+            ),
+            Some(Kind::Hello(_)) => {
+                let e = RequestError::Protocol("Hello was already received".into());
+                (control_response::Kind::Error(e.to_wire(0)), None)
+            }
+            None => {
+                let e = RequestError::Protocol("empty control request".into());
+                (control_response::Kind::Error(e.to_wire(0)), None)
+            }
+        };
+        ControlReply {
+            response: ControlResponse {
+                kind: Some(response),
+            },
+            action,
+        }
+    }
+}
+
+/// The live subscriptions of one connection, as [`Session::control`] needs
+/// to see them.
+pub trait LiveSubscriptions {
+    /// Whether `id` is live.
+    fn contains(&self, id: u64) -> bool;
+    /// How many are live.
+    fn count(&self) -> usize;
+}
+
+/// What the edge does for one control request.
+#[derive(Debug)]
+pub struct ControlReply {
+    /// Sent on the control stream, after the action.
+    pub response: ControlResponse,
+    /// Start or stop a subscription.
+    pub action: Option<Action>,
+}
+
+/// A change to the connection's live subscriptions.
+#[derive(Debug)]
+pub enum Action {
+    /// Start serving this subscription.
+    Start(Box<Subscription>),
+    /// Stop subscription `id`.
+    Stop(u64),
+}
+
+/// One live subscription: its drain and its meter.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u64,
+    drain: Drain,
+    guard: SubscriptionGuard,
+}
+
+impl Subscription {
+    /// Its id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The drain (epoch, start, accounting).
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// QUIC's `SubscribeOk` (gRPC carries the same in response metadata).
+    pub fn ok(&self) -> v1::SubscribeOk {
+        v1::SubscribeOk {
+            subscription_id: self.id,
+            epoch: self.drain.epoch(),
+            start_seq: self.drain.start_seq(),
+        }
+    }
+
+    /// Reads one batch, emits its events in order, and records the batch
+    /// once in the meter and the metrics.
+    pub fn next_batch(
+        &mut self,
+        limits: BatchLimits,
+        mut emit: impl FnMut(DeliveryRef<'_>),
+    ) -> Step {
+        let mut tally = BatchTally::default();
+        let step = self.drain.next_batch(limits, |d| {
+            tally.see(&d);
+            emit(d);
+        });
+        self.guard.meter().record(&self.drain, &tally, step);
+        step
+    }
+
+    /// Waits until the next batch has something (cancel-safe).
+    pub async fn wait(&self) {
+        self.drain.wait().await
+    }
+
+    /// Why the subscription ended on its own after `step`, as the error
+    /// its client receives; `None` while it goes on.
+    pub fn end(&self, step: Step) -> Option<RequestError> {
+        match step {
+            Step::Lagged { missed } => Some(RequestError::Lagged { missed }),
+            Step::TopicDeleted => Some(RequestError::TopicDeleted(
+                self.drain.topic().name().to_owned(),
+            )),
+            Step::Delivered { .. } | Step::Idle => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use lapwing_proto::v1::ErrorCode;
+    use std::collections::HashMap;
+
+    impl LiveSubscriptions for HashMap<u64, Subscription> {
+        fn contains(&self, id: u64) -> bool {
+            self.contains_key(&id)
+        }
+        fn count(&self) -> usize {
+            self.len()
+        }
+    }
+
+    fn core(tweak: impl FnOnce(&mut crate::Config)) -> Arc<Core> {
+        let mut config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
+        tweak(&mut config);
+        Core::new(
+            Arc::new(Registry::from_config(&config).unwrap()),
+            Limits::from_config(&config),
+            Auth::new(&config.auth.tokens),
+            Arc::new(Connections::new(Arc::new(Metrics::new()))),
+            config.limits.partial_frame_bytes,
+            CancellationToken::new(),
+        )
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    fn subscribe(id: u64, topic: &str) -> ControlRequest {
+        ControlRequest {
+            kind: Some(control_request::Kind::Subscribe(v1::Subscribe {
+                subscription_id: id,
+                topic: topic.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Runs the control protocol against a map of live subscriptions, as
+    /// the QUIC edge does with its tasks; returns the response.
+    fn send(
+        session: &Session,
+        live: &mut HashMap<u64, Subscription>,
+        request: ControlRequest,
+    ) -> control_response::Kind {
+        let reply = session.control(request, live);
+        match reply.action {
+            Some(Action::Start(sub)) => {
+                live.insert(sub.id(), *sub);
+            }
+            Some(Action::Stop(id)) => {
+                live.remove(&id);
+            }
+            None => {}
+        }
+        reply.response.kind.expect("a response")
+    }
+
+    fn error_code(kind: &control_response::Kind) -> ErrorCode {
+        match kind {
+            control_response::Kind::Error(e) => ErrorCode::try_from(e.code).unwrap(),
+            other => panic!("expected an Error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_gate_for_both_edges() {
+        let core = core(|c| c.limits.max_connections = 2);
+        let a = core.admit(Transport::Quic, peer(), "a").unwrap();
+        let _b = core.admit(Transport::Grpc, peer(), "b").unwrap();
+        let refused = core.admit(Transport::Quic, peer(), "c").unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::TooManyConnections);
+        assert_eq!(core.connections.list().len(), 2);
+        drop(a);
+        assert_eq!(core.free_slots(), 1);
+        core.admit(Transport::Grpc, peer(), "d")
+            .expect("a slot was freed");
+    }
+
+    #[test]
+    fn client_names_are_capped() {
+        let core = core(|_| {});
+        let s = core
+            .admit(Transport::Quic, peer(), &"x".repeat(70_000))
+            .unwrap();
+        assert_eq!(
+            s.connection().info().client_name.len(),
+            limits::MAX_CLIENT_NAME_BYTES
+        );
+    }
+
+    #[test]
+    fn control_protocol_subscribe_unsubscribe_ping() {
+        let core = core(|c| c.limits.max_subscriptions_per_connection = 2);
+        let session = core.admit(Transport::Quic, peer(), "t").unwrap();
+        let mut live = HashMap::new();
+        let ok = match send(&session, &mut live, subscribe(1, "a")) {
+            control_response::Kind::SubscribeOk(ok) => ok,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((ok.subscription_id, ok.start_seq), (1, 0));
+        assert_eq!(ok.epoch, core.registry.get("a").unwrap().epoch());
+        let dup = send(&session, &mut live, subscribe(1, "b"));
+        assert_eq!(error_code(&dup), ErrorCode::InvalidSubscription);
+        let bad = send(&session, &mut live, subscribe(2, "bad..name"));
+        assert_eq!(error_code(&bad), ErrorCode::InvalidTopic);
+        assert!(matches!(
+            send(&session, &mut live, subscribe(2, "b")),
+            control_response::Kind::SubscribeOk(_)
+        ));
+        let over = send(&session, &mut live, subscribe(3, "c"));
+        assert_eq!(error_code(&over), ErrorCode::TooManySubscriptions);
+        assert_eq!(session.connection().subscription_count(), 2);
+        let unsub = ControlRequest {
+            kind: Some(control_request::Kind::Unsubscribe(v1::Unsubscribe {
+                subscription_id: 1,
+            })),
+        };
+        assert!(matches!(
+            send(&session, &mut live, unsub.clone()),
+            control_response::Kind::Unsubscribed(v1::Unsubscribed { subscription_id: 1 })
+        ));
+        assert_eq!(session.connection().subscription_count(), 1);
+        let again = send(&session, &mut live, unsub);
+        assert_eq!(error_code(&again), ErrorCode::InvalidSubscription);
+        let ping = ControlRequest {
+            kind: Some(control_request::Kind::Ping(v1::Ping { nonce: 7 })),
+        };
+        assert!(matches!(
+            send(&session, &mut live, ping),
+            control_response::Kind::Pong(v1::Pong { nonce: 7 })
+        ));
+        let hello = ControlRequest {
+            kind: Some(control_request::Kind::Hello(v1::Hello::default())),
+        };
+        assert_eq!(
+            error_code(&send(&session, &mut live, hello)),
+            ErrorCode::Protocol
+        );
+        let empty = ControlRequest { kind: None };
+        assert_eq!(
+            error_code(&send(&session, &mut live, empty)),
+            ErrorCode::Protocol
+        );
+    }
+
+    #[test]
+    fn unknown_lag_policy_and_topic_quota_are_typed() {
+        let core = core(|c| c.limits.topics_created_per_connection = 1);
+        let session = core.admit(Transport::Quic, peer(), "t").unwrap();
+        let mut live = HashMap::new();
+        let mut req = subscribe(1, "a");
+        if let Some(control_request::Kind::Subscribe(s)) = &mut req.kind {
+            s.lag_policy = 99;
+        }
+        assert_eq!(
+            error_code(&send(&session, &mut live, req)),
+            ErrorCode::Protocol
+        );
+        assert!(matches!(
+            send(&session, &mut live, subscribe(1, "a")),
+            control_response::Kind::SubscribeOk(_)
+        ));
+        let quota = send(&session, &mut live, subscribe(2, "b"));
+        assert_eq!(error_code(&quota), ErrorCode::ResourceExhausted);
+        let mut publisher = session.publisher();
+        let e = publisher.publish("c", b"x").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ResourceExhausted);
+        publisher.publish("a", b"x").expect("an existing topic");
+    }
+
+    #[test]
+    fn a_batch_is_recorded_once_in_the_meter() {
+        let core = core(|_| {});
+        let session = core.admit(Transport::Quic, peer(), "t").unwrap();
+        let params = SubscribeParams {
+            topic: "a",
+            start: StartAt::Latest,
+            lag_policy: LagPolicy::ResumeOldest as i32,
+        };
+        let mut sub = session.subscribe(7, params, 0).unwrap();
+        let mut publisher = session.publisher();
+        for _ in 0..3 {
+            publisher.publish("a", b"m").unwrap();
+        }
+        let mut seen = 0;
+        let step = sub.next_batch(BatchLimits::default(), |_| seen += 1);
+        assert_eq!(
+            step,
+            Step::Delivered {
+                messages: 3,
+                resyncs: 0
+            }
+        );
+        assert_eq!(seen, 3);
+        let info = session.connection().info();
+        assert_eq!(
+            (info.subscriptions[0].id, info.subscriptions[0].delivered),
+            (7, 3)
+        );
+    }
+}
