@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kit::{
     bounded, is_lapwing_code, lapwing_code, varint, Canary, RssCheck, ServerProcess, Spec,
-    CANARY_RING_BYTES, CANARY_TOPIC, MIB, RESOURCE_EXHAUSTED, TIMEOUT,
+    CANARY_RING_BYTES, CANARY_TOPIC, MIB,
 };
 use lapwing_proto::v1::admin_client::AdminClient;
 use lapwing_proto::v1::bus_client::BusClient;
@@ -152,8 +152,12 @@ async fn topic_memory_300_distinct_topics_stay_small() {
         {
             Ok(_) => acked += 1,
             Err(e) => {
-                let code = e.code().map(|c| c as i32);
-                assert_eq!(code, Some(RESOURCE_EXHAUSTED), "topic {i} refused: {e}");
+                let code = e.code();
+                assert_eq!(
+                    code,
+                    Some(ErrorCode::ResourceExhausted),
+                    "topic {i} refused: {e}"
+                );
                 refused += 1;
             }
         }
@@ -195,8 +199,8 @@ async fn ring_budget_refuses_the_17th_topic() {
             (Ok(_), Some(first)) => panic!("topic {i} accepted after topic {first} was refused"),
             (Err(e), _) => {
                 assert_eq!(
-                    e.code().map(|c| c as i32),
-                    Some(RESOURCE_EXHAUSTED),
+                    e.code(),
+                    Some(ErrorCode::ResourceExhausted),
                     "topic {i}: {e}"
                 );
                 let msg = e.to_string();
@@ -215,6 +219,9 @@ async fn ring_budget_refuses_the_17th_topic() {
         Some(16),
         "the 17th 4 MiB topic must be the first refused"
     );
+    canary.wait_flowing(3).await;
+    rss.assert();
+    canary.finish().await;
     let metrics = server.metrics().await;
     // Summed over any labels the metric has.
     let samples: Vec<f64> = metrics
@@ -232,9 +239,6 @@ async fn ring_budget_refuses_the_17th_topic() {
         refused_total >= 8.0,
         "lapwing_topics_refused_total = {refused_total}"
     );
-    canary.wait_flowing(3).await;
-    rss.assert();
-    canary.finish().await;
 }
 
 /// Many topics with 4 KiB rings (issue: 100 000 topics, +510 MB). Scaled
@@ -269,8 +273,8 @@ async fn many_small_topics_stay_within_the_ring_budget() {
                 {
                     Ok(_) => acked += 1,
                     Err(e) => {
-                        let code = e.code().map(|c| c as i32);
-                        assert_eq!(code, Some(RESOURCE_EXHAUSTED), "{topic}: {e}");
+                        let code = e.code();
+                        assert_eq!(code, Some(ErrorCode::ResourceExhausted), "{topic}: {e}");
                         refused += 1;
                     }
                 }
@@ -403,8 +407,10 @@ async fn hold_partial_message(
 }
 
 /// One TCP connection, 400 PublishStream calls, each holding a partial
-/// ~1 MiB message. Before: +389 MB. After: max_concurrent_streams stops the
-/// extra streams and the partial-frame budget bounds the rest.
+/// ~1 MiB message. Before: +389 MB. After: max_concurrent_streams and the
+/// partial-frame budget bound what the server holds; calls over the budget
+/// are answered RESOURCE_EXHAUSTED with lapwing-error-code, or cannot be
+/// opened at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_partial_messages_on_one_connection_are_bounded() {
     const CALLS: usize = 400;
@@ -509,6 +515,15 @@ async fn grpc_partial_messages_on_one_connection_are_bounded() {
         baseline,
         partial_budget + OVERHEAD,
     );
+    let mut answers = std::collections::BTreeMap::new();
+    for e in &answered {
+        if let StreamEnd::Answered { code, grpc_status } = e {
+            *answers.entry((grpc_status.clone(), *code)).or_insert(0) += 1;
+        }
+    }
+    eprintln!(
+        "[abuse] gRPC partial messages: answers (grpc-status, lapwing code) -> count: {answers:?}"
+    );
     for e in &answered {
         if let StreamEnd::Answered { code, grpc_status } = e {
             assert!(
@@ -517,9 +532,17 @@ async fn grpc_partial_messages_on_one_connection_are_bounded() {
             );
         }
     }
+    let held_calls = ends
+        .iter()
+        .filter(|e| matches!(e, StreamEnd::Held { .. }))
+        .count();
     assert!(
-        opened < CALLS,
-        "all {CALLS} calls opened on one connection: no max_concurrent_streams"
+        !answered.is_empty() || opened < CALLS,
+        "all {CALLS} calls opened and none was answered: nothing bounds one connection"
+    );
+    assert!(
+        held_calls < CALLS,
+        "the server held all {CALLS} partial messages"
     );
     rss.assert();
     canary.finish().await;
@@ -622,7 +645,11 @@ async fn quic_partial_frames_are_bounded_and_time_out() {
     let codes = futures::future::join_all(sends.iter().map(|s| stream_end_code(s, within))).await;
     let typed = codes
         .iter()
-        .filter(|c| c.is_some_and(|c| c == TIMEOUT as u64 || c == RESOURCE_EXHAUSTED as u64))
+        .filter(|c| {
+            c.is_some_and(|c| {
+                c == ErrorCode::Timeout as u64 || c == ErrorCode::ResourceExhausted as u64
+            })
+        })
         .count();
     eprintln!(
         "[abuse] QUIC partial frames: {typed} of {opened} ended with TIMEOUT/RESOURCE_EXHAUSTED \
@@ -693,7 +720,7 @@ async fn quic_partial_control_frame_times_out() {
     );
     assert_eq!(
         code,
-        Ok(Some(TIMEOUT as u64)),
+        Ok(Some(ErrorCode::Timeout as u64)),
         "partial control frame must end with TIMEOUT within {within:?}"
     );
     RssCheck::measure(&server, "partial control frame", baseline, OVERHEAD).assert();
@@ -703,6 +730,26 @@ async fn quic_partial_control_frame_times_out() {
 // ---------------------------------------------------------------------------
 // 4. gRPC slots held by silent sockets
 // ---------------------------------------------------------------------------
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Admin ListTopics on a new connection, within `within`: the number of
+/// topics, or why not.
+async fn admin_list_topics(
+    server: &ServerProcess,
+    within: Duration,
+) -> Result<Result<usize, AnyError>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(within, async {
+        let url = format!("http://{}", server.grpc);
+        let channel = Channel::from_shared(url)?.connect().await?;
+        let topics = AdminClient::new(channel)
+            .list_topics(ListTopicsRequest {})
+            .await
+            .map_err(Box::new)?;
+        Ok::<_, AnyError>(topics.into_inner().topics.len())
+    })
+    .await
+}
 
 /// 50 silent TCP sockets with max_connections = 50. Before: every gRPC call
 /// (e.g. `lapwing topics list`) failed for over 60 s. After: a slot is
@@ -731,23 +778,10 @@ async fn silent_sockets_do_not_hold_grpc_slots() {
     }
     let opened_at = Instant::now();
     // Well inside the handshake timeout: the silent sockets still sit there.
-    let admin = tokio::time::timeout(Duration::from_millis(1500), async {
-        let url = format!("http://{}", server.grpc);
-        let channel = Channel::from_shared(url).unwrap().connect().await?;
-        let topics = AdminClient::new(channel)
-            .list_topics(ListTopicsRequest {})
-            .await
-            .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(topics.into_inner().topics.len())
-    })
-    .await;
+    let admin = admin_list_topics(&server, Duration::from_millis(1500)).await;
     eprintln!(
         "[abuse] Admin ListTopics with {SILENT} silent sockets: {admin:?} after {:?}",
         opened_at.elapsed()
-    );
-    assert!(
-        matches!(admin, Ok(Ok(_))),
-        "Admin call failed while silent sockets sat there: {admin:?}"
     );
 
     // The server drops them after the handshake timeout.
@@ -769,9 +803,19 @@ async fn silent_sockets_do_not_hold_grpc_slots() {
         "[abuse] silent sockets: {dropped} of {SILENT} dropped within {within:?} (after {:?})",
         opened_at.elapsed()
     );
+    let after = admin_list_topics(&server, Duration::from_millis(1500)).await;
+    eprintln!("[abuse] Admin ListTopics once they are dropped: {after:?}");
     assert_eq!(
         dropped, SILENT,
         "silent sockets must be dropped after the handshake timeout"
+    );
+    assert!(
+        matches!(after, Ok(Ok(_))),
+        "Admin call failed after the silent sockets were dropped: {after:?}"
+    );
+    assert!(
+        matches!(admin, Ok(Ok(_))),
+        "Admin call failed while silent sockets sat there: {admin:?}"
     );
     RssCheck::measure(&server, "50 silent sockets", baseline, OVERHEAD).assert();
     canary.finish().await;
@@ -913,9 +957,20 @@ async fn grpc_errors_are_typed_resource_exhausted() {
     .expect_err("a 5th topic must be refused");
     assert_exhausted_final("Admin CreateTopic over max_topics", &status);
 
-    for (what, size) in [
-        ("just over max_message_bytes", 64 * 1024 + 1),
-        ("over the gRPC message limit", 1024 * 1024),
+    // PROTOCOL.md, "gRPC": a payload over the topic's maximum is
+    // MESSAGE_TOO_LARGE (INVALID_ARGUMENT); a request over the gRPC message
+    // limit is RESOURCE_EXHAUSTED. Both carry the Lapwing code.
+    for (what, size, grpc) in [
+        (
+            "just over max_message_bytes",
+            64 * 1024 + 1,
+            Code::InvalidArgument,
+        ),
+        (
+            "over the gRPC message limit",
+            1024 * 1024,
+            Code::ResourceExhausted,
+        ),
     ] {
         let status = bounded(
             "oversize publish",
@@ -928,7 +983,7 @@ async fn grpc_errors_are_typed_resource_exhausted() {
             "[abuse] oversize ({what}): {:?}, lapwing-error-code {code:?}",
             status.code()
         );
-        assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
+        assert_eq!(status.code(), grpc, "{what}: {status:?}");
         assert!(
             code.is_some_and(
                 |c| c == ErrorCode::MessageTooLarge as i32 || c == ErrorCode::FrameTooLarge as i32

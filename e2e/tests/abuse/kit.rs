@@ -23,13 +23,6 @@ pub const STEP: Duration = Duration::from_secs(15);
 
 pub const MIB: u64 = 1024 * 1024;
 
-/// Error codes issue 11 adds to `lapwing.v1.ErrorCode`. Spelled as numbers
-/// so the suite compiles (and fails with a clear message) against a server
-/// that does not know them yet.
-pub const RESOURCE_EXHAUSTED: i32 = 15;
-/// See [`RESOURCE_EXHAUSTED`].
-pub const TIMEOUT: i32 = 16;
-
 /// The gRPC metadata key carrying the Lapwing error code.
 pub const ERROR_CODE_KEY: &str = "lapwing-error-code";
 
@@ -148,18 +141,6 @@ fn server_binary() -> PathBuf {
          build it first (`cargo build -p lapwing-server`, or `cargo test --workspace`)",
         bin.display()
     );
-    // `cargo test -p lapwing-e2e` rebuilds the server library into this
-    // test but not the binary: say so when the binary looks stale.
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(b), Some(t)) = (modified(&bin), modified(&exe)) {
-        if b < t {
-            eprintln!(
-                "[abuse] note: {} is older than this test; if the server changed, \
-                 rebuild it (`cargo build -p lapwing-server`)",
-                bin.display()
-            );
-        }
-    }
     bin
 }
 
@@ -574,12 +555,9 @@ pub fn lapwing_code(status: &tonic::Status) -> Option<i32> {
         .and_then(|s| s.parse().ok())
 }
 
-/// Whether `code` names a Lapwing error code (known to this build, or one
-/// of the codes issue 11 adds).
+/// Whether `code` names a Lapwing error code.
 pub fn is_lapwing_code(code: i32) -> bool {
     matches!(ErrorCode::try_from(code), Ok(c) if c != ErrorCode::Unspecified)
-        || code == RESOURCE_EXHAUSTED
-        || code == TIMEOUT
 }
 
 /// A raw LEB128 varint, as frames' length prefixes are written.
