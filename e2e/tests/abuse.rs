@@ -15,7 +15,11 @@
 //!
 //! To reproduce the "before" numbers against a server from before issue 11,
 //! run with `LAPWING_ABUSE_PRE_FIX=1`: the config keys that server does not
-//! know are then left out of its config file.
+//! know are then left out of its config file. `LAPWING_ABUSE_SERVER_BIN`
+//! points the suite at another `lapwing-server` binary (e.g. one built from
+//! an older commit); by default it runs `target/<profile>/lapwing-server`,
+//! which `cargo test -p lapwing-e2e` does not rebuild: after changing the
+//! server, `cargo build -p lapwing-server` first.
 
 #[path = "abuse/kit.rs"]
 mod kit;
