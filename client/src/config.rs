@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use lapwing_proto::defaults;
 
+use crate::ClientError;
+
 /// How the client decides that it talks to the right server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
@@ -27,10 +29,14 @@ pub struct ClientConfig {
     pub server: String,
     /// Name verified in the server's certificate (with [`Trust::CaFile`]).
     pub server_name: String,
+    /// How the server's certificate is checked.
     pub trust: Trust,
     /// Auth token sent in `Hello`; `None` when the server requires none.
     pub token: Option<String>,
-    /// Shown in the server's logs and admin API.
+    /// Shown in the server's logs and admin API. At most
+    /// [`ClientConfig::MAX_CLIENT_NAME_BYTES`] bytes: a longer name is
+    /// refused (not trimmed) by [`ClientConfig::validate`], so the name an
+    /// operator sees is always the one that was configured.
     pub client_name: String,
     /// Reconnect after a lost connection and resume every subscription.
     pub reconnect: bool,
@@ -53,6 +59,10 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The longest `client_name` the server keeps (it caps the name it
+    /// receives in `Hello` at this many bytes).
+    pub const MAX_CLIENT_NAME_BYTES: usize = 256;
+
     /// A config with the defaults: server name `localhost`, no token,
     /// reconnect on, 256 KiB stream window, 4096-event subscription buffer.
     pub fn new(server: impl Into<String>, trust: Trust) -> Self {
@@ -68,5 +78,40 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
         }
+    }
+
+    /// Checks what can be checked before connecting; [`crate::Client::connect`]
+    /// calls it first. Fails with [`ClientError::ClientNameTooLong`] for a
+    /// `client_name` over [`ClientConfig::MAX_CLIENT_NAME_BYTES`].
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.client_name.len() > Self::MAX_CLIENT_NAME_BYTES {
+            return Err(ClientError::ClientNameTooLong {
+                len: self.client_name.len(),
+                max: Self::MAX_CLIENT_NAME_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_name_over_the_cap_is_refused_not_trimmed() {
+        let mut cfg = ClientConfig::new("127.0.0.1:7400", Trust::Insecure);
+        cfg.client_name = "n".repeat(ClientConfig::MAX_CLIENT_NAME_BYTES);
+        cfg.validate().unwrap();
+        cfg.client_name.push('n');
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            matches!(err, ClientError::ClientNameTooLong { len: 257, max: 256 }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "client_name is 257 bytes; the server accepts at most 256"
+        );
     }
 }

@@ -21,25 +21,37 @@
 //! server-opened stream, so a slow subscription never holds up another. When
 //! the connection is lost (or the server says `GoAway`), the client
 //! reconnects with backoff and resumes every subscription after the last
-//! `{epoch, seq}` it received; whatever the server can no longer replay
+//! `{epoch, seq}` in its buffer; whatever the server can no longer replay
 //! arrives as [`Event::Resync`]. See `proto/PROTOCOL.md`.
+//!
+//! Inside, for maintainers: `client.rs` is the API; `driver.rs` the session
+//! driver (Hello, (re)subscribe, control stream, reconnect), whose I/O goes
+//! through its `Transport`/`Connection` traits (QUIC in `transport.rs`, a
+//! scripted fake in its tests); `subscription.rs` owns all subscription
+//! state (the registry, the user's stream, the stream reader);
+//! `publisher.rs` the publish streams; `shared.rs` what they share;
+//! `command.rs` what handles ask of the driver; `cli/` the `lapwing` CLI.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod client;
+mod command;
 mod config;
+mod driver;
 mod error;
 mod publisher;
+mod shared;
 mod subscription;
 mod tls;
 mod transport;
 
 pub mod cli;
 
-pub use client::{Client, PublishAck};
+pub use client::Client;
 pub use config::{ClientConfig, Trust};
 pub use error::{code_name, ClientError};
 pub use lapwing_proto::v1::{ErrorCode, LagPolicy, ResyncReason};
-pub use publisher::Publisher;
+pub use publisher::{PublishAck, Publisher};
 pub use subscription::{Event, Start, SubscribeOptions, Subscription};
 
 /// `lapped`, `not_retained`, `epoch_changed`, `skipped` (as the CLI prints it).

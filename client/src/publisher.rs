@@ -13,8 +13,18 @@ use lapwing_proto::{encode_frame, FrameCodec};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use crate::client::{Handle, PublishAck, Shared};
+use crate::shared::{ConnState, Handle, Shared};
 use crate::ClientError;
+
+/// The result of an acknowledged publish: where the message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The topic's epoch (changes when the topic is recreated or the
+    /// server restarts).
+    pub epoch: u64,
+    /// The message's sequence number in `epoch`.
+    pub seq: u64,
+}
 
 /// Publishes queued per handle before `publish` waits.
 const QUEUE: usize = 4096;
@@ -25,9 +35,42 @@ const MAX_WRITE_BYTES: usize = 256 * 1024;
 enum PubCmd {
     Publish(v1::Publish),
     /// Reply once everything queued before has been written.
-    Flush(oneshot::Sender<()>),
+    Flush(oneshot::Sender<Result<(), ClientError>>),
     /// Finish the stream, wait until the server has it all, reply.
-    Finish(oneshot::Sender<()>),
+    Finish(oneshot::Sender<Result<(), ClientError>>),
+}
+
+/// Fire-and-forget bytes lost since the last flush or finish answered, and
+/// why: reported once, by the next answer, so a caller that flushes learns
+/// of every loss (at most once delivery, but never a silent one).
+#[derive(Debug, Default)]
+struct Dropped {
+    bytes: usize,
+    reason: Option<String>,
+}
+
+impl Dropped {
+    fn add(&mut self, bytes: usize, reason: impl FnOnce() -> String) {
+        self.bytes += bytes;
+        if self.reason.is_none() {
+            self.reason = Some(reason());
+        }
+    }
+
+    /// The answer for one waiter; [`Dropped::reset`] after answering all.
+    fn result(&self) -> Result<(), ClientError> {
+        match &self.reason {
+            None => Ok(()),
+            Some(reason) => Err(ClientError::PublishesDropped {
+                bytes: self.bytes,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Dropped::default();
+    }
 }
 
 /// A fire-and-forget publisher with its own QUIC stream.
@@ -61,25 +104,32 @@ impl Publisher {
     }
 
     /// Waits until everything queued so far is written to the connection.
+    ///
+    /// Fails with [`ClientError::PublishesDropped`] when a failed write (a
+    /// lost connection, or no connection left) dropped publishes since the
+    /// previous `flush` or `finish` answered; each loss is reported once.
     pub async fn flush(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(PubCmd::Flush(tx))
             .await
             .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)
+        rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Flushes, ends the stream and waits (at most a few seconds) until the
     /// server has received everything. The handle keeps working afterwards
     /// (on a new stream).
+    ///
+    /// Fails like [`Publisher::flush`], and also when the connection broke
+    /// or the server stopped the stream before it confirmed receipt.
     pub async fn finish(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(PubCmd::Finish(tx))
             .await
             .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)
+        rx.await.map_err(|_| ClientError::Closed)?
     }
 }
 
@@ -89,6 +139,7 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
     let mut buf = BytesMut::new();
     let mut replies = Vec::new();
     let mut finish = None;
+    let mut dropped = Dropped::default();
     while let Some(first) = rx.recv().await {
         // Take everything already queued, up to one write's worth.
         let mut next = Some(first);
@@ -113,24 +164,42 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
                 Some(s) => {
                     if let Err(e) = s.write_all(&buf).await {
                         tracing::debug!(error = %e, dropped_bytes = buf.len(), "publish stream lost");
+                        dropped.add(buf.len(), || format!("publish stream write failed: {e}"));
                         stream = None;
                     }
                 }
-                None => tracing::debug!("client closed; publishes dropped"),
+                None => {
+                    tracing::debug!(
+                        dropped_bytes = buf.len(),
+                        "no connection; publishes dropped"
+                    );
+                    dropped.add(buf.len(), || "the client has no connection".into());
+                }
             }
             buf.clear();
         }
-        for reply in replies.drain(..) {
-            let _ = reply.send(());
-        }
-        if let Some(reply) = finish.take() {
+        if finish.is_some() {
             if let Some(mut s) = stream.take() {
                 if s.finish().is_ok() {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), s.stopped()).await;
+                    match tokio::time::timeout(Duration::from_secs(5), s.stopped()).await {
+                        Ok(Ok(None)) => {}
+                        Ok(Ok(Some(code))) => dropped.add(0, || {
+                            format!("the server stopped the publish stream (code {code})")
+                        }),
+                        Ok(Err(e)) => dropped.add(0, || {
+                            format!("the publish stream ended before the server confirmed it: {e}")
+                        }),
+                        // Slow to acknowledge is not lost: the bytes were
+                        // written, and the wait is only a courtesy.
+                        Err(_) => tracing::debug!("no receipt for the publish stream within 5 s"),
+                    }
                 }
             }
-            let _ = reply.send(());
         }
+        for reply in replies.drain(..).chain(finish.take()) {
+            let _ = reply.send(dropped.result());
+        }
+        dropped.reset();
     }
     if let Some(mut s) = stream {
         let _ = s.finish();
@@ -139,7 +208,7 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
 
 async fn open_stream(
     shared: &Shared,
-    conn_rx: &mut tokio::sync::watch::Receiver<crate::client::ConnState>,
+    conn_rx: &mut tokio::sync::watch::Receiver<ConnState>,
 ) -> Option<quinn::SendStream> {
     // A stream can fail to open only when the connection just broke; the
     // driver then installs a new one, so try a few times.

@@ -1,20 +1,33 @@
-//! Subscriptions: the user's [`Subscription`] stream, and the task that reads
-//! one server-opened subscription stream into it.
+//! Subscriptions, all of their client-side state in one place: the
+//! registry ([`Subscriptions`]) that the session driver (re)subscribes from
+//! and the stream readers record progress in, the user's [`Subscription`]
+//! stream, and the task that reads one server-opened subscription stream
+//! into it.
+//!
+//! The resume position of a subscription (`epoch`, next `seq`) moves only
+//! when a batch of events has entered the subscription's buffer, which
+//! belongs to the user's handle and outlives any one connection. A batch
+//! the reader could not hand over before its session ended is dropped
+//! together with its position, so the next session asks for it again (or
+//! gets an exact resync): a reconnect never opens a silent gap.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use lapwing_proto::v1::{self, delivery, start_position, LagPolicy, ResyncReason};
-use lapwing_proto::FrameCodec;
+use lapwing_proto::{encode_frame, FrameCodec};
+use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
-use crate::client::{Cmd, Handle};
+use crate::command::Cmd;
 use crate::ClientError;
 
 /// Most events moved from the stream to the subscription in one step.
@@ -26,34 +39,55 @@ const MAX_BATCH_EVENTS: usize = 256;
 /// pushes back and the server's ring starts to lap the subscriber.
 ///
 /// [`ClientConfig::subscription_buffer_events`]: crate::ClientConfig::subscription_buffer_events
-pub(crate) fn buffer_shape(buffer_events: usize) -> (usize, usize) {
+fn buffer_shape(buffer_events: usize) -> (usize, usize) {
     let batch = buffer_events.clamp(1, MAX_BATCH_EVENTS);
     (batch, (buffer_events / batch).max(1))
 }
 
 /// One thing that happened on a subscription, in order.
+///
+/// Each event continues exactly where the previous one ended: a message
+/// has the seq after the previous message, or the `resume_seq` of the
+/// resync before it. So `delivered + sum(missed)` always equals the number
+/// of seqs the subscription has passed (`proto/PROTOCOL.md`, "Accounting
+/// invariant").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A published message.
     Message {
+        /// The subscription's topic.
         topic: Arc<str>,
+        /// The topic's epoch: constant unless a resync with reason
+        /// `EpochChanged` says otherwise.
         epoch: u64,
+        /// The message's sequence number in `epoch`.
         seq: u64,
+        /// The bytes as published.
         payload: Bytes,
         /// Server wall clock at publish, ns since the Unix epoch.
         publish_time_unix_nanos: u64,
     },
     /// `missed` messages were not delivered; the next message has seq
-    /// `resume_seq` in `epoch`. See PROTOCOL.md for the reasons.
+    /// `resume_seq` in `epoch`. `proto/PROTOCOL.md` ("Resync reasons") says
+    /// when each reason occurs.
     Resync {
+        /// The subscription's topic.
         topic: Arc<str>,
+        /// How many messages were skipped (exact).
         missed: u64,
+        /// The seq the subscription continues at.
         resume_seq: u64,
+        /// Why: lapped by the ring, no longer retained, a new epoch, or
+        /// skipped to the latest by the lag policy.
         reason: ResyncReason,
+        /// The epoch `resume_seq` belongs to (new after `EpochChanged`;
+        /// the count then restarts at seq 0 of it).
         epoch: u64,
     },
 }
 
 impl Event {
+    /// The topic of the subscription this event belongs to.
     pub fn topic(&self) -> &str {
         match self {
             Event::Message { topic, .. } | Event::Resync { topic, .. } => topic,
@@ -99,8 +133,13 @@ pub enum Start {
     /// Everything the topic's ring still holds.
     Oldest,
     /// Resume: messages after `seq` of `epoch`; a resync reports what can no
-    /// longer be replayed.
-    After { epoch: u64, seq: u64 },
+    /// longer be replayed (or, for another epoch, that the epoch changed).
+    After {
+        /// The epoch of the last message seen.
+        epoch: u64,
+        /// The last message seen; delivery starts after it.
+        seq: u64,
+    },
 }
 
 impl Start {
@@ -116,40 +155,46 @@ impl Start {
     }
 }
 
-/// How to subscribe.
+/// How to subscribe. The default starts at the latest message and, when
+/// lapped, resumes at the oldest message the ring still holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {
+    /// Where the first session starts; after a reconnect the client resumes
+    /// after the last event it delivered, whatever this says.
     pub start: Start,
+    /// What the server does when the subscriber falls a whole ring behind:
+    /// resume at the oldest retained message, skip to the latest (both with
+    /// a resync), or end the subscription with `LAGGED`.
     pub lag_policy: LagPolicy,
 }
 
-/// Client-side state of one subscription, shared by the connection driver
+/// Client-side state of one subscription, shared by the session driver
 /// (which (re)subscribes) and the stream reader (which records progress).
 #[derive(Debug)]
-pub(crate) struct SubEntry {
-    pub(crate) topic: Arc<str>,
-    pub(crate) options: SubscribeOptions,
-    pub(crate) tx: mpsc::Sender<Vec<Event>>,
-    /// Last epoch seen (from SubscribeOk or a delivery).
-    pub(crate) epoch: Option<u64>,
+struct SubEntry {
+    topic: Arc<str>,
+    options: SubscribeOptions,
+    tx: mpsc::Sender<Vec<Event>>,
+    /// Last epoch seen (from SubscribeOk or a delivery in the buffer).
+    epoch: Option<u64>,
     /// Next seq expected in `epoch`.
-    pub(crate) next: Option<u64>,
+    next: Option<u64>,
     /// `(epoch, start_seq)` of the first SubscribeOk.
-    pub(crate) first_ok: Arc<Mutex<Option<(u64, u64)>>>,
-    pub(crate) pending_ok: Option<oneshot::Sender<Result<(), ClientError>>>,
+    first_ok: Arc<Mutex<Option<(u64, u64)>>>,
+    pending_ok: Option<oneshot::Sender<Result<(), ClientError>>>,
     /// Connection generation the Subscribe was last sent on.
-    pub(crate) sent_generation: Option<u64>,
+    sent_generation: Option<u64>,
     /// Resumed from seq 0 of a known epoch, which `after` cannot express:
     /// subscribed at `oldest` instead, and the reader turns a gap at the start
     /// into the resync the server would have sent.
-    pub(crate) from_zero: Option<u64>,
-    pub(crate) terminal: Arc<Mutex<Option<ClientError>>>,
+    from_zero: Option<u64>,
+    terminal: Arc<Mutex<Option<ClientError>>>,
 }
 
 impl SubEntry {
     /// What to send in Subscribe: the resume point once anything is known,
     /// else the caller's start position. Returns `(start, from_zero_epoch)`.
-    pub(crate) fn resume_start(&self) -> (Start, Option<u64>) {
+    fn resume_start(&self) -> (Start, Option<u64>) {
         match (self.epoch, self.next) {
             (Some(epoch), Some(next)) if next > 0 => (
                 Start::After {
@@ -163,7 +208,7 @@ impl SubEntry {
         }
     }
 
-    pub(crate) fn subscribe_frame(&mut self, id: u64, generation: u64) -> v1::ControlRequest {
+    fn subscribe_frame(&mut self, id: u64, generation: u64) -> v1::ControlRequest {
         let (start, from_zero) = self.resume_start();
         self.from_zero = from_zero;
         self.sent_generation = Some(generation);
@@ -178,16 +223,185 @@ impl SubEntry {
     }
 
     /// Ends the subscription with `err` (delivered after buffered events).
-    pub(crate) fn fail(self, err: ClientError) {
+    fn fail(self, err: ClientError) {
         if let Some(ok) = self.pending_ok {
             let _ = ok.send(Err(err));
         } else {
-            *self.terminal.lock().expect("terminal lock") = Some(err);
+            *lock(&self.terminal) = Some(err);
         }
     }
 }
 
-pub(crate) type SubMap = Mutex<HashMap<u64, SubEntry>>;
+/// The workspace's lock policy (as in the server's `connections.rs`): a
+/// poisoned lock is used anyway, because every critical section here is a
+/// single insert, remove, read or field update that a panic cannot leave
+/// half done, and one panicking task must not take every subscription down.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a stream reader takes from its subscription's entry.
+struct ReaderView {
+    tx: mpsc::Sender<Vec<Event>>,
+    topic: Arc<str>,
+    from_zero: Option<u64>,
+}
+
+/// Every live subscription of one client, by id.
+#[derive(Debug)]
+pub(crate) struct Subscriptions {
+    map: Mutex<HashMap<u64, SubEntry>>,
+    next_id: AtomicU64,
+    /// [`ClientConfig::subscription_buffer_events`](crate::ClientConfig::subscription_buffer_events).
+    buffer_events: usize,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(buffer_events: usize) -> Self {
+        Subscriptions {
+            map: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            buffer_events,
+        }
+    }
+
+    /// Registers a new subscription and returns the user's handle and the
+    /// receiver of the server's verdict (the first SubscribeOk or Error).
+    /// The caller then asks the driver to send Subscribe ([`Cmd::Subscribe`]
+    /// with [`Subscription::id`]).
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        topic: &str,
+        options: SubscribeOptions,
+        cmd_tx: mpsc::UnboundedSender<Cmd>,
+    ) -> (Subscription, oneshot::Receiver<Result<(), ClientError>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let topic: Arc<str> = topic.into();
+        let (_, batches) = buffer_shape(self.buffer_events);
+        let (tx, rx) = mpsc::channel(batches);
+        let (ok_tx, ok_rx) = oneshot::channel();
+        let terminal = Arc::new(Mutex::new(None));
+        let first_ok = Arc::new(Mutex::new(None));
+        let (epoch, next) = match options.start {
+            Start::After { epoch, seq } => (Some(epoch), Some(seq.saturating_add(1))),
+            Start::Latest | Start::Oldest => (None, None),
+        };
+        lock(&self.map).insert(
+            id,
+            SubEntry {
+                topic: topic.clone(),
+                options,
+                tx,
+                epoch,
+                next,
+                first_ok: first_ok.clone(),
+                pending_ok: Some(ok_tx),
+                sent_generation: None,
+                from_zero: None,
+                terminal: terminal.clone(),
+            },
+        );
+        let subscription = Subscription {
+            id,
+            topic,
+            rx,
+            batch: Vec::new().into_iter(),
+            terminal,
+            first_ok,
+            registry: self.clone(),
+            cmd_tx,
+        };
+        (subscription, ok_rx)
+    }
+
+    /// Appends a Subscribe frame to `buf` for every subscription not yet
+    /// sent on connection `generation`, each from its resume position.
+    pub(crate) fn encode_unsent(&self, generation: u64, buf: &mut BytesMut) {
+        for (id, entry) in lock(&self.map).iter_mut() {
+            if entry.sent_generation != Some(generation) {
+                encode_frame(&entry.subscribe_frame(*id, generation), buf);
+            }
+        }
+    }
+
+    /// The Subscribe frame for `id`, unless it is gone or already sent on
+    /// connection `generation`.
+    pub(crate) fn subscribe_frame(&self, id: u64, generation: u64) -> Option<v1::ControlRequest> {
+        lock(&self.map)
+            .get_mut(&id)
+            .filter(|e| e.sent_generation != Some(generation))
+            .map(|e| e.subscribe_frame(id, generation))
+    }
+
+    /// The server accepted a Subscribe: answer the caller (the first time)
+    /// and learn the start position if none is known yet.
+    pub(crate) fn accepted(&self, ok: &v1::SubscribeOk) {
+        let mut map = lock(&self.map);
+        if let Some(entry) = map.get_mut(&ok.subscription_id) {
+            if let Some(tx) = entry.pending_ok.take() {
+                *lock(&entry.first_ok) = Some((ok.epoch, ok.start_seq));
+                let _ = tx.send(Ok(()));
+            }
+            if entry.epoch.is_none() {
+                entry.epoch = Some(ok.epoch);
+            }
+            if entry.next.is_none() {
+                entry.next = Some(ok.start_seq);
+            }
+        }
+    }
+
+    /// Ends subscription `id` with `err`, if it is still registered.
+    pub(crate) fn fail(&self, id: u64, err: ClientError) {
+        let entry = lock(&self.map).remove(&id);
+        if let Some(entry) = entry {
+            entry.fail(err);
+        }
+    }
+
+    /// Ends every subscription, each with the error `err` makes.
+    pub(crate) fn fail_all(&self, err: impl Fn() -> ClientError) {
+        let entries: Vec<SubEntry> = lock(&self.map).drain().map(|(_, e)| e).collect();
+        for entry in entries {
+            entry.fail(err());
+        }
+    }
+
+    /// The connection is gone: every subscription must be sent again.
+    pub(crate) fn session_lost(&self) {
+        for entry in lock(&self.map).values_mut() {
+            entry.sent_generation = None;
+        }
+    }
+
+    /// The position the next Subscribe for `id` would resume from (tests).
+    #[cfg(test)]
+    pub(crate) fn resume_start(&self, id: u64) -> Option<Start> {
+        lock(&self.map).get(&id).map(|e| e.resume_start().0)
+    }
+
+    /// What the reader of subscription `id`'s stream needs, taking the
+    /// from-zero marker of the Subscribe it answers.
+    fn reader_view(&self, id: u64) -> Option<ReaderView> {
+        lock(&self.map).get_mut(&id).map(|e| ReaderView {
+            tx: e.tx.clone(),
+            topic: e.topic.clone(),
+            from_zero: e.from_zero.take(),
+        })
+    }
+
+    /// Records that the events up to `(epoch, next)` are in the buffer.
+    fn advance(&self, id: u64, (epoch, next): (u64, u64)) {
+        if let Some(entry) = lock(&self.map).get_mut(&id) {
+            entry.epoch = Some(epoch);
+            entry.next = Some(next);
+        }
+    }
+
+    fn remove(&self, id: u64) -> bool {
+        lock(&self.map).remove(&id).is_some()
+    }
+}
 
 /// A live subscription: a [`Stream`] of [`Event`]s in order.
 ///
@@ -199,13 +413,15 @@ pub(crate) type SubMap = Mutex<HashMap<u64, SubEntry>>;
 /// unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    pub(crate) id: u64,
-    pub(crate) topic: Arc<str>,
-    pub(crate) rx: mpsc::Receiver<Vec<Event>>,
-    pub(crate) batch: std::vec::IntoIter<Event>,
-    pub(crate) terminal: Arc<Mutex<Option<ClientError>>>,
-    pub(crate) first_ok: Arc<Mutex<Option<(u64, u64)>>>,
-    pub(crate) handle: Handle,
+    id: u64,
+    topic: Arc<str>,
+    rx: mpsc::Receiver<Vec<Event>>,
+    batch: std::vec::IntoIter<Event>,
+    terminal: Arc<Mutex<Option<ClientError>>>,
+    first_ok: Arc<Mutex<Option<(u64, u64)>>>,
+    registry: Arc<Subscriptions>,
+    /// Unsubscribes on drop, and keeps the connection up meanwhile.
+    cmd_tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Subscription {
@@ -214,6 +430,7 @@ impl Subscription {
         self.id
     }
 
+    /// The topic subscribed to.
     pub fn topic(&self) -> &str {
         &self.topic
     }
@@ -221,7 +438,7 @@ impl Subscription {
     /// `(epoch, start_seq)` from the server's first SubscribeOk: the topic's
     /// epoch and the first seq this subscription delivers (or resyncs to).
     pub fn started_at(&self) -> Option<(u64, u64)> {
-        *self.first_ok.lock().expect("first_ok lock")
+        *lock(&self.first_ok)
     }
 
     /// The next event; `None` once the subscription has ended.
@@ -241,7 +458,7 @@ impl Stream for Subscription {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
                 Poll::Ready(None) => {
-                    let err = self.terminal.lock().expect("terminal lock").take();
+                    let err = lock(&self.terminal).take();
                     return Poll::Ready(err.map(Err));
                 }
                 Poll::Pending => return Poll::Pending,
@@ -252,27 +469,31 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let removed = self
-            .handle
-            .shared
-            .subs
-            .lock()
-            .expect("subs lock")
-            .remove(&self.id);
-        if removed.is_some() {
-            let _ = self.handle.cmd_tx.send(Cmd::Unsubscribe(self.id));
+        if self.registry.remove(self.id) {
+            let _ = self.cmd_tx.send(Cmd::Unsubscribe(self.id));
         }
     }
 }
 
+/// A server-opened subscription stream, as its reader needs it: bytes in,
+/// and a way to tell the server to stop sending.
+pub(crate) trait SubscriptionStream: AsyncRead + Unpin + Send + 'static {
+    /// Asks the server to stop sending (the subscription is gone).
+    fn stop(&mut self);
+}
+
 /// Reads one server-opened subscription stream: the header names the
-/// subscription, then every Delivery becomes an [`Event`].
+/// subscription, then every Delivery becomes an [`Event`]. Ends when the
+/// stream does, or when `session_over` is cancelled while it waits for
+/// room in the consumer's buffer (the batch it holds is then asked for
+/// again by the next session, see the module docs).
 pub(crate) async fn read_subscription_stream(
-    subs: Arc<SubMap>,
-    recv: quinn::RecvStream,
+    subs: Arc<Subscriptions>,
+    recv: impl SubscriptionStream,
     max_frame_bytes: usize,
-    batch_events: usize,
+    session_over: CancellationToken,
 ) {
+    let (batch_events, _) = buffer_shape(subs.buffer_events);
     let mut framed = FramedRead::new(
         recv,
         FrameCodec::<v1::SubscriptionStreamHeader>::new(max_frame_bytes),
@@ -285,14 +506,14 @@ pub(crate) async fn read_subscription_stream(
         }
     };
     let id = header.subscription_id;
-    let found = subs
-        .lock()
-        .expect("subs lock")
-        .get_mut(&id)
-        .map(|e| (e.tx.clone(), e.topic.clone(), e.from_zero.take()));
-    let Some((tx, topic, mut from_zero)) = found else {
+    let Some(ReaderView {
+        tx,
+        topic,
+        mut from_zero,
+    }) = subs.reader_view(id)
+    else {
         // Unsubscribed meanwhile (or a server bug): not ours to read.
-        let _ = framed.into_inner().stop(quinn::VarInt::from_u32(0));
+        framed.into_inner().stop();
         return;
     };
     let mut framed = framed
@@ -319,19 +540,19 @@ pub(crate) async fn read_subscription_stream(
                 }
             }
         }
-        if let Some((epoch, next)) = events.last().map(Event::next_position) {
-            if let Some(entry) = subs.lock().expect("subs lock").get_mut(&id) {
-                entry.epoch = Some(epoch);
-                entry.next = Some(next);
+        if let Some(position) = events.last().map(Event::next_position) {
+            let sent = tokio::select! {
+                sent = tx.send(events) => sent,
+                () = session_over.cancelled() => return,
+            };
+            if sent.is_err() {
+                // The subscription was dropped.
+                framed.into_inner().into_inner().stop();
+                return;
             }
-        }
-        if !events.is_empty() && tx.send(events).await.is_err() {
-            // The subscription was dropped.
-            let _ = framed
-                .into_inner()
-                .into_inner()
-                .stop(quinn::VarInt::from_u32(0));
-            return;
+            // No await between the send and this update: a reader aborted
+            // at the session's end cannot leave one without the other.
+            subs.advance(id, position);
         }
         if let Some(e) = failure {
             // A broken frame cannot be skipped; the connection's loss (if
@@ -405,6 +626,26 @@ mod tests {
             payload: Bytes::new(),
             publish_time_unix_nanos: 0,
         }
+    }
+
+    #[test]
+    fn a_poisoned_registry_keeps_working() {
+        let subs = Arc::new(Subscriptions::new(16));
+        let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
+        let (sub, _verdict) = subs.register("t", SubscribeOptions::default(), cmd_tx);
+        let poisoner = subs.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.map.lock().unwrap();
+            panic!("poison the registry");
+        })
+        .join();
+        assert!(subs.map.is_poisoned());
+        assert!(subs.subscribe_frame(sub.id(), 1).is_some());
+        drop(sub);
+        assert!(
+            subs.subscribe_frame(1, 2).is_none(),
+            "dropped: unregistered"
+        );
     }
 
     #[test]

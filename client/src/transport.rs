@@ -1,10 +1,35 @@
-//! The UDP socket and QUIC endpoint, tuned as measured in DESIGN.md.
+//! The QUIC side of the client: the UDP socket, the endpoint, the transport
+//! parameters, and [`QuicTransport`], the [`Transport`] the session driver
+//! uses outside tests.
+//!
+//! What is tuned, and why:
+//! - **UDP socket buffers**: 4 MiB asked for (the OS caps it at
+//!   `net.core.rmem_max` / `wmem_max`). quinn does not size them, and the
+//!   OS default (208 KiB on Linux) dropped packets under load; each loss
+//!   costs a retransmission and a smaller congestion window. Best effort:
+//!   a smaller buffer only costs throughput.
+//! - **Streams**: the server opens one unidirectional stream per
+//!   subscription, so the client allows 16 Ki concurrent uni streams; bidi
+//!   streams are only the control stream and the acked-publish stream, so
+//!   16 is plenty.
+//! - **Stream receive window**: [`ClientConfig::stream_receive_window`]
+//!   per subscription stream; with the subscription's event buffer it
+//!   bounds how far a slow consumer falls behind before the server's ring
+//!   laps it (and it gets a resync), and what the server buffers for it.
+//! - **Liveness**: keep-alives every 3 s and a 10 s idle timeout, so a
+//!   server that vanished without closing is noticed within 10 s, and the
+//!   driver reconnects and resumes.
+//!
+//! The server side makes the matching choices in `server/src/edge/quic/`;
+//! `proto/PROTOCOL.md` ("Transport") is the wire-level contract.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ClientError;
+use crate::driver::{Connection, Transport};
+use crate::subscription::SubscriptionStream;
+use crate::{ClientConfig, ClientError};
 
 /// UDP socket buffer size asked for (the OS caps it at `net.core.rmem_max`):
 /// quinn does not size them, and the default 208 KiB dropped packets.
@@ -76,4 +101,97 @@ pub(crate) fn transport_config(stream_receive_window: u32) -> Arc<quinn::Transpo
             quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid timeout"),
         ));
     Arc::new(t)
+}
+
+/// The real [`Transport`]: QUIC over one UDP endpoint.
+#[derive(Debug)]
+pub(crate) struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    /// The address of the first connect; fixes the endpoint's family.
+    addr: SocketAddr,
+    server: String,
+    server_name: String,
+}
+
+impl QuicTransport {
+    /// Resolves the server and binds the endpoint, configured from `cfg`.
+    pub(crate) async fn new(cfg: &ClientConfig) -> Result<Self, ClientError> {
+        let mut client_config = crate::tls::quic_client_config(&cfg.trust)?;
+        client_config.transport_config(transport_config(cfg.stream_receive_window));
+        let addr = resolve(&cfg.server).await?;
+        Ok(QuicTransport {
+            endpoint: endpoint(addr, client_config)?,
+            addr,
+            server: cfg.server.clone(),
+            server_name: cfg.server_name.clone(),
+        })
+    }
+
+    /// The endpoint, for waiting until it is idle at close.
+    pub(crate) fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Transport for QuicTransport {
+    type Conn = quinn::Connection;
+
+    async fn connect(&self) -> Result<quinn::Connection, ClientError> {
+        // The name is resolved again on every (re)connect: a server that
+        // comes back under the same name may have a new address (containers
+        // do). The endpoint's socket fixes the address family.
+        let addr = match resolve(&self.server).await {
+            Ok(a) if a.is_ipv4() == self.addr.is_ipv4() => a,
+            _ => self.addr,
+        };
+        let connecting = self
+            .endpoint
+            .connect(addr, &self.server_name)
+            .map_err(|e| ClientError::Connect {
+                addr: self.server.clone(),
+                reason: e.to_string(),
+            })?;
+        connecting.await.map_err(|e| match e {
+            quinn::ConnectionError::ApplicationClosed(_) => ClientError::Connection(e),
+            other => ClientError::Connect {
+                addr: self.server.clone(),
+                reason: other.to_string(),
+            },
+        })
+    }
+}
+
+impl Connection for quinn::Connection {
+    type Send = quinn::SendStream;
+    type Recv = quinn::RecvStream;
+
+    async fn open_control(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        Ok(self.open_bi().await?)
+    }
+
+    async fn accept_subscription(&self) -> Result<quinn::RecvStream, ClientError> {
+        Ok(self.accept_uni().await?)
+    }
+
+    fn close(&self, code: u32, reason: &'static [u8]) {
+        quinn::Connection::close(self, code.into(), reason);
+    }
+
+    fn close_reason(&self) -> Option<ClientError> {
+        quinn::Connection::close_reason(self).map(ClientError::Connection)
+    }
+
+    async fn closed(&self) -> ClientError {
+        ClientError::Connection(quinn::Connection::closed(self).await)
+    }
+
+    fn quic(&self) -> Option<quinn::Connection> {
+        Some(self.clone())
+    }
+}
+
+impl SubscriptionStream for quinn::RecvStream {
+    fn stop(&mut self) {
+        let _ = quinn::RecvStream::stop(self, quinn::VarInt::from_u32(0));
+    }
 }

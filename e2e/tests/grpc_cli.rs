@@ -84,6 +84,16 @@ async fn admin_commands_manage_topics_and_show_stats() {
         .iter()
         .any(|c| c["transport"] == "quic"));
 
+    let (r, out) = call(admin(&["connections", "list"])).await;
+    r.unwrap();
+    assert!(out.starts_with("ID"), "{out}");
+    assert!(out.contains(" quic "), "{out}");
+
+    let (r, out) = call(admin(&["stats"])).await;
+    r.unwrap();
+    assert!(out.contains("limits: max message"), "{out}");
+    assert!(out.contains("published 4"), "{out}");
+
     let (r, out) = call(admin(&["stats", "--json"])).await;
     r.unwrap();
     let s: Value = serde_json::from_str(&out).unwrap();
@@ -117,4 +127,45 @@ async fn admin_commands_manage_topics_and_show_stats() {
         "{e}"
     );
     srv.shutdown().await;
+}
+
+/// The admin token never crosses a network in plaintext: a non-loopback
+/// host gets TLS without being asked (here it fails at once, reading the
+/// CA file it would trust, before any packet is sent), and an explicit
+/// `http://` address off loopback is refused with the reason and the flag.
+/// 192.0.2.1 is a documentation address; nothing is ever sent to it.
+#[tokio::test]
+async fn admin_cli_uses_tls_off_loopback_and_refuses_plaintext_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-ca.pem");
+    let missing = missing.to_str().unwrap();
+    let (result, out) = lapwing(&[
+        "--ca",
+        missing,
+        "topics",
+        "list",
+        "--grpc",
+        "192.0.2.1:7401",
+        "--admin-token",
+        "s3cret",
+    ])
+    .await;
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains("over TLS") && err.contains(missing), "{err}");
+    assert!(out.is_empty());
+
+    let (result, _) = lapwing(&[
+        "connections",
+        "list",
+        "--grpc",
+        "http://192.0.2.1:7401",
+        "--admin-token",
+        "s3cret",
+    ])
+    .await;
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(err.contains("admin token in plaintext"), "{err}");
+    assert!(err.contains("--grpc-tls"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
 }

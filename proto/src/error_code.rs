@@ -24,7 +24,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::TooManyConnections | ErrorCode::ShuttingDown | ErrorCode::Internal
+            ErrorCode::TooManyConnections
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Internal
+                | ErrorCode::Timeout
         )
     }
 

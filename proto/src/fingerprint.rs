@@ -20,6 +20,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("fingerprint must be 64 hex digits (SHA-256; ':' separators allowed), got {got:?}")]
 pub struct FingerprintError {
+    /// The input as given.
     pub got: String,
 }
 

@@ -27,14 +27,25 @@ pub enum FrameError {
     /// The length prefix announces more than the limit. Nothing was buffered
     /// for it; the stream cannot be resynchronised and should be stopped.
     #[error("frame of {len} bytes is over the limit of {max} bytes")]
-    TooLarge { len: u64, max: usize },
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit it broke.
+        max: usize,
+    },
     /// The length prefix is not a valid varint, or the body is not a valid
     /// protobuf message of the expected type.
     #[error("malformed frame: {reason}")]
-    Malformed { reason: String },
+    Malformed {
+        /// What the decoder found wrong.
+        reason: String,
+    },
     /// The stream ended in the middle of a frame.
     #[error("stream ended in the middle of a frame ({buffered} bytes buffered)")]
-    Truncated { buffered: usize },
+    Truncated {
+        /// Bytes of the unfinished frame that had arrived.
+        buffered: usize,
+    },
     /// The underlying stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -8,18 +8,22 @@
 //!   the length checked against a limit before anything is buffered for it.
 //! - [`message`]: the hand-written encoder of a `Message` delivery frame
 //!   (the server's hot path), byte-identical to prost.
-//! - [`topic`]: the topic naming rules.
+//! - [`topic`]: the topic naming rules; [`pattern`]: topic patterns (`*`,
+//!   `>`) with matching, covering and overlap, for permissions and
+//!   wildcard subscriptions.
 //! - [`defaults`]: ports, data directory and file names both sides agree on.
 //! - [`fingerprint`]: the certificate fingerprint the CLI pins.
 //!
 //! The protocol itself (streams, session, delivery contract, error codes) is
 //! described in `proto/PROTOCOL.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod defaults;
 pub mod fingerprint;
 pub mod frame;
 pub mod message;
+pub mod pattern;
 pub mod topic;
 
 mod error_code;

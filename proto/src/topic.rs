@@ -11,18 +11,35 @@ pub const MAX_TOPIC_BYTES: usize = 255;
 /// What is wrong with a topic name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
+    /// The name is the empty string.
     #[error("topic name is empty")]
     Empty,
+    /// The name is over [`MAX_TOPIC_BYTES`].
     #[error("topic name is {len} bytes long; the maximum is {max}")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// [`MAX_TOPIC_BYTES`].
+        max: usize,
+    },
     /// A leading or trailing dot, or two dots in a row.
     #[error("topic name has an empty token at byte {position} (leading, trailing or double dot)")]
-    EmptyToken { position: usize },
+    EmptyToken {
+        /// Byte offset of the empty token.
+        position: usize,
+    },
+    /// A character outside `A-Z a-z 0-9 _ -` and the separating dots
+    /// (including the reserved wildcards `*` and `>`).
     #[error(
         "topic name has invalid character {ch:?} at byte {position}; \
          allowed are A-Z a-z 0-9 _ - and . between tokens"
     )]
-    InvalidChar { ch: char, position: usize },
+    InvalidChar {
+        /// The offending character.
+        ch: char,
+        /// Its byte offset.
+        position: usize,
+    },
 }
 
 /// Checks `topic` against the naming rules and says exactly what is wrong.

@@ -75,6 +75,7 @@
 //! buffer or a reusable [`Batch`]), and no panics on any length or seq a client
 //! could send: sizes are checked and refused with [`PublishError`].
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod batch;
 mod config;

@@ -1,12 +1,22 @@
-//! Token authentication of data connections.
+//! Who a client is: the token it presents, looked up among the configured
+//! principals.
 //!
 //! Tokens are compared as SHA-256 digests in constant time, against every
 //! configured token without stopping at the first match, so neither the
-//! length nor the content of a token leaks through response timing.
+//! length nor the content of a token leaks through response timing. The
+//! config may hold a token or only its digest (`token_sha256`), so a config
+//! file need not contain secrets.
+//!
+//! Without any token or principal configured, everyone is accepted as the
+//! principal `anonymous`, with every data permission.
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-/// Why a Hello was not accepted.
+use crate::permissions::Principal;
+
+/// Why a Hello (or gRPC call) was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// Tokens are required and none was presented.
@@ -17,56 +27,123 @@ pub enum AuthError {
     Rejected,
 }
 
-/// The configured tokens (as digests).
+/// The configured tokens (as digests) and the principal each names.
 #[derive(Clone)]
 pub struct Auth {
-    digests: Vec<[u8; 32]>,
+    entries: Vec<([u8; 32], Arc<Principal>)>,
+    anonymous: Arc<Principal>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("tokens", &self.digests.len())
+            .field("tokens", &self.entries.len())
             .finish()
     }
 }
 
 impl Auth {
-    /// Auth with these tokens; none means everyone is accepted.
+    /// Auth with these tokens, each a principal with every data
+    /// permission (the `auth.tokens` list); none means everyone is accepted.
     pub fn new(tokens: &[String]) -> Auth {
+        Auth::with_principals(
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        digest(t),
+                        Arc::new(Principal::everything(format!("token-{}", i + 1))),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Auth from (token digest, principal) pairs.
+    pub fn with_principals(entries: Vec<([u8; 32], Arc<Principal>)>) -> Auth {
         Auth {
-            digests: tokens.iter().map(|t| digest(t)).collect(),
+            entries,
+            anonymous: Arc::new(Principal::everything("anonymous")),
         }
+    }
+
+    /// Auth from a validated config: every `[[principals]]` entry, then
+    /// every `auth.tokens` entry as a principal with every data permission.
+    pub fn from_config(config: &crate::Config) -> Result<Auth, String> {
+        use crate::permissions::Rules;
+        let mut entries = Vec::new();
+        for p in &config.principals {
+            let digest = match (&p.token_sha256, &p.token) {
+                (Some(h), _) => parse_hex(h)
+                    .ok_or_else(|| format!("principal `{}`: bad token_sha256", p.name))?,
+                (None, Some(t)) => digest(t),
+                (None, None) => return Err(format!("principal `{}` has no token", p.name)),
+            };
+            let rules = |r: &crate::config::RulesConfig| {
+                Rules::parse(&r.allow, &r.deny, &p.name)
+                    .map_err(|e| format!("principal `{}`: {e}", p.name))
+            };
+            let principal =
+                Principal::new(&p.name, rules(&p.publish)?, rules(&p.subscribe)?, p.admin);
+            entries.push((digest, Arc::new(principal)));
+        }
+        let legacy = Auth::new(&config.auth.tokens);
+        entries.extend(legacy.entries);
+        Ok(Auth::with_principals(entries))
     }
 
     /// Whether a token is required.
     pub fn required(&self) -> bool {
-        !self.digests.is_empty()
+        !self.entries.is_empty()
     }
 
-    /// Checks the token a client presented ("" = none).
-    pub fn check(&self, presented: &str) -> Result<(), AuthError> {
+    /// Whether any principal may call the Admin API with its data token.
+    pub fn has_admin_principal(&self) -> bool {
+        self.entries.iter().any(|(_, p)| p.is_admin())
+    }
+
+    /// The principal of the token a client presented ("" = none).
+    pub fn check(&self, presented: &str) -> Result<Arc<Principal>, AuthError> {
         if !self.required() {
-            return Ok(());
+            return Ok(self.anonymous.clone());
         }
         if presented.is_empty() {
             return Err(AuthError::Missing);
         }
         let d = digest(presented);
-        let mut matched = 0u8;
-        for known in &self.digests {
-            matched |= ct_eq(known, &d);
+        let mut found = None;
+        for (known, principal) in &self.entries {
+            // Every entry is compared; the match is remembered, not acted on.
+            if std::hint::black_box(ct_eq(known, &d)) == 1 {
+                found = Some(principal);
+            }
         }
-        if std::hint::black_box(matched) == 1 {
-            Ok(())
-        } else {
-            Err(AuthError::Rejected)
-        }
+        found.cloned().ok_or(AuthError::Rejected)
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// The SHA-256 digest of a token, as `token_sha256` holds it (hex).
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// A digest as lowercase hex.
+pub fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `token_sha256` value back to its digest.
+pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// 1 if equal, 0 if not; time independent of where they differ.
@@ -84,20 +161,32 @@ mod tests {
     fn no_tokens_accepts_everyone() {
         let a = Auth::new(&[]);
         assert!(!a.required());
-        assert_eq!(a.check(""), Ok(()));
-        assert_eq!(a.check("anything"), Ok(()));
+        assert_eq!(a.check("").unwrap().name(), "anonymous");
+        assert_eq!(a.check("anything").unwrap().name(), "anonymous");
     }
 
     #[test]
     fn tokens_are_checked() {
         let a = Auth::new(&["alpha".into(), "beta".into()]);
         assert!(a.required());
-        assert_eq!(a.check("alpha"), Ok(()));
-        assert_eq!(a.check("beta"), Ok(()));
-        assert_eq!(a.check(""), Err(AuthError::Missing));
-        assert_eq!(a.check("alph"), Err(AuthError::Rejected));
-        assert_eq!(a.check("alphaa"), Err(AuthError::Rejected));
+        assert_eq!(a.check("alpha").unwrap().name(), "token-1");
+        assert_eq!(a.check("beta").unwrap().name(), "token-2");
+        assert_eq!(a.check("").unwrap_err(), AuthError::Missing);
+        assert_eq!(a.check("alph").unwrap_err(), AuthError::Rejected);
+        assert_eq!(a.check("alphaa").unwrap_err(), AuthError::Rejected);
         assert!(!format!("{a:?}").contains("alpha"));
+    }
+
+    #[test]
+    fn digests_round_trip_through_hex() {
+        let d = digest("secret");
+        assert_eq!(parse_hex(&hex(&d)), Some(d));
+        assert_eq!(
+            hex(&d),
+            "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+        );
+        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(parse_hex(&"g".repeat(64)), None);
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Config {
     pub topic_defaults: TopicDefaults,
     /// Per-topic overrides, matched by exact name first, then by the longest prefix.
     pub topics: Vec<TopicOverride>,
+    /// Who may connect, and what each may do (see `crate::permissions`).
+    /// Once any is configured, what a principal is not allowed is denied.
+    pub principals: Vec<PrincipalConfig>,
     /// Socket tuning.
     pub transport: TransportConfig,
     /// Graceful shutdown.
@@ -241,6 +244,50 @@ pub struct LimitsConfig {
     pub max_publish_streams_per_connection: u32,
 }
 
+/// One principal: a name, how it authenticates, and its rules.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// Its name (logs, metrics, `{name}` in its patterns). Unique.
+    pub name: String,
+    /// Lowercase hex SHA-256 of its token (`lapwing auth hash` prints it),
+    /// so the config file holds no secret.
+    pub token_sha256: Option<String>,
+    /// Its token in clear; accepted, with a warning at start.
+    pub token: Option<String>,
+    /// What it may publish to.
+    pub publish: RulesConfig,
+    /// What it may subscribe to.
+    pub subscribe: RulesConfig,
+    /// Whether its token may call the Admin API. Default false.
+    pub admin: bool,
+}
+
+impl std::fmt::Debug for PrincipalConfig {
+    // The token is a secret: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalConfig")
+            .field("name", &self.name)
+            .field("token_sha256", &self.token_sha256)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("publish", &self.publish)
+            .field("subscribe", &self.subscribe)
+            .field("admin", &self.admin)
+            .finish()
+    }
+}
+
+/// `allow` and `deny` topic patterns (`*` one token, `>` the rest,
+/// `{name}` the principal's name). Deny wins.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Patterns allowed.
+    pub allow: Vec<String>,
+    /// Patterns denied, even where allowed.
+    pub deny: Vec<String>,
+}
+
 /// Settings for topics without an override.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -300,6 +347,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             topic_defaults: TopicDefaults::default(),
             topics: Vec::new(),
+            principals: Vec::new(),
             transport: TransportConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
@@ -657,6 +705,43 @@ impl Config {
                 msg.min(max_msg),
             );
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.principals.iter().enumerate() {
+            let key = |k: &str| format!("principals[{i}].{k}");
+            if p.name.is_empty() {
+                errors.push(invalid(key("name"), "must not be empty"));
+            } else if !names.insert(p.name.as_str()) {
+                errors.push(invalid(key("name"), format!("`{}` is used twice", p.name)));
+            }
+            match (&p.token_sha256, &p.token) {
+                (Some(h), None) if crate::auth::parse_hex(h).is_none() => errors.push(invalid(
+                    key("token_sha256"),
+                    "must be 64 hex digits (`lapwing auth hash` prints it)",
+                )),
+                (Some(_), None) => {}
+                (None, Some(t)) if t.is_empty() => {
+                    errors.push(invalid(key("token"), "must not be empty"))
+                }
+                (None, Some(_)) => {}
+                _ => errors.push(invalid(
+                    format!("principals[{i}]"),
+                    "needs exactly one of `token_sha256` or `token`",
+                )),
+            }
+            for (action, rules) in [("publish", &p.publish), ("subscribe", &p.subscribe)] {
+                for (list, patterns) in [("allow", &rules.allow), ("deny", &rules.deny)] {
+                    for (j, pattern) in patterns.iter().enumerate() {
+                        let expanded = pattern.replace("{name}", &p.name);
+                        if let Err(e) = lapwing_proto::pattern::Pattern::parse(&expanded) {
+                            errors.push(invalid(
+                                key(&format!("{action}.{list}[{j}]")),
+                                e.to_string(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         if self.shutdown.drain_ms > 60_000 {
             errors.push(invalid("shutdown.drain_ms", "at most 60000"));
         }
@@ -835,7 +920,7 @@ mod tests {
         // serialize must be set in the example, to its default. A new key
         // without an example line fails here. Two exceptions, commented out
         // in the example for a reason: `data_dir` (its default depends on
-        // the environment) and `topics` (examples of overrides, not
+        // the environment), `topics` and `principals` (examples, not
         // defaults). Keys whose default is "unset" (`tls.cert`,
         // `auth.admin_token`) serialize to nothing and are checked by name
         // in the file's comments instead.
@@ -847,17 +932,26 @@ mod tests {
         let table = expected.as_table_mut().unwrap();
         table.remove("data_dir");
         table.remove("topics");
+        table.remove("principals");
         let mut missing = Vec::new();
         leaves("", &expected, &mut |key, value| {
-            let found = key
-                .split('.')
-                .try_fold(&written, |v, k| v.get(k));
+            let found = key.split('.').try_fold(&written, |v, k| v.get(k));
             if found != Some(value) {
                 missing.push(format!("{key} = {value} (example has {found:?})"));
             }
         });
-        assert!(missing.is_empty(), "example config out of step:\n{}", missing.join("\n"));
-        for commented in ["# data_dir =", "# cert =", "# key =", "# admin_token =", "# [[topics]]"] {
+        assert!(
+            missing.is_empty(),
+            "example config out of step:\n{}",
+            missing.join("\n")
+        );
+        for commented in [
+            "# data_dir =",
+            "# cert =",
+            "# key =",
+            "# admin_token =",
+            "# [[topics]]",
+        ] {
             assert!(text.contains(commented), "example lacks `{commented}`");
         }
     }

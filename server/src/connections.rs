@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lapwing_proto::v1::{self, ResyncReason};
 use tokio_util::sync::CancellationToken;
 
+use crate::drain::{DeliveryRef, Drain, Step};
 use crate::metrics::{EdgeMetrics, Metrics};
-use crate::subscription::{DeliveryRef, Drain, Step};
 use crate::topic::{now_unix_nanos, Topic};
 pub use crate::transport::Transport;
 
@@ -367,7 +367,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::{BatchLimits, StartAt};
+    use crate::drain::{BatchLimits, StartAt};
     use crate::topic::TopicSettings;
     use lapwing_proto::v1::LagPolicy;
 

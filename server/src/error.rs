@@ -113,6 +113,16 @@ pub enum RequestError {
     /// Authenticated, but not allowed to do this.
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// A principal's rules refuse this action on this topic.
+    #[error("permission denied: principal `{principal}` may not {action} `{topic}`")]
+    Forbidden {
+        /// The principal's name.
+        principal: String,
+        /// `publish` or `subscribe`.
+        action: &'static str,
+        /// The topic or pattern.
+        topic: String,
+    },
     /// A deadline passed (handshake, Hello, a frame in progress).
     #[error("{0}")]
     Timeout(String),
@@ -149,7 +159,7 @@ impl RequestError {
             Self::InvalidSubscription(_) => ErrorCode::InvalidSubscription,
             Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
-            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::PermissionDenied(_) | Self::Forbidden { .. } => ErrorCode::PermissionDenied,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Lagged { .. } => ErrorCode::Lagged,
             Self::ShuttingDown => ErrorCode::ShuttingDown,

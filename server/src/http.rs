@@ -73,6 +73,8 @@ pub(crate) struct HttpState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) connections: Arc<Connections>,
+    pub(crate) partial_frames: Arc<crate::budget::Budget>,
+    pub(crate) denials: Arc<crate::permissions::Denials>,
     pub(crate) ready: Arc<Readiness>,
 }
 
@@ -109,7 +111,12 @@ pub(crate) async fn serve(
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    let body = s.metrics.render(&s.registry, s.connections.counts());
+    let body = s.metrics.render(
+        &s.registry,
+        s.connections.counts(),
+        &s.partial_frames,
+        &s.denials,
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -25,6 +25,8 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
+use crate::budget::Budget;
+use crate::permissions::{Action, Denials};
 use crate::registry::Registry;
 use crate::topic::TopicStats;
 use crate::transport::Transport;
@@ -79,6 +81,18 @@ impl std::fmt::Debug for EdgeMetrics {
     }
 }
 
+/// The server-wide budgets and what they refused, read at scrape time.
+struct Budgets {
+    ring_memory: Gauge,
+    ring_memory_limit: Gauge,
+    ring_memory_refused: Counter,
+    partial_frames: Gauge,
+    partial_frames_refused: Counter,
+    topics_reaped: Counter,
+    /// publish, subscribe, admin.
+    permission_denied: [Counter; 3],
+}
+
 /// What deleted topics had published, so the totals never go down.
 #[derive(Debug, Default)]
 struct Retired {
@@ -91,6 +105,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     edges: [EdgeMetrics; 2],
     topics: Gauge,
+    budgets: Budgets,
     published: Counter,
     published_bytes: Counter,
     connections: [Gauge; 2],
@@ -170,6 +185,38 @@ impl Metrics {
             "Publish-to-deliver latency (server clock), one sample per delivered batch: its oldest message.".into(),
         );
         describe_gauge("lapwing_topics", "Topics in the registry.");
+        describe_gauge(
+            "lapwing_ring_memory_bytes",
+            "Ring memory reserved by topics (limits.ring_memory_bytes is the budget).",
+        );
+        describe_gauge(
+            "lapwing_ring_memory_limit_bytes",
+            "The ring-memory budget, limits.ring_memory_bytes.",
+        );
+        describe(
+            "lapwing_ring_memory_refused_total",
+            None,
+            "Topics whose ring was refused because the ring-memory budget was used up (RESOURCE_EXHAUSTED).",
+        );
+        describe_gauge(
+            "lapwing_partial_frame_bytes",
+            "Bytes held for frames and gRPC messages still arriving, all connections.",
+        );
+        describe(
+            "lapwing_partial_frames_refused_total",
+            None,
+            "Streams ended because the partial-frame budget (limits.partial_frame_bytes) was used up.",
+        );
+        describe(
+            "lapwing_permission_denied_total",
+            None,
+            "Requests refused with PERMISSION_DENIED, by action (publish, subscribe, admin).",
+        );
+        describe(
+            "lapwing_topics_reaped_total",
+            None,
+            "Auto-created topics deleted after limits.idle_topic_ttl_ms without subscribers or publishes.",
+        );
         describe_gauge("lapwing_connections", "Open connections, by transport.");
         describe_gauge("lapwing_subscriptions", "Live subscriptions, by transport.");
         describe_gauge(
@@ -204,6 +251,33 @@ impl Metrics {
         Metrics {
             edges,
             topics: r.register_gauge(&Key::from_static_name("lapwing_topics"), &meta),
+            budgets: Budgets {
+                ring_memory: r
+                    .register_gauge(&Key::from_static_name("lapwing_ring_memory_bytes"), &meta),
+                ring_memory_limit: r.register_gauge(
+                    &Key::from_static_name("lapwing_ring_memory_limit_bytes"),
+                    &meta,
+                ),
+                ring_memory_refused: r.register_counter(
+                    &Key::from_static_name("lapwing_ring_memory_refused_total"),
+                    &meta,
+                ),
+                partial_frames: r
+                    .register_gauge(&Key::from_static_name("lapwing_partial_frame_bytes"), &meta),
+                partial_frames_refused: r.register_counter(
+                    &Key::from_static_name("lapwing_partial_frames_refused_total"),
+                    &meta,
+                ),
+                topics_reaped: r
+                    .register_counter(&Key::from_static_name("lapwing_topics_reaped_total"), &meta),
+                permission_denied: ["publish", "subscribe", "admin"].map(|action| {
+                    let key = Key::from_parts(
+                        "lapwing_permission_denied_total",
+                        vec![Label::new("action", action)],
+                    );
+                    r.register_counter(&key, &meta)
+                }),
+            },
             published: r.register_counter(
                 &Key::from_static_name("lapwing_messages_published_total"),
                 &meta,
@@ -263,8 +337,15 @@ impl Metrics {
     /// Reads the scrape-time values and renders everything in the
     /// Prometheus text format. `counts` is (connections, subscriptions)
     /// per transport, indexed like [`Transport::ALL`]
-    /// (`Connections::counts`).
-    pub fn render(&self, registry: &Registry, counts: [(u64, u64); 2]) -> String {
+    /// (`Connections::counts`); `partial_frames` is the partial-frame
+    /// budget; `denials` the permission denials.
+    pub fn render(
+        &self,
+        registry: &Registry,
+        counts: [(u64, u64); 2],
+        partial_frames: &Budget,
+        denials: &Denials,
+    ) -> String {
         let totals = self.totals(registry);
         let (published, bytes) = (totals.published, totals.published_bytes);
         {
@@ -278,6 +359,18 @@ impl Metrics {
             self.published_bytes.absolute(last.1);
         }
         self.topics.set(registry.len() as f64);
+        let b = &self.budgets;
+        let ring = registry.ring_memory();
+        b.ring_memory.set(ring.used() as f64);
+        b.ring_memory_limit.set(ring.limit() as f64);
+        b.ring_memory_refused.absolute(ring.refused());
+        b.partial_frames.set(partial_frames.used() as f64);
+        b.partial_frames_refused.absolute(partial_frames.refused());
+        b.topics_reaped.absolute(registry.reaped());
+        let [publish, subscribe, admin] = &b.permission_denied;
+        publish.absolute(denials.of(Action::Publish));
+        subscribe.absolute(denials.of(Action::Subscribe));
+        admin.absolute(denials.admin());
         for (i, (conns, subs)) in counts.into_iter().enumerate() {
             self.connections[i].set(conns as f64);
             self.subscriptions[i].set(subs as f64);
@@ -301,11 +394,19 @@ mod tests {
         t.publish(b"abc").unwrap();
         m.edge(Transport::Grpc).delivered.increment(3);
         m.edge(Transport::Grpc).latency.record(0.001);
-        let text = m.render(&registry, conns.counts());
+        let text = m.render(
+            &registry,
+            conns.counts(),
+            &Budget::new(1 << 20),
+            &Denials::default(),
+        );
         for line in [
             "lapwing_messages_published_total 1",
             "lapwing_published_bytes_total 3",
             "lapwing_topics 1",
+            "lapwing_ring_memory_refused_total 0",
+            "lapwing_topics_reaped_total 0",
+            "lapwing_permission_denied_total{action=\"subscribe\"} 0",
             "lapwing_messages_delivered_total{transport=\"grpc\"} 3",
             "lapwing_messages_delivered_total{transport=\"quic\"} 0",
             "lapwing_connections{transport=\"quic\"} 0",
@@ -316,7 +417,12 @@ mod tests {
         // Deleting a topic does not make the total go down.
         m.retire_topic(&t.stats());
         registry.delete("a").unwrap();
-        let text = m.render(&registry, conns.counts());
+        let text = m.render(
+            &registry,
+            conns.counts(),
+            &Budget::new(1 << 20),
+            &Denials::default(),
+        );
         assert!(
             text.contains("lapwing_messages_published_total 1"),
             "{text}"

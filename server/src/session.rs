@@ -37,11 +37,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Auth, AuthError};
 use crate::budget::Budget;
 use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
+use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
 use crate::error::RequestError;
 use crate::limits::{self, Limits};
-use crate::publisher::TopicPublisher;
+use crate::permissions::{Action as Permission, Denials, Guard};
 use crate::registry::{CreationQuota, Registry};
-use crate::subscription::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
+use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
 
 /// What every session of either edge shares: the server's state and rules.
@@ -59,6 +60,8 @@ pub struct Core {
     pub partial_frames: Arc<Budget>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Permission denials, per action (`lapwing_permission_denied_total`).
+    pub denials: Arc<Denials>,
     gate: Arc<Semaphore>,
 }
 
@@ -80,6 +83,7 @@ impl Core {
             connections,
             partial_frames: Budget::new(partial_frame_bytes),
             shutdown,
+            denials: Arc::default(),
         })
     }
 
@@ -113,12 +117,16 @@ impl Core {
         })
     }
 
-    /// Checks a data token ("" = none presented).
-    pub fn authenticate(&self, token: &str) -> Result<(), RequestError> {
-        self.auth.check(token).map_err(|e| match e {
-            AuthError::Missing => RequestError::Unauthenticated("this server requires a token"),
-            AuthError::Rejected => RequestError::Unauthenticated("token not accepted"),
-        })
+    /// The principal of a data token ("" = none presented), with its
+    /// permission checks.
+    pub fn authenticate(&self, token: &str) -> Result<Guard, RequestError> {
+        match self.auth.check(token) {
+            Ok(principal) => Ok(Guard::new(principal, self.denials.clone())),
+            Err(AuthError::Missing) => Err(RequestError::Unauthenticated(
+                "this server requires a token",
+            )),
+            Err(AuthError::Rejected) => Err(RequestError::Unauthenticated("token not accepted")),
+        }
     }
 
     /// Connection slots still free (both edges).
@@ -164,14 +172,17 @@ impl Session {
         self.tracked.entry()
     }
 
-    /// A subscription with id `id`, `live` being how many this connection
-    /// holds now.
+    /// A subscription with id `id` for `guard`'s principal, `live` being
+    /// how many this connection holds now. A resume is a subscribe, and is
+    /// checked the same way.
     pub fn subscribe(
         &self,
+        guard: &Guard,
         id: u64,
         params: SubscribeParams<'_>,
         live: usize,
     ) -> Result<Subscription, RequestError> {
+        guard.check(Permission::Subscribe, params.topic)?;
         let max = self.core.limits.max_subscriptions;
         if live >= max as usize {
             return Err(RequestError::TooManySubscriptions(max));
@@ -188,16 +199,22 @@ impl Session {
         Ok(Subscription { id, drain, guard })
     }
 
-    /// A publisher for one stream of this connection.
-    pub fn publisher(&self) -> TopicPublisher {
-        TopicPublisher::new(self.core.registry.clone(), self.quota.clone())
+    /// A publisher for one stream of this connection, publishing as
+    /// `guard`'s principal.
+    pub fn publisher(&self, guard: Guard) -> TopicPublisher {
+        TopicPublisher::new(self.core.registry.clone(), self.quota.clone(), guard)
     }
 
     /// Answers one control request (QUIC control stream) without I/O;
     /// `live` is the connection's set of live subscriptions. The edge
     /// carries out the reply: starts or stops a subscription's task, then
     /// sends the response.
-    pub fn control(&self, request: ControlRequest, live: &impl LiveSubscriptions) -> ControlReply {
+    pub fn control(
+        &self,
+        guard: &Guard,
+        request: ControlRequest,
+        live: &impl LiveSubscriptions,
+    ) -> ControlReply {
         use control_request::Kind;
         let (response, action) = match request.kind {
             Some(Kind::Subscribe(s)) => {
@@ -212,7 +229,7 @@ impl Session {
                         start: StartAt::from_proto(s.start.as_ref()),
                         lag_policy: s.lag_policy,
                     };
-                    self.subscribe(id, params, live.count())
+                    self.subscribe(guard, id, params, live.count())
                 };
                 match subscribed {
                     Ok(sub) => (
@@ -399,7 +416,8 @@ mod tests {
         live: &mut HashMap<u64, Subscription>,
         request: ControlRequest,
     ) -> control_response::Kind {
-        let reply = session.control(request, live);
+        let guard = session.core().authenticate("").unwrap();
+        let reply = session.control(&guard, request, live);
         match reply.action {
             Some(Action::Start(sub)) => {
                 live.insert(sub.id(), *sub);
@@ -519,7 +537,7 @@ mod tests {
         ));
         let quota = send(&session, &mut live, subscribe(2, "b"));
         assert_eq!(error_code(&quota), ErrorCode::ResourceExhausted);
-        let mut publisher = session.publisher();
+        let mut publisher = session.publisher(core.authenticate("").unwrap());
         let e = publisher.publish("c", b"x").unwrap_err();
         assert_eq!(e.code(), ErrorCode::ResourceExhausted);
         publisher.publish("a", b"x").expect("an existing topic");
@@ -534,8 +552,9 @@ mod tests {
             start: StartAt::Latest,
             lag_policy: LagPolicy::ResumeOldest as i32,
         };
-        let mut sub = session.subscribe(7, params, 0).unwrap();
-        let mut publisher = session.publisher();
+        let guard = core.authenticate("").unwrap();
+        let mut sub = session.subscribe(&guard, 7, params, 0).unwrap();
+        let mut publisher = session.publisher(guard);
         for _ in 0..3 {
             publisher.publish("a", b"m").unwrap();
         }

@@ -10,8 +10,8 @@
 #![forbid(unsafe_code)]
 
 use lapwing_proto::v1::LagPolicy;
+use lapwing_server::drain::{Drain, StartAt};
 use lapwing_server::registry::Registry;
-use lapwing_server::subscription::{Drain, StartAt};
 use lapwing_server::Config;
 
 fn rss_bytes() -> Option<u64> {

@@ -4,9 +4,11 @@
 //! Every command takes `--grpc HOST:PORT` (default `127.0.0.1:7401`,
 //! `LAPWING_GRPC`) and `--admin-token` (`LAPWING_ADMIN_TOKEN`), prints a
 //! human table by default and one JSON document (or, for `stats --watch`,
-//! one JSON object per line) with `--json`. `--grpc-tls` (or an
-//! `https://` address) connects with TLS, trusting `--ca FILE` or the local
-//! server's certificate.
+//! one JSON object per line) with `--json`. TLS (trusting `--ca FILE` or the
+//! local server's certificate) is used with `--grpc-tls`, an `https://`
+//! address, and for every host that is not loopback; a plaintext
+//! (`http://`) address off loopback is refused, so the admin token never
+//! crosses a network in the clear.
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,8 +20,8 @@ use lapwing_proto::defaults;
 use lapwing_proto::v1::admin_client::AdminClient;
 use lapwing_proto::v1::{
     CloseConnectionRequest, ConnectionInfo, CreateTopicRequest, DeleteTopicRequest,
-    GetTopicRequest, ListConnectionsRequest, ListTopicsRequest, ServerInfoRequest, StatsSnapshot,
-    TopicInfo, WatchStatsRequest,
+    GetTopicRequest, ListConnectionsRequest, ListTopicsRequest, ServerInfoRequest,
+    ServerInfoResponse, StatsSnapshot, TopicInfo, WatchStatsRequest,
 };
 use serde_json::{json, Value};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -46,7 +48,7 @@ pub struct AdminConn {
     )]
     pub admin_token: Option<String>,
     /// Connect with TLS (the server's `tls.grpc`), trusting --ca or the
-    /// local server's certificate.
+    /// local server's certificate. Always on for a non-loopback host.
     #[arg(long, global = true)]
     pub grpc_tls: bool,
     /// Print JSON instead of a table.
@@ -54,10 +56,13 @@ pub struct AdminConn {
     pub json: bool,
 }
 
+/// `lapwing topics …`.
 #[derive(Debug, Args)]
 pub struct TopicsArgs {
+    /// What to do with topics.
     #[command(subcommand)]
     pub command: TopicsCommand,
+    /// How to reach the Admin API.
     #[command(flatten)]
     pub admin: AdminConn,
 }
@@ -82,10 +87,13 @@ pub enum TopicsCommand {
     Stats { name: String },
 }
 
+/// `lapwing connections …`.
 #[derive(Debug, Args)]
 pub struct ConnectionsArgs {
+    /// What to do with connections.
     #[command(subcommand)]
     pub command: ConnectionsCommand,
+    /// How to reach the Admin API.
     #[command(flatten)]
     pub admin: AdminConn,
 }
@@ -103,6 +111,7 @@ pub enum ConnectionsCommand {
     },
 }
 
+/// `lapwing stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Keep printing a snapshot every --interval-ms until interrupted.
@@ -117,22 +126,74 @@ pub struct StatsArgs {
     /// With --watch: stop after this many snapshots.
     #[arg(long)]
     pub count: Option<u64>,
+    /// How to reach the Admin API.
     #[command(flatten)]
     pub admin: AdminConn,
 }
 
 type Client = AdminClient<tonic::service::interceptor::InterceptedService<Channel, AuthHeader>>;
 
+/// How the CLI will reach the Admin API: decided from the flags alone,
+/// before any connection, so a refusal costs no network traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    url: String,
+    tls: bool,
+}
+
+/// Whether `host` (from a URL authority, IPv6 in brackets or not) is this
+/// machine: `localhost` or a loopback address. Other names are not
+/// resolved: a name counts as remote.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl AdminConn {
-    async fn connect(&self, conn: &ConnArgs) -> anyhow::Result<Client> {
-        let tls = self.grpc_tls || self.grpc.starts_with("https://");
-        let url = if self.grpc.contains("://") {
-            self.grpc.clone()
-        } else if tls {
-            format!("https://{}", self.grpc)
-        } else {
-            format!("http://{}", self.grpc)
+    /// The URL and whether to use TLS. TLS is used with `--grpc-tls`, an
+    /// `https://` address, and for every host that is not loopback:
+    /// admin calls carry a bearer token and can delete topics and close
+    /// connections, so they never cross a network in plaintext. An explicit
+    /// `http://` address of a non-loopback host is refused.
+    fn route(&self) -> anyhow::Result<Route> {
+        let (scheme, rest) = match self.grpc.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+            None => (None, self.grpc.as_str()),
         };
+        let uri: tonic::codegen::http::Uri = format!("http://{rest}")
+            .parse()
+            .with_context(|| format!("bad --grpc address `{}`", self.grpc))?;
+        let host = uri
+            .host()
+            .with_context(|| format!("bad --grpc address `{}`: no host", self.grpc))?;
+        let loopback = is_loopback_host(host);
+        let tls = match scheme.as_deref() {
+            Some("https") => true,
+            Some("http") if !loopback => {
+                let token = if self.admin_token.as_deref().is_some_and(|t| !t.is_empty()) {
+                    " and would send the admin token in plaintext"
+                } else {
+                    ""
+                };
+                bail!(
+                    "refusing a plaintext connection to the Admin API at {host}: it is not a \
+                     loopback address{token}. Use TLS: drop `http://` (or write `https://`, \
+                     or pass --grpc-tls), with --ca FILE to trust the server"
+                );
+            }
+            Some("http") => self.grpc_tls,
+            Some(other) => bail!("bad --grpc address `{}`: unknown scheme {other}", self.grpc),
+            None => self.grpc_tls || !loopback,
+        };
+        let url = format!("{}://{rest}", if tls { "https" } else { "http" });
+        Ok(Route { url, tls })
+    }
+
+    async fn connect(&self, conn: &ConnArgs) -> anyhow::Result<Client> {
+        let Route { url, tls } = self.route()?;
         let mut endpoint = Channel::from_shared(url.clone())
             .with_context(|| format!("bad --grpc address `{}`", self.grpc))?
             .connect_timeout(Duration::from_secs(10));
@@ -143,7 +204,7 @@ impl AdminConn {
             };
             let pem = std::fs::read(&ca).with_context(|| {
                 format!(
-                    "cannot read {} to trust the gRPC server (pass --ca FILE)",
+                    "cannot read {} to trust the gRPC server over TLS (pass --ca FILE)",
                     ca.display()
                 )
             })?;
@@ -209,13 +270,56 @@ fn code_name(code: tonic::Code) -> String {
         .collect()
 }
 
+/// Where a command's result goes, and in which form: every admin command
+/// prints one JSON document with `--json` and text for people otherwise,
+/// and goes through [`Printer::show`] (or [`Printer::list`]) to do so.
+struct Printer<'a> {
+    out: &'a mut (dyn Write + Send),
+    json: bool,
+}
+
+impl Printer<'_> {
+    /// Prints `value` as `to_json` makes it, or as `human` writes it.
+    fn show<T: ?Sized>(
+        &mut self,
+        value: &T,
+        to_json: impl FnOnce(&T) -> Value,
+        human: impl FnOnce(&mut (dyn Write + Send), &T) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            writeln!(self.out, "{}", to_json(value))?;
+        } else {
+            human(self.out, value)?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// A list: a JSON array of `item_json`, or the table `table` writes.
+    fn list<T>(
+        &mut self,
+        items: &[T],
+        item_json: impl Fn(&T) -> Value,
+        table: impl FnOnce(&mut (dyn Write + Send), &[T]) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.show(
+            items,
+            |items| Value::Array(items.iter().map(item_json).collect()),
+            table,
+        )
+    }
+}
+
 pub(crate) async fn topics(
     conn: &ConnArgs,
     args: TopicsArgs,
     io: &mut Io<'_>,
 ) -> anyhow::Result<()> {
     let mut client = args.admin.connect(conn).await?;
-    let json = args.admin.json;
+    let mut print = Printer {
+        out: io.out,
+        json: args.admin.json,
+    };
     match args.command {
         TopicsCommand::List => {
             let topics = client
@@ -224,12 +328,7 @@ pub(crate) async fn topics(
                 .map_err(call_error)?
                 .into_inner()
                 .topics;
-            if json {
-                let v: Vec<Value> = topics.iter().map(topic_json).collect();
-                writeln!(io.out, "{}", Value::Array(v))?;
-            } else {
-                write_topic_table(io.out, &topics)?;
-            }
+            print.list(&topics, topic_json, write_topic_table)
         }
         TopicsCommand::Create {
             name,
@@ -245,26 +344,24 @@ pub(crate) async fn topics(
                 .await
                 .map_err(call_error)?
                 .into_inner();
-            if json {
-                writeln!(io.out, "{}", topic_json(&t))?;
-            } else {
+            print.show(&t, topic_json, |out, t| {
                 writeln!(
-                    io.out,
+                    out,
                     "created topic {} (epoch {}, ring {} B, max message {} B)",
                     t.name, t.epoch, t.ring_bytes, t.max_message_bytes
-                )?;
-            }
+                )
+            })
         }
         TopicsCommand::Delete { name } => {
             client
                 .delete_topic(DeleteTopicRequest { name: name.clone() })
                 .await
                 .map_err(call_error)?;
-            if json {
-                writeln!(io.out, "{}", json!({"deleted": true, "name": name}))?;
-            } else {
-                writeln!(io.out, "deleted topic {name}")?;
-            }
+            print.show(
+                name.as_str(),
+                |name| json!({"deleted": true, "name": name}),
+                |out, name| writeln!(out, "deleted topic {name}"),
+            )
         }
         TopicsCommand::Stats { name } => {
             let t = client
@@ -272,28 +369,29 @@ pub(crate) async fn topics(
                 .await
                 .map_err(call_error)?
                 .into_inner();
-            if json {
-                writeln!(io.out, "{}", topic_json(&t))?;
-            } else {
-                let rows = [
-                    ("name", t.name.clone()),
-                    ("epoch", t.epoch.to_string()),
-                    ("head_seq", t.head_seq.to_string()),
-                    ("oldest_retained_seq", t.oldest_retained_seq.to_string()),
-                    ("ring_bytes", t.ring_bytes.to_string()),
-                    ("max_message_bytes", t.max_message_bytes.to_string()),
-                    ("published_messages", t.published_messages.to_string()),
-                    ("published_bytes", t.published_bytes.to_string()),
-                    ("publish_rate", format!("{:.1}/s", t.publish_rate)),
-                    ("subscribers", t.subscribers.to_string()),
-                    ("resyncs_sent", t.resyncs_sent.to_string()),
-                    ("messages_missed", t.messages_missed.to_string()),
-                ];
-                for (k, v) in rows {
-                    writeln!(io.out, "{k:<20} {v}")?;
-                }
-            }
+            print.show(&t, topic_json, write_topic_stats)
         }
+    }
+}
+
+/// One topic's stats, a field per line.
+fn write_topic_stats(out: &mut (dyn Write + Send), t: &TopicInfo) -> std::io::Result<()> {
+    let rows = [
+        ("name", t.name.clone()),
+        ("epoch", t.epoch.to_string()),
+        ("head_seq", t.head_seq.to_string()),
+        ("oldest_retained_seq", t.oldest_retained_seq.to_string()),
+        ("ring_bytes", t.ring_bytes.to_string()),
+        ("max_message_bytes", t.max_message_bytes.to_string()),
+        ("published_messages", t.published_messages.to_string()),
+        ("published_bytes", t.published_bytes.to_string()),
+        ("publish_rate", format!("{:.1}/s", t.publish_rate)),
+        ("subscribers", t.subscribers.to_string()),
+        ("resyncs_sent", t.resyncs_sent.to_string()),
+        ("messages_missed", t.messages_missed.to_string()),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<20} {v}")?;
     }
     Ok(())
 }
@@ -304,7 +402,10 @@ pub(crate) async fn connections(
     io: &mut Io<'_>,
 ) -> anyhow::Result<()> {
     let mut client = args.admin.connect(conn).await?;
-    let json = args.admin.json;
+    let mut print = Printer {
+        out: io.out,
+        json: args.admin.json,
+    };
     match args.command {
         ConnectionsCommand::List => {
             let conns = client
@@ -313,12 +414,7 @@ pub(crate) async fn connections(
                 .map_err(call_error)?
                 .into_inner()
                 .connections;
-            if json {
-                let v: Vec<Value> = conns.iter().map(connection_json).collect();
-                writeln!(io.out, "{}", Value::Array(v))?;
-            } else {
-                write_connection_table(io.out, &conns)?;
-            }
+            print.list(&conns, connection_json, write_connection_table)
         }
         ConnectionsCommand::Close { id, reason } => {
             let closed = client
@@ -327,22 +423,28 @@ pub(crate) async fn connections(
                 .map_err(call_error)?
                 .into_inner()
                 .closed;
-            if json {
-                writeln!(io.out, "{}", json!({"id": id, "closed": closed}))?;
-            } else if closed {
-                writeln!(io.out, "closed connection {id}")?;
-            }
+            print.show(
+                &closed,
+                |closed| json!({"id": id, "closed": closed}),
+                |out, &closed| match closed {
+                    true => writeln!(out, "closed connection {id}"),
+                    false => Ok(()),
+                },
+            )?;
             if !closed {
                 bail!("no connection with id {id}");
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> anyhow::Result<()> {
     let mut client = args.admin.connect(conn).await?;
-    let json = args.admin.json;
+    let mut print = Printer {
+        out: io.out,
+        json: args.admin.json,
+    };
     if !args.watch {
         let info = client
             .server_info(ServerInfoRequest {})
@@ -361,46 +463,15 @@ pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> 
             Some(s) => s.map_err(call_error)?,
             None => bail!("the server ended the stats stream"),
         };
-        if json {
-            let mut v = snapshot_json(&snap);
-            v["server"] = json!({
-                "version": info.version,
-                "server_name": info.server_name,
-                "uptime_seconds": info.uptime_seconds,
-                "quic_listen": info.quic_listen,
-                "grpc_listen": info.grpc_listen,
-                "http_listen": info.http_listen,
-                "grpc_tls": info.grpc_tls,
-                "max_message_bytes": info.max_message_bytes,
-                "max_connections": info.max_connections,
-                "max_subscriptions_per_connection": info.max_subscriptions_per_connection,
-                "default_ring_bytes": info.default_ring_bytes,
-                "cert_fingerprint_sha256": info.cert_fingerprint_sha256,
-            });
-            writeln!(io.out, "{v}")?;
-        } else {
-            writeln!(
-                io.out,
-                "{} {} up {}s  quic {}  grpc {}{}  http {}",
-                info.server_name,
-                info.version,
-                info.uptime_seconds,
-                info.quic_listen,
-                info.grpc_listen,
-                if info.grpc_tls { " (tls)" } else { "" },
-                info.http_listen
-            )?;
-            writeln!(
-                io.out,
-                "limits: max message {} B, {} connections, {} subscriptions/connection, default ring {} B",
-                info.max_message_bytes,
-                info.max_connections,
-                info.max_subscriptions_per_connection,
-                info.default_ring_bytes
-            )?;
-            write_snapshot(io.out, &snap, None)?;
-        }
-        return Ok(());
+        return print.show(
+            &(info, snap),
+            |(info, snap)| {
+                let mut v = snapshot_json(snap);
+                v["server"] = server_info_json(info);
+                v
+            },
+            |out, (info, snap)| write_server_info(out, info, snap),
+        );
     }
     let mut watch = client
         .watch_stats(WatchStatsRequest {
@@ -414,12 +485,9 @@ pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> 
     let mut printed = 0u64;
     while let Some(snap) = watch.next().await {
         let snap = snap.map_err(call_error)?;
-        if json {
-            writeln!(io.out, "{}", snapshot_json(&snap))?;
-        } else {
-            write_snapshot(io.out, &snap, previous.as_ref())?;
-        }
-        io.out.flush()?;
+        print.show(&snap, snapshot_json, |out, snap| {
+            write_snapshot(out, snap, previous.as_ref())
+        })?;
         printed += 1;
         if args.count.is_some_and(|n| printed >= n) {
             break;
@@ -427,6 +495,51 @@ pub(crate) async fn stats(conn: &ConnArgs, args: StatsArgs, io: &mut Io<'_>) -> 
         previous = Some(snap);
     }
     Ok(())
+}
+
+fn server_info_json(info: &ServerInfoResponse) -> Value {
+    json!({
+        "version": info.version,
+        "server_name": info.server_name,
+        "uptime_seconds": info.uptime_seconds,
+        "quic_listen": info.quic_listen,
+        "grpc_listen": info.grpc_listen,
+        "http_listen": info.http_listen,
+        "grpc_tls": info.grpc_tls,
+        "max_message_bytes": info.max_message_bytes,
+        "max_connections": info.max_connections,
+        "max_subscriptions_per_connection": info.max_subscriptions_per_connection,
+        "default_ring_bytes": info.default_ring_bytes,
+        "cert_fingerprint_sha256": info.cert_fingerprint_sha256,
+    })
+}
+
+/// `lapwing stats` without `--watch`: the server, its limits, one snapshot.
+fn write_server_info(
+    out: &mut (dyn Write + Send),
+    info: &ServerInfoResponse,
+    snap: &StatsSnapshot,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} {} up {}s  quic {}  grpc {}{}  http {}",
+        info.server_name,
+        info.version,
+        info.uptime_seconds,
+        info.quic_listen,
+        info.grpc_listen,
+        if info.grpc_tls { " (tls)" } else { "" },
+        info.http_listen
+    )?;
+    writeln!(
+        out,
+        "limits: max message {} B, {} connections, {} subscriptions/connection, default ring {} B",
+        info.max_message_bytes,
+        info.max_connections,
+        info.max_subscriptions_per_connection,
+        info.default_ring_bytes
+    )?;
+    write_snapshot(out, snap, None)
 }
 
 fn topic_json(t: &TopicInfo) -> Value {
@@ -612,4 +725,63 @@ fn write_snapshot(
         write_topic_table(out, &s.topic_stats)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(grpc: &str, tls: bool, token: Option<&str>) -> AdminConn {
+        AdminConn {
+            grpc: grpc.into(),
+            admin_token: token.map(Into::into),
+            grpc_tls: tls,
+            json: false,
+        }
+    }
+
+    fn route(grpc: &str, tls: bool, token: Option<&str>) -> anyhow::Result<Route> {
+        admin(grpc, tls, token).route()
+    }
+
+    #[test]
+    fn loopback_stays_plaintext_unless_asked() {
+        for grpc in [
+            "127.0.0.1:7401",
+            "localhost:7401",
+            "[::1]:7401",
+            "http://127.0.0.1:7401",
+        ] {
+            let r = route(grpc, false, Some("t")).unwrap();
+            assert!(!r.tls, "{grpc}");
+            assert!(r.url.starts_with("http://"), "{grpc}: {}", r.url);
+        }
+        assert!(route("127.0.0.1:7401", true, None).unwrap().tls);
+        assert!(route("https://localhost:7401", false, None).unwrap().tls);
+    }
+
+    #[test]
+    fn every_other_host_gets_tls() {
+        for grpc in [
+            "10.0.0.5:7401",
+            "bus.example.org:7401",
+            "[2001:db8::1]:7401",
+        ] {
+            let r = route(grpc, false, Some("t")).unwrap();
+            assert!(r.tls, "{grpc}");
+            assert_eq!(r.url, format!("https://{grpc}"));
+        }
+    }
+
+    #[test]
+    fn plaintext_off_loopback_is_refused_with_the_reason() {
+        let err = route("http://10.0.0.5:7401", false, Some("s3cret")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not a loopback address"), "{msg}");
+        assert!(msg.contains("admin token in plaintext"), "{msg}");
+        assert!(msg.contains("--grpc-tls"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+        let err = route("http://bus.example.org:7401", false, None).unwrap_err();
+        assert!(err.to_string().contains("--grpc-tls"), "{err}");
+    }
 }

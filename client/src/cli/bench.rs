@@ -19,6 +19,7 @@ use crate::{Client, Event, SubscribeOptions, Subscription};
 /// The payload carries a send timestamp and an index: at least 16 bytes.
 const MIN_SIZE: usize = 16;
 
+/// `lapwing bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Topic to use (default: a fresh one per run).

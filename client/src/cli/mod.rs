@@ -26,12 +26,15 @@ pub use output::base64_encode;
 pub use publish::PubArgs;
 pub use subscribe::SubArgs;
 
-/// Command line client for the Lapwing message bus.
+/// Publish to and subscribe to topics of a Lapwing message bus server, measure
+/// its fanout, and manage its topics and connections (gRPC Admin API).
 #[derive(Debug, Parser)]
-#[command(name = "lapwing", version, about)]
+#[command(name = "lapwing", version)]
 pub struct Cli {
+    /// How to reach and trust the server (global flags).
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +68,7 @@ pub struct ConnArgs {
     pub token: Option<String>,
 }
 
+/// The `lapwing` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Publish messages to a topic.
@@ -84,9 +88,14 @@ pub enum Command {
 /// `--lag-policy` values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LagPolicyArg {
+    /// Continue at the oldest message the ring still holds (a resync says
+    /// how many were missed).
     #[default]
     ResumeOldest,
+    /// Continue at the latest message (conflation; a resync says how many
+    /// were skipped).
     SkipToLatest,
+    /// End the subscription with the error LAGGED.
     Disconnect,
 }
 
@@ -102,7 +111,9 @@ impl From<LagPolicyArg> for LagPolicy {
 
 /// Where input comes from and output goes, and whether it may use colour.
 pub struct Io<'a> {
+    /// Where results go (standard output in the binary).
     pub out: &'a mut (dyn Write + Send),
+    /// Where progress and summaries go (standard error in the binary).
     pub err: &'a mut (dyn Write + Send),
     /// Lines for `pub --stdin`; `None` reads the process's standard input.
     pub input: Option<Box<dyn std::io::BufRead + Send + 'a>>,
@@ -155,6 +166,7 @@ impl ConnArgs {
         )
     }
 
+    /// The [`ClientConfig`] these flags describe (client name `lapwing-cli`).
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let mut cfg = ClientConfig::new(self.server.clone(), self.trust()?);
         cfg.server_name = self.server_name.clone();
@@ -163,6 +175,7 @@ impl ConnArgs {
         Ok(cfg)
     }
 
+    /// Connects with [`ConnArgs::client_config`]; the error names the server.
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let cfg = self.client_config()?;
         Client::connect(cfg)

@@ -11,16 +11,19 @@ use futures::StreamExt;
 use super::{ConnArgs, Io};
 use crate::code_name;
 
+/// `lapwing pub`.
 #[derive(Debug, Clone, Args)]
 pub struct PubArgs {
     /// Topic to publish to.
     pub topic: String,
-    /// The message (omit with --size or --stdin).
+    /// The message (omit with --size, --count or --stdin).
     pub message: Option<String>,
-    /// Publish the message this many times.
-    #[arg(long, default_value_t = 1)]
-    pub count: u64,
-    /// Publish generated payloads of this many bytes ("<n> " then dots).
+    /// Publish this many messages (default 1). Without MESSAGE or --size,
+    /// each payload is the message's number: 0, 1, 2, ...
+    #[arg(long, conflicts_with = "stdin")]
+    pub count: Option<u64>,
+    /// Publish generated payloads of this many bytes (the message number, a
+    /// space, then dots).
     #[arg(long, value_name = "BYTES", conflicts_with = "message")]
     pub size: Option<usize>,
     /// At most this many messages per second.
@@ -44,8 +47,8 @@ pub(crate) fn generated_payload(i: u64, size: usize) -> Bytes {
 pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyhow::Result<()> {
     lapwing_proto::validate_topic(&args.topic)
         .with_context(|| format!("invalid topic {:?}", args.topic))?;
-    if args.message.is_none() && args.size.is_none() && !args.stdin {
-        bail!("nothing to publish: give a MESSAGE, --size BYTES or --stdin");
+    if args.message.is_none() && args.size.is_none() && args.count.is_none() && !args.stdin {
+        bail!("nothing to publish: give a MESSAGE, --size BYTES, --count N or --stdin");
     }
     if let Some(rate) = args.rate {
         if !(rate > 0.0 && rate.is_finite()) {
@@ -70,7 +73,7 @@ pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyh
         } else {
             let fixed = args.message.clone().map(Bytes::from);
             let size = args.size;
-            let count = args.count;
+            let count = args.count.unwrap_or(1);
             Box::new(move |i| {
                 if i >= count {
                     return Ok(None);
@@ -78,7 +81,8 @@ pub(crate) async fn run(conn: &ConnArgs, args: PubArgs, io: &mut Io<'_>) -> anyh
                 Ok(Some(match (&fixed, size) {
                     (Some(m), _) => m.clone(),
                     (None, Some(size)) => generated_payload(i, size),
-                    (None, None) => unreachable!("checked above"),
+                    // `--count N` alone: numbered messages.
+                    (None, None) => Bytes::from(i.to_string()),
                 }))
             })
         };

@@ -10,6 +10,7 @@ use super::output::write_event;
 use super::{ConnArgs, Io, LagPolicyArg};
 use crate::{Client, Event, Start, SubscribeOptions};
 
+/// `lapwing sub`.
 #[derive(Debug, Clone, Args)]
 pub struct SubArgs {
     /// Topic to subscribe to.

@@ -46,9 +46,11 @@ impl AdminService {
     /// admin token.
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         session_of(request)?;
-        self.shared
-            .admin
-            .check(&self.shared.core.auth, request.metadata())
+        self.shared.admin.check(
+            &self.shared.core.auth,
+            &self.shared.core.denials,
+            request.metadata(),
+        )
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, Status> {

@@ -16,6 +16,7 @@ use tonic::Status;
 use super::status;
 use crate::auth::Auth;
 use crate::error::RequestError;
+use crate::permissions::Denials;
 
 /// The presented bearer token, if any. A header that is there but is not
 /// `Bearer <token>` is refused rather than ignored.
@@ -43,20 +44,18 @@ pub(crate) struct AdminAuth {
 
 impl AdminAuth {
     /// `data_tokens`: whether data calls need a token.
-    pub(crate) fn new(
-        token: Option<&str>,
-        loopback_listener: bool,
-        data_tokens: bool,
-    ) -> AdminAuth {
+    pub(crate) fn new(token: Option<&str>, loopback_listener: bool, data: &Auth) -> AdminAuth {
         AdminAuth {
-            served: token.is_some() || (loopback_listener && !data_tokens),
+            served: token.is_some()
+                || data.has_admin_principal()
+                || (loopback_listener && !data.required()),
             token: token.map(|t| Auth::new(&[t.to_owned()])),
         }
     }
 
-    /// Whether the Admin service is registered: with an admin token, or
-    /// without one only on a loopback listener of a server without data
-    /// tokens.
+    /// Whether the Admin service is registered: with an admin token or a
+    /// principal with `admin = true`, or without either only on a loopback
+    /// listener of a server without data tokens.
     pub(crate) fn served(&self) -> bool {
         self.served
     }
@@ -66,28 +65,42 @@ impl AdminAuth {
         self.token.is_some()
     }
 
-    /// Checks an Admin call. `data` tells a data token (PERMISSION_DENIED)
-    /// from no valid token at all (UNAUTHENTICATED).
-    pub(super) fn check(&self, data: &Auth, metadata: &MetadataMap) -> Result<(), Status> {
-        let Some(admin) = &self.token else {
+    /// Checks an Admin call: the admin token, or the token of a principal
+    /// with `admin = true`. `data` tells a data token without the admin
+    /// permission (PERMISSION_DENIED, counted in `denials`) from no valid
+    /// token at all (UNAUTHENTICATED).
+    pub(super) fn check(
+        &self,
+        data: &Auth,
+        denials: &Denials,
+        metadata: &MetadataMap,
+    ) -> Result<(), Status> {
+        if self.token.is_none() && !data.required() {
             // Loopback-only and tokenless: anyone who can reach it.
             return Ok(());
-        };
+        }
         let refuse = |e: RequestError| Err(status(&e));
         let Some(presented) = bearer(metadata)? else {
             return refuse(RequestError::Unauthenticated(
                 "admin calls need the admin token: send `authorization: Bearer <admin token>`",
             ));
         };
-        if admin.check(presented).is_ok() {
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|a| a.check(presented).is_ok())
+        {
             return Ok(());
         }
-        if data.check(presented).is_ok() {
-            refuse(RequestError::PermissionDenied(
-                "this token may publish and subscribe but is not the admin token",
-            ))
-        } else {
-            refuse(RequestError::Unauthenticated("token not accepted"))
+        match data.check(presented) {
+            Ok(principal) if principal.is_admin() => Ok(()),
+            Ok(_) => {
+                denials.count_admin();
+                refuse(RequestError::PermissionDenied(
+                    "this token may publish and subscribe but may not call Admin",
+                ))
+            }
+            Err(_) => refuse(RequestError::Unauthenticated("token not accepted")),
         }
     }
 }
@@ -108,15 +121,21 @@ mod tests {
     #[test]
     fn admin_token_rules() {
         let data = Auth::new(&["data".into()]);
-        let admin = AdminAuth::new(Some("root"), false, true);
+        let denials = Denials::default();
+        let admin = AdminAuth::new(Some("root"), false, &data);
         assert!(admin.served());
-        assert!(admin.check(&data, &md(Some("Bearer root"))).is_ok());
-        let code = |m| admin.check(&data, &m).unwrap_err().code();
+        assert!(admin
+            .check(&data, &denials, &md(Some("Bearer root")))
+            .is_ok());
+        let code = |m| admin.check(&data, &denials, &m).unwrap_err().code();
         assert_eq!(code(md(None)), Code::Unauthenticated);
         assert_eq!(code(md(Some("Bearer data"))), Code::PermissionDenied);
         assert_eq!(code(md(Some("Bearer nope"))), Code::Unauthenticated);
         assert_eq!(code(md(Some("Basic root"))), Code::Unauthenticated);
-        let e = admin.check(&data, &md(Some("Bearer data"))).unwrap_err();
+        let e = admin
+            .check(&data, &denials, &md(Some("Bearer data")))
+            .unwrap_err();
+        assert_eq!(denials.admin(), 2);
         assert_eq!(
             e.metadata().get(super::super::ERROR_CODE_KEY).unwrap(),
             "12"
@@ -125,7 +144,7 @@ mod tests {
         let open = Auth::new(&[]);
         assert_eq!(
             admin
-                .check(&open, &md(Some("Bearer x")))
+                .check(&open, &denials, &md(Some("Bearer x")))
                 .unwrap_err()
                 .code(),
             Code::PermissionDenied
@@ -134,14 +153,16 @@ mod tests {
 
     #[test]
     fn tokenless_admin_only_on_loopback_without_data_tokens() {
-        assert!(AdminAuth::new(None, true, false).served());
-        assert!(!AdminAuth::new(None, false, false).served());
+        let none = Auth::new(&[]);
+        let tokens = Auth::new(&["t".into()]);
+        assert!(AdminAuth::new(None, true, &none).served());
+        assert!(!AdminAuth::new(None, false, &none).served());
         assert!(
-            !AdminAuth::new(None, true, true).served(),
+            !AdminAuth::new(None, true, &tokens).served(),
             "data tokens set and no admin token: Admin is not served"
         );
-        let open = AdminAuth::new(None, true, false);
-        assert!(open.check(&Auth::new(&[]), &md(None)).is_ok());
+        let open = AdminAuth::new(None, true, &none);
+        assert!(open.check(&none, &Denials::default(), &md(None)).is_ok());
     }
 
     #[test]

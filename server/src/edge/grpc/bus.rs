@@ -29,9 +29,10 @@ use tracing::debug;
 use super::auth::bearer;
 use super::io::session_of;
 use super::{status, Shared};
+use crate::drain::{BatchLimits, StartAt, Step};
 use crate::error::RequestError;
+use crate::permissions::Guard;
 use crate::session::{Session, SubscribeParams, Subscription};
-use crate::subscription::{BatchLimits, StartAt, Step};
 
 /// One batch per read of the ring. Smaller than the QUIC edge's: each
 /// gRPC item is its own HTTP/2 message anyway, and this is what a
@@ -51,12 +52,12 @@ impl BusService {
         BusService { shared }
     }
 
-    /// The call's session, once the connection is admitted, the token
-    /// checked, and the server not shutting down.
-    fn admit<T>(&self, request: &Request<T>) -> Result<Arc<Session>, Status> {
+    /// The call's session and principal, once the connection is admitted,
+    /// the token checked, and the server not shutting down.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(Arc<Session>, Guard), Status> {
         let session = session_of(request)?;
         let core = session.core();
-        core.authenticate(bearer(request.metadata())?.unwrap_or(""))?;
+        let guard = core.authenticate(bearer(request.metadata())?.unwrap_or(""))?;
         if core.shutdown.is_cancelled() {
             return Err(status(&RequestError::ShuttingDown));
         }
@@ -65,7 +66,7 @@ impl BusService {
                 .connection()
                 .set_client_name_if_empty(agent.to_str().unwrap_or(""));
         }
-        Ok(session)
+        Ok((session, guard))
     }
 }
 
@@ -77,10 +78,10 @@ impl Bus for BusService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishAck>, Status> {
-        let session = self.admit(&request)?;
+        let (session, guard) = self.admit(&request)?;
         let p = request.into_inner();
         Ok(Response::new(
-            session.publisher().publish(&p.topic, &p.payload)?,
+            session.publisher(guard).publish(&p.topic, &p.payload)?,
         ))
     }
 
@@ -88,9 +89,9 @@ impl Bus for BusService {
         &self,
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<PublishStreamSummary>, Status> {
-        let session = self.admit(&request)?;
+        let (session, guard) = self.admit(&request)?;
         let mut stream = request.into_inner();
-        let mut publisher = session.publisher();
+        let mut publisher = session.publisher(guard);
         let mut summary = PublishStreamSummary::default();
         let with_count = |mut s: Status, published: u64| {
             // How far the stream got, for a client that wants to resend.
@@ -136,7 +137,7 @@ impl Bus for BusService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<DeliveryStream>, Status> {
-        let session = self.admit(&request)?;
+        let (session, guard) = self.admit(&request)?;
         let req = request.into_inner();
         let conn = session.connection();
         let params = SubscribeParams {
@@ -145,7 +146,7 @@ impl Bus for BusService {
             lag_policy: req.lag_policy,
         };
         let id = conn.allocate_subscription_id();
-        let sub = session.subscribe(id, params, conn.subscription_count())?;
+        let sub = session.subscribe(&guard, id, params, conn.subscription_count())?;
         let ok = sub.ok();
         debug!(topic = %req.topic, start_seq = ok.start_seq, subscription = id, "gRPC subscribe");
         let state = Sub {

@@ -2,7 +2,7 @@
 //! and server reflection on one TCP listener (HTTP/2, tonic).
 //!
 //! - `bus`: Publish / PublishStream / Subscribe with the QUIC edge's
-//!   delivery contract. A subscription is a [`crate::subscription::Drain`]
+//!   delivery contract. A subscription is a [`crate::drain::Drain`]
 //!   behind a pull-based stream: the ring is read only when tonic asks for
 //!   the next item, which it does only when HTTP/2 flow control lets it
 //!   send. A client that reads slowly therefore holds back the reads, the

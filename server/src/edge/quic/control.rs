@@ -33,11 +33,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
-use super::{code, publish, subscribe, Shared};
+use super::{code, publish, subscription, Shared};
 use crate::error::RequestError;
 use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
-use crate::publisher::TopicPublisher;
+use crate::permissions::Guard;
 use crate::session::{Action, LiveSubscriptions, Session};
+use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
 
 /// Time allowed for a final Error/GoAway to reach the client before close.
@@ -97,7 +98,7 @@ pub(super) async fn handle_connection(
 async fn run_session(conn: Connection, handshake: OwnedSemaphorePermit, shared: Arc<Shared>) {
     let hello = hello(&conn, &shared).await;
     drop(handshake);
-    let Some((send, mut frames, session)) = hello else {
+    let Some((send, mut frames, session, guard)) = hello else {
         return;
     };
     tracing::Span::current().record("id", session.id());
@@ -111,6 +112,7 @@ async fn run_session(conn: Connection, handshake: OwnedSemaphorePermit, shared: 
         cancel: cancel.clone(),
         subs: Subs::default(),
         session,
+        guard,
     };
     let close = control.serve(&mut frames).await;
     // Stop every task of this connection, then let the writer flush what
@@ -140,7 +142,10 @@ enum First {
 
 /// Reads and checks Hello, admits the connection, answers Welcome. On
 /// failure the client got an Error frame and the connection is closed.
-async fn hello(conn: &Connection, shared: &Shared) -> Option<(SendStream, ControlFrames, Session)> {
+async fn hello(
+    conn: &Connection,
+    shared: &Shared,
+) -> Option<(SendStream, ControlFrames, Session, Guard)> {
     let core = &shared.core;
     let limits = &core.limits;
     let deadline = tokio::time::Instant::now() + limits.hello_timeout;
@@ -214,12 +219,13 @@ async fn hello(conn: &Connection, shared: &Shared) -> Option<(SendStream, Contro
                 supported: PROTOCOL_VERSION,
             });
         }
-        core.authenticate(&h.token)?;
-        core.admit(Transport::Quic, conn.remote_address(), &h.client_name)
+        let guard = core.authenticate(&h.token)?;
+        let session = core.admit(Transport::Quic, conn.remote_address(), &h.client_name)?;
+        Ok((session, guard))
     });
     let mut send = send;
     match admitted {
-        Ok(session) => {
+        Ok((session, guard)) => {
             let welcome = ControlResponse {
                 kind: Some(control_response::Kind::Welcome(v1::Welcome {
                     version: PROTOCOL_VERSION,
@@ -233,8 +239,9 @@ async fn hello(conn: &Connection, shared: &Shared) -> Option<(SendStream, Contro
             let mut buf = BytesMut::new();
             lapwing_proto::encode_frame(&welcome, &mut buf);
             send.write_all(&buf).await.ok()?;
-            info!(client = ?session.connection().info().client_name, "connected");
-            Some((send, frames, session))
+            info!(client = ?session.connection().info().client_name,
+                principal = %guard.principal().name(), "connected");
+            Some((send, frames, session, guard))
         }
         Err(err) => {
             info!(error = %err, "client refused");
@@ -301,6 +308,8 @@ struct Control {
     cancel: CancellationToken,
     subs: Subs,
     session: Session,
+    /// The principal Hello's token named, and its permission checks.
+    guard: Guard,
 }
 
 impl Control {
@@ -376,7 +385,7 @@ impl Control {
             self.shared.clone(),
             self.tx.clone(),
             self.cancel.clone(),
-            self.session.publisher(),
+            self.session.publisher(self.guard.clone()),
             progress,
         );
         tokio::spawn(fut.in_current_span());
@@ -400,7 +409,7 @@ impl Control {
         // Subscriptions that ended on their own (lagged, topic deleted)
         // free their id and their place.
         self.subs.0.retain(|_, sub| !sub.task.is_finished());
-        let reply = self.session.control(request, &self.subs);
+        let reply = self.session.control(&self.guard, request, &self.subs);
         match reply.action {
             Some(Action::Start(sub)) => {
                 let id = sub.id();
@@ -408,7 +417,7 @@ impl Control {
                     start_seq = sub.drain().start_seq(), "subscribed");
                 let cancel = self.cancel.child_token();
                 let task = tokio::spawn(
-                    subscribe::run(
+                    subscription::run(
                         self.conn.clone(),
                         *sub,
                         cancel.clone(),

@@ -6,11 +6,11 @@
 //! - `publish`: client-opened uni streams (fire-and-forget) and bidi streams
 //!   (acked) carrying Publish frames.
 //! - `subscribe`: one server-opened uni stream per subscription, fed by a
-//!   [`crate::subscription::Drain`] one batch (one write) at a time.
+//!   [`crate::drain::Drain`] one batch (one write) at a time.
 
 mod control;
 mod publish;
-mod subscribe;
+mod subscription;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::drain::BatchLimits;
 use crate::limits::Limits;
 use crate::session::Core;
-use crate::subscription::BatchLimits;
 use crate::ServerError;
 
 /// State every connection task shares.

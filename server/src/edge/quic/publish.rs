@@ -24,7 +24,7 @@ use super::control::{error_response, ControlTx};
 use super::{code, Shared};
 use crate::error::RequestError;
 use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
-use crate::publisher::TopicPublisher;
+use crate::topic_publisher::TopicPublisher;
 
 /// Publish frames handled per write on an acked stream.
 const ACK_BATCH: usize = 64;

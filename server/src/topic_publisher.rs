@@ -9,6 +9,7 @@ use std::sync::Arc;
 use lapwing_proto::v1::PublishAck;
 
 use crate::error::RequestError;
+use crate::permissions::{Action, Guard};
 use crate::registry::{CreationQuota, Registry};
 use crate::topic::{PublishError, Topic};
 
@@ -17,16 +18,20 @@ use crate::topic::{PublishError, Topic};
 pub struct TopicPublisher {
     registry: Arc<Registry>,
     quota: Arc<CreationQuota>,
+    guard: Guard,
+    /// The topic used last; its name passed `guard` when it was cached, so
+    /// a stream publishing to one topic checks its permission once.
     cached: Option<Arc<Topic>>,
 }
 
 impl TopicPublisher {
     /// A publisher with an empty cache whose topic creations count against
-    /// `quota` (its connection's).
-    pub fn new(registry: Arc<Registry>, quota: Arc<CreationQuota>) -> TopicPublisher {
+    /// `quota` (its connection's), publishing as `guard`'s principal.
+    pub fn new(registry: Arc<Registry>, quota: Arc<CreationQuota>, guard: Guard) -> TopicPublisher {
         TopicPublisher {
             registry,
             quota,
+            guard,
             cached: None,
         }
     }
@@ -39,6 +44,7 @@ impl TopicPublisher {
             let t = match &self.cached {
                 Some(t) if t.name() == topic && !t.is_deleted() => t.clone(),
                 _ => {
+                    self.guard.check(Action::Publish, topic)?;
                     let t = self
                         .registry
                         .get_or_create_within(topic, Some(&self.quota))?;
@@ -79,7 +85,9 @@ mod tests {
     fn publishes_and_follows_a_recreated_topic() {
         let config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
         let registry = Arc::new(Registry::from_config(&config).unwrap());
-        let mut p = TopicPublisher::new(registry.clone(), Arc::new(CreationQuota::new(10)));
+        let everything = Arc::new(crate::permissions::Principal::everything("test"));
+        let guard = Guard::new(everything, Arc::default());
+        let mut p = TopicPublisher::new(registry.clone(), Arc::new(CreationQuota::new(10)), guard);
         let a = p.publish("a", b"x").unwrap();
         assert_eq!(a.seq, 0);
         assert_eq!(p.publish("a", b"y").unwrap().seq, 1);

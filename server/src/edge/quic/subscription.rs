@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::control::{error_response, ControlTx};
+use crate::drain::{BatchLimits, Step};
 use crate::session::Subscription;
-use crate::subscription::{BatchLimits, Step};
 
 pub(super) async fn run(
     conn: Connection,
