@@ -1194,10 +1194,19 @@ async fn huge_client_name_is_capped() {
         "abuse-{}",
         "n".repeat(lapwing_proto::PRE_HELLO_MAX_FRAME_BYTES - 128)
     );
-    let attacker = server.client(&name, None).await;
-    bounded("publish", attacker.publish_acked("abuse.name", &b"x"[..]))
+    // The Rust client refuses such a name itself: speak raw QUIC.
+    let mut attacker = raw_session(&server, &name).await;
+    attacker
+        .ctl_send
+        .write_all(&raw::encode(&ControlRequest {
+            kind: Some(control_request::Kind::Ping(v1::Ping { nonce: 9 })),
+        }))
         .await
-        .expect("the connection works");
+        .expect("ping");
+    match raw::next_response(&mut attacker.ctl).await {
+        control_response::Kind::Pong(p) => assert_eq!(p.nonce, 9),
+        other => panic!("the connection does not work: expected Pong, got {other:?}"),
+    }
     let conns = bounded(
         "ListConnections",
         AdminClient::new(server.channel().await).list_connections(ListConnectionsRequest {}),
