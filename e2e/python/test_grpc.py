@@ -2,10 +2,11 @@
 
 Everything about the API comes from server reflection: the message classes
 are built from the descriptors the server sends. Checks: services listed,
-health, admin auth, a publish/subscribe round trip with contiguous seqs, a
-slow subscriber that gets an exact resync (delivered + missed == published),
-and /metrics parsed by prometheus_client's text parser with the counters
-matching what happened. Every wait is bounded.
+health, admin auth, a principal's denials (typed status plus the
+lapwing-error-code metadata), a publish/subscribe round trip with contiguous
+seqs, a slow subscriber that gets an exact resync (delivered + missed ==
+published), and /metrics parsed by prometheus_client's text parser with the
+counters matching what happened. Every wait is bounded.
 """
 
 import argparse
@@ -29,7 +30,9 @@ def main():
     ap.add_argument("--grpc", required=True)
     ap.add_argument("--http", required=True)
     ap.add_argument("--admin-token", required=True)
+    ap.add_argument("--data-token", required=True)
     args = ap.parse_args()
+    data_md = [("authorization", f"Bearer {args.data_token}")]
 
     channel = grpc.insecure_channel(args.grpc)
     grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
@@ -72,8 +75,7 @@ def main():
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
     try:
-        create_topic(CreateTopic(name="py.denied"), timeout=TIMEOUT,
-                     metadata=[("authorization", "Bearer not-the-admin-token")])
+        create_topic(CreateTopic(name="py.denied"), timeout=TIMEOUT, metadata=data_md)
         raise AssertionError("admin call with a data token succeeded")
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e
@@ -86,15 +88,42 @@ def main():
     SubscribeRequest, subscribe = method("lapwing.v1.Bus", "Subscribe")
 
     def subscribed(topic):
-        call = subscribe(SubscribeRequest(topic=topic), timeout=TIMEOUT)
+        call = subscribe(SubscribeRequest(topic=topic), timeout=TIMEOUT, metadata=data_md)
         md = dict(call.initial_metadata())  # waits until the server set it up
         return call, int(md["lapwing-epoch"]), int(md["lapwing-start-seq"])
+
+    # --- a principal's denials ------------------------------------------------------
+    def denied(call):
+        try:
+            result = call()
+            if hasattr(result, "initial_metadata"):
+                next(result)  # a stream reports its status on the first read
+            raise AssertionError("a denied call succeeded")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e
+            trailers = dict(e.trailing_metadata() or ())
+            assert trailers.get("lapwing-error-code") == "12", trailers
+            return e.details()
+
+    why = denied(lambda: publish(PublishRequest(topic="other.t", payload=b"x"),
+                                 timeout=TIMEOUT, metadata=data_md))
+    assert "other.t" in why and "publish" in why, why
+    why = denied(lambda: subscribe(SubscribeRequest(topic="py.secret"),
+                                   timeout=TIMEOUT, metadata=data_md))
+    assert "py.secret" in why, why
+    try:
+        publish(PublishRequest(topic="py.rt", payload=b"x"), timeout=TIMEOUT)
+        raise AssertionError("a data call without a token succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+    print("denials: PERMISSION_DENIED with lapwing-error-code 12, naming action and topic")
 
     # --- round trip -------------------------------------------------------------
     call, epoch, start = subscribed("py.rt")
     assert start == 0
     for i in range(10):
-        ack = publish(PublishRequest(topic="py.rt", payload=f"m{i}".encode()), timeout=TIMEOUT)
+        ack = publish(PublishRequest(topic="py.rt", payload=f"m{i}".encode()),
+                      timeout=TIMEOUT, metadata=data_md)
         assert (ack.epoch, ack.seq) == (epoch, i), ack
     for i in range(10):
         d = next(call)
@@ -108,7 +137,8 @@ def main():
     n = 20_000
     payload = b"x" * 1024
     summary = publish_stream(
-        (PublishRequest(topic="py.slow", payload=payload) for _ in range(n)), timeout=TIMEOUT)
+        (PublishRequest(topic="py.slow", payload=payload) for _ in range(n)),
+        timeout=TIMEOUT, metadata=data_md)
     assert summary.published == n, summary
     nxt, delivered, missed, resyncs = start, 0, 0, []
     deadline = time.monotonic() + TIMEOUT

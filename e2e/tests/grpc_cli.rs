@@ -169,3 +169,92 @@ async fn admin_cli_uses_tls_off_loopback_and_refuses_plaintext_tokens() {
     assert!(err.contains("--grpc-tls"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// Runs the CLI with `input` as its standard input.
+async fn lapwing_with_input(args: &[&str], input: &str) -> (anyhow::Result<()>, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let cli = Cli::try_parse_from(std::iter::once("lapwing").chain(args.iter().copied()))
+        .expect("arguments parse");
+    let result = {
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            input: Some(Box::new(std::io::Cursor::new(input.as_bytes().to_vec()))),
+            color: false,
+        };
+        bounded(&format!("lapwing {args:?}"), run(cli, &mut io)).await
+    };
+    (result, String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn auth_hash_and_check_explain_the_principals() {
+    // The hash the CLI prints is the one the server accepts.
+    let (r, hash) = lapwing_with_input(&["auth", "hash"], "ticker-secret\n").await;
+    r.unwrap();
+    let hash = hash.trim().to_owned();
+    assert_eq!(hash.len(), 64, "{hash}");
+    let (r, _) = lapwing_with_input(&["auth", "hash"], "").await;
+    assert!(r.unwrap_err().to_string().contains("no token"));
+
+    let (srv, _dir) = server(|c| {
+        c.auth.admin_token = Some("root".into());
+        c.principals = vec![lapwing_server::config::PrincipalConfig {
+            name: "ticker".into(),
+            token_sha256: Some(hash.clone()),
+            subscribe: lapwing_server::config::RulesConfig {
+                allow: vec!["prices.>".into()],
+                deny: vec!["prices.internal".into()],
+            },
+            ..Default::default()
+        }];
+    });
+    let mut cfg = support::client_config(&srv);
+    cfg.token = Some("ticker-secret".into());
+    bounded("connect", lapwing_client::Client::connect(cfg))
+        .await
+        .expect("the printed hash names the principal");
+
+    let grpc = srv.grpc_addr().to_string();
+    let check = |action: &'static str, topic: &'static str| {
+        let grpc = grpc.clone();
+        async move {
+            let args = [
+                "auth",
+                "check",
+                "--principal",
+                "ticker",
+                action,
+                topic,
+                "--grpc",
+                &grpc,
+                "--admin-token",
+                "root",
+            ];
+            let (r, out) = lapwing(&args).await;
+            r.unwrap();
+            out
+        }
+    };
+    let out = check("subscribe", "prices.eur").await;
+    assert!(
+        out.starts_with("allowed") && out.contains("allow rule `prices.>`"),
+        "{out}"
+    );
+    let out = check("subscribe", "prices.eur.*").await;
+    assert!(out.starts_with("allowed"), "a covered wildcard: {out}");
+    let out = check("subscribe", "prices.internal").await;
+    assert!(
+        out.starts_with("denied") && out.contains("deny rule `prices.internal`"),
+        "{out}"
+    );
+    let out = check("subscribe", "prices.*").await;
+    assert!(
+        out.starts_with("denied") && out.contains("deny rule `prices.internal`"),
+        "a wildcard that could reach a denied topic: {out}"
+    );
+    let out = check("publish", "prices.eur").await;
+    assert!(out.contains("no allow rule matches"), "{out}");
+    srv.shutdown().await;
+}

@@ -6,10 +6,14 @@
 mod support;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use lapwing_client::{ClientError, Event, SubscribeOptions};
 use lapwing_proto::v1::admin_client::AdminClient;
 use lapwing_proto::v1::bus_client::BusClient;
-use lapwing_proto::v1::{ErrorCode, ListTopicsRequest, PublishRequest, SubscribeRequest};
+use lapwing_proto::v1::{
+    CheckPermissionRequest, ErrorCode, ListTopicsRequest, PublishRequest, ReloadPrincipalsRequest,
+    SubscribeRequest,
+};
 use lapwing_server::config::{PrincipalConfig, RulesConfig};
 use lapwing_server::{Config, ServerHandle};
 use support::{bounded, client_config, next_event, server};
@@ -249,4 +253,142 @@ fn bad_principals_are_reported_together() {
     ] {
         assert!(errors.contains(needle), "missing `{needle}` in\n{errors}");
     }
+}
+
+/// A config file whose only principal may subscribe to `allow`.
+fn write_config(path: &std::path::Path, allow: &str) {
+    let hash = lapwing_server::auth::hex(&lapwing_server::auth::digest(TICKER));
+    std::fs::write(
+        path,
+        format!(
+            "[[principals]]\nname = \"ticker\"\ntoken_sha256 = \"{hash}\"\n\
+             publish = {{ allow = [\">\"] }}\nsubscribe = {{ allow = [\"{allow}\"] }}\n\
+             [[principals]]\nname = \"ops\"\ntoken = \"{OPS}\"\nadmin = true\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_that_withdraws_a_permission_ends_the_subscription_and_denies_its_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lapwing.toml");
+    write_config(&file, "prices.>");
+    let mut cfg = Config::from_file(&file).unwrap();
+    let test = Config::for_tests(dir.path());
+    cfg.listen = test.listen.clone();
+    cfg.data_dir = test.data_dir.clone();
+    let srv = lapwing_server::spawn(cfg).expect("server starts");
+
+    let mut ccfg = client_config(&srv);
+    ccfg.token = Some(TICKER.into());
+    let client = bounded("connect", lapwing_client::Client::connect(ccfg))
+        .await
+        .unwrap();
+    let mut eur = bounded(
+        "subscribe",
+        client.subscribe("prices.eur", SubscribeOptions::default()),
+    )
+    .await
+    .expect("allowed at start");
+    bounded("publish", client.publish_acked("prices.eur", "before"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut eur).await,
+        Event::Message { seq: 0, .. }
+    ));
+
+    // A broken file: every error reported, the old rules stay.
+    std::fs::write(
+        &file,
+        "[[principals]]\nname = \"\"\ntoken_sha256 = \"xyz\"\n",
+    )
+    .unwrap();
+    let err = srv.reload_principals().unwrap_err().to_string();
+    assert!(
+        err.contains("principals[0].name") && err.contains("principals[0].token_sha256"),
+        "{err}"
+    );
+    bounded("publish", client.publish_acked("prices.eur", "still"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut eur).await,
+        Event::Message { seq: 1, .. }
+    ));
+
+    // Withdraw prices.>: the live subscription ends with PERMISSION_DENIED.
+    write_config(&file, "news.>");
+    assert_eq!(srv.reload_principals().unwrap(), 2);
+    let ended = loop {
+        match bounded("end of subscription", eur.next()).await {
+            Some(Ok(Event::Message { .. })) => continue,
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            Some(Err(e)) => break e,
+            None => panic!("ended without an error"),
+        }
+    };
+    assert_eq!(
+        code_of(&ended),
+        Some(ErrorCode::PermissionDenied),
+        "{ended}"
+    );
+    // A new subscribe (what a resume after a reconnect sends) is denied.
+    let again = bounded(
+        "subscribe",
+        client.subscribe("prices.eur", SubscribeOptions::default()),
+    )
+    .await
+    .expect_err("withdrawn");
+    assert_eq!(code_of(&again), Some(ErrorCode::PermissionDenied));
+    bounded(
+        "subscribe",
+        client.subscribe("news.today", SubscribeOptions::default()),
+    )
+    .await
+    .expect("newly granted on the same connection");
+
+    // The Admin API explains the rule and reloads too.
+    let mut admin = AdminClient::new(channel(&srv).await);
+    let check = |topic: &str| CheckPermissionRequest {
+        principal: "ticker".into(),
+        action: "subscribe".into(),
+        topic: topic.into(),
+    };
+    let r = admin
+        .check_permission(with_token(check("news.*"), OPS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.allowed, "{}", r.explanation);
+    assert!(
+        r.explanation.contains("allow rule `news.>`"),
+        "{}",
+        r.explanation
+    );
+    let r = admin
+        .check_permission(with_token(check("prices.eur"), OPS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !r.allowed && r.explanation.contains("no allow rule"),
+        "{}",
+        r.explanation
+    );
+    write_config(&file, "prices.>");
+    let reloaded = admin
+        .reload_principals(with_token(ReloadPrincipalsRequest {}, OPS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.principals, 2);
+    bounded(
+        "subscribe",
+        client.subscribe("prices.eur", SubscribeOptions::default()),
+    )
+    .await
+    .expect("granted again");
+    srv.shutdown().await;
 }

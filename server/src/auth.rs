@@ -10,9 +10,11 @@
 //! Without any token or principal configured, everyone is accepted as the
 //! principal `anonymous`, with every data permission.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::permissions::Principal;
 
@@ -93,6 +95,27 @@ impl Auth {
         Ok(Auth::with_principals(entries))
     }
 
+    /// The principal named `name`, if any.
+    pub fn principal(&self, name: &str) -> Option<Arc<Principal>> {
+        if !self.required() {
+            return (name == self.anonymous.name()).then(|| self.anonymous.clone());
+        }
+        self.entries
+            .iter()
+            .find(|(_, p)| p.name() == name)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// How many principals a token can name.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no token is configured (everyone is `anonymous`).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Whether a token is required.
     pub fn required(&self) -> bool {
         !self.entries.is_empty()
@@ -120,6 +143,56 @@ impl Auth {
             }
         }
         found.cloned().ok_or(AuthError::Rejected)
+    }
+}
+
+/// The [`Auth`] in force, replaceable while the server runs (a reload of
+/// `[[principals]]`). Readers take the current one; whoever holds a
+/// principal across requests (a connection, a subscription) watches the
+/// generation and looks its principal up again after a change.
+#[derive(Debug)]
+pub struct Directory {
+    current: RwLock<Arc<Auth>>,
+    /// Read once per batch by every subscription: an atomic, no lock.
+    generation: AtomicU64,
+    /// Wakes subscriptions that wait for messages.
+    changed: watch::Sender<u64>,
+}
+
+impl Directory {
+    /// A directory holding `auth`.
+    pub fn new(auth: Auth) -> Arc<Directory> {
+        Arc::new(Directory {
+            current: RwLock::new(Arc::new(auth)),
+            generation: AtomicU64::new(0),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    /// The `Auth` in force.
+    pub fn current(&self) -> Arc<Auth> {
+        // A poisoned lock holds a whole `Arc`: still usable.
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `auth` in force and tells every watcher.
+    pub fn replace(&self, auth: Auth) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.send_replace(g);
+    }
+
+    /// Changes so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A receiver woken by every replacement.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 

@@ -104,6 +104,10 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// The file this config was read from, if any: what a reload of the
+    /// principals reads again. Not a key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Listen addresses. Loopback by default: exposing a server is a decision.
@@ -350,6 +354,7 @@ impl Default for Config {
             principals: Vec::new(),
             transport: TransportConfig::default(),
             shutdown: ShutdownConfig::default(),
+            source: None,
         }
     }
 }
@@ -499,10 +504,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+        let mut config = Self::from_toml(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses TOML text over the defaults.

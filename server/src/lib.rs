@@ -92,6 +92,7 @@ pub mod metrics;
 pub mod partial;
 pub mod permissions;
 pub mod registry;
+pub mod reload;
 pub mod session;
 pub mod shutdown;
 pub mod tls;
@@ -155,6 +156,7 @@ pub struct ServerHandle {
     grpc_task: Option<JoinHandle<()>>,
     http_task: Option<JoinHandle<()>>,
     reaper_task: Option<JoinHandle<()>>,
+    reloader: Arc<reload::Reloader>,
     cert_path: PathBuf,
     fingerprint: String,
     registry: Arc<registry::Registry>,
@@ -210,6 +212,12 @@ impl ServerHandle {
     /// The topic registry (create, delete, list, stats).
     pub fn registry(&self) -> &Arc<registry::Registry> {
         &self.registry
+    }
+
+    /// Reads `[[principals]]` from the config file again and puts them in
+    /// force (what SIGHUP does); see [`reload`].
+    pub fn reload_principals(&self) -> Result<usize, reload::ReloadError> {
+        self.reloader.reload()
     }
 
     /// Graceful shutdown: stop accepting, GoAway on every connection, let
@@ -336,14 +344,16 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     let admin = grpc::AdminAuth::new(
         config.auth.admin_token.as_deref(),
         grpc_addr.ip().is_loopback(),
-        &core.auth,
+        &core.directory.current(),
     );
     for p in config.principals.iter().filter(|p| p.token.is_some()) {
         warn!(principal = %p.name, "principal has its token in clear in the config; prefer token_sha256 (`lapwing auth hash`)");
     }
     warn_about_exposure(&config, &core, &admin, quic_addr, grpc_addr);
+    let reloader = Arc::new(reload::Reloader::new(&config, core.directory.clone()));
     let grpc_shared = Arc::new(grpc::Shared {
         core: core.clone(),
+        reloader: reloader.clone(),
         admin,
         metrics: metrics.clone(),
         tls: grpc_tls
@@ -382,7 +392,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         ))
     });
     info!(quic = %quic_addr, grpc = %grpc_addr, grpc_tls, http = %http_addr,
-        auth = if core.auth.required() { "token" } else { "none" },
+        auth = if core.directory.current().required() { "token" } else { "none" },
         "lapwing server listening");
     Ok(ServerHandle {
         quic_addr,
@@ -393,6 +403,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         grpc_task: Some(grpc_task),
         http_task: Some(http_task),
         reaper_task,
+        reloader,
         cert_path: identity.cert_path,
         fingerprint: identity.fingerprint,
         registry,
@@ -413,7 +424,7 @@ fn warn_about_exposure(
     quic_addr: SocketAddr,
     grpc_addr: SocketAddr,
 ) {
-    if !core.auth.required() {
+    if !core.directory.current().required() {
         for (edge, addr) in [("QUIC", quic_addr), ("gRPC", grpc_addr)] {
             if !addr.ip().is_loopback() {
                 warn!(%addr, "{edge} listens on a non-loopback address with no tokens configured: anyone who can reach it can publish and subscribe (set auth.tokens / LAPWING_TOKENS)");

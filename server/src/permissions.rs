@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use lapwing_proto::pattern::{Pattern, PatternError};
 
+use crate::auth::Directory;
 use crate::error::RequestError;
 
 /// What a principal wants to do to a topic.
@@ -205,21 +206,60 @@ impl Denials {
 }
 
 /// A principal's checks, counted: what the session layer holds per client.
+///
+/// It follows reloads of `[[principals]]`: after one, each check looks the
+/// principal up again by name in the directory in force, so a withdrawn
+/// permission is withdrawn for connections and streams already open (a
+/// principal that no longer exists may do nothing).
 #[derive(Debug, Clone)]
 pub struct Guard {
     principal: Arc<Principal>,
+    /// The directory generation `principal` was looked up in.
+    generation: u64,
+    directory: Option<Arc<Directory>>,
     denials: Arc<Denials>,
 }
 
 impl Guard {
-    /// Checks for `principal`, counting denials in `denials`.
+    /// Checks for `principal`, counting denials in `denials`; it never
+    /// changes (tests, and principals outside a directory).
     pub fn new(principal: Arc<Principal>, denials: Arc<Denials>) -> Guard {
-        Guard { principal, denials }
+        Guard {
+            principal,
+            generation: 0,
+            directory: None,
+            denials,
+        }
     }
 
-    /// The principal.
+    /// Checks for `principal` as found in `directory` now.
+    pub fn in_directory(
+        principal: Arc<Principal>,
+        directory: Arc<Directory>,
+        denials: Arc<Denials>,
+    ) -> Guard {
+        Guard {
+            generation: directory.generation(),
+            principal,
+            directory: Some(directory),
+            denials,
+        }
+    }
+
+    /// The principal, as looked up when this guard was made.
     pub fn principal(&self) -> &Arc<Principal> {
         &self.principal
+    }
+
+    /// The principal in force: the one this guard holds, or after a
+    /// reload the one of the same name (`None` if it was removed).
+    fn current(&self) -> Option<Arc<Principal>> {
+        match &self.directory {
+            Some(d) if d.generation() != self.generation => {
+                d.current().principal(&self.principal.name)
+            }
+            _ => Some(self.principal.clone()),
+        }
     }
 
     /// Whether the principal may `action` on `topic` (a valid topic name or
@@ -229,17 +269,18 @@ impl Guard {
             PatternError::Topic(e) => RequestError::InvalidTopic(e),
             other => RequestError::Protocol(other.to_string()),
         })?;
-        match self.principal.rules(action).decide(&target) {
-            Ok(_) => Ok(()),
-            Err(_) => {
-                self.denials.counts[action as usize].fetch_add(1, Ordering::Relaxed);
-                Err(RequestError::Forbidden {
-                    principal: self.principal.name.clone(),
-                    action: action.as_str(),
-                    topic: topic.to_owned(),
-                })
-            }
+        let allowed = self
+            .current()
+            .is_some_and(|p| p.rules(action).decide(&target).is_ok());
+        if allowed {
+            return Ok(());
         }
+        self.denials.counts[action as usize].fetch_add(1, Ordering::Relaxed);
+        Err(RequestError::Forbidden {
+            principal: self.principal.name.clone(),
+            action: action.as_str(),
+            topic: topic.to_owned(),
+        })
     }
 }
 

@@ -34,7 +34,7 @@ use lapwing_proto::v1::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, Directory};
 use crate::budget::Budget;
 use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
 use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
@@ -52,8 +52,8 @@ pub struct Core {
     pub registry: Arc<Registry>,
     /// The limits in force.
     pub limits: Limits,
-    /// Data tokens.
-    pub auth: Auth,
+    /// Tokens and the principals they name (replaced by a reload).
+    pub directory: Arc<Directory>,
     /// The connection table.
     pub connections: Arc<Connections>,
     /// Bytes held for partial frames, both edges (`limits.partial_frame_bytes`).
@@ -79,7 +79,7 @@ impl Core {
             gate: Arc::new(Semaphore::new(limits.max_connections)),
             registry,
             limits,
-            auth,
+            directory: Directory::new(auth),
             connections,
             partial_frames: Budget::new(partial_frame_bytes),
             shutdown,
@@ -120,8 +120,12 @@ impl Core {
     /// The principal of a data token ("" = none presented), with its
     /// permission checks.
     pub fn authenticate(&self, token: &str) -> Result<Guard, RequestError> {
-        match self.auth.check(token) {
-            Ok(principal) => Ok(Guard::new(principal, self.denials.clone())),
+        match self.directory.current().check(token) {
+            Ok(principal) => Ok(Guard::in_directory(
+                principal,
+                self.directory.clone(),
+                self.denials.clone(),
+            )),
             Err(AuthError::Missing) => Err(RequestError::Unauthenticated(
                 "this server requires a token",
             )),
@@ -195,8 +199,16 @@ impl Session {
             .registry
             .get_or_create_within(params.topic, Some(&self.quota))?;
         let drain = Drain::new(topic, params.start, policy);
-        let guard = self.connection().add_subscription(id, &drain);
-        Ok(Subscription { id, drain, guard })
+        let meter = self.connection().add_subscription(id, &drain);
+        Ok(Subscription {
+            id,
+            drain,
+            meter,
+            permission: guard.clone(),
+            directory: self.core.directory.clone(),
+            seen_generation: self.core.directory.generation(),
+            reloads: self.core.directory.watch(),
+        })
     }
 
     /// A publisher for one stream of this connection, publishing as
@@ -304,12 +316,19 @@ pub enum Action {
     Stop(u64),
 }
 
-/// One live subscription: its drain and its meter.
+/// One live subscription: its drain, its meter, and the permission it
+/// was granted under.
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
     drain: Drain,
-    guard: SubscriptionGuard,
+    meter: SubscriptionGuard,
+    permission: Guard,
+    directory: Arc<Directory>,
+    /// The principals' generation this subscription was last checked in.
+    seen_generation: u64,
+    /// Wakes an idle subscription on a reload.
+    reloads: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Subscription {
@@ -344,13 +363,32 @@ impl Subscription {
             tally.see(&d);
             emit(d);
         });
-        self.guard.meter().record(&self.drain, &tally, step);
+        self.meter.meter().record(&self.drain, &tally, step);
         step
     }
 
-    /// Waits until the next batch has something (cancel-safe).
-    pub async fn wait(&self) {
-        self.drain.wait().await
+    /// Waits until the next batch has something, or the principals were
+    /// reloaded (then [`Subscription::revoked`] has something to say).
+    /// Cancel-safe.
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.drain.wait() => {}
+            _ = self.reloads.changed() => {}
+        }
+    }
+
+    /// After a reload of the principals, whether this subscription's
+    /// permission was withdrawn: the PERMISSION_DENIED it ends with. One
+    /// atomic load when nothing was reloaded; edges call it once per batch.
+    pub fn revoked(&mut self) -> Option<RequestError> {
+        let generation = self.directory.generation();
+        if generation == self.seen_generation {
+            return None;
+        }
+        self.seen_generation = generation;
+        self.permission
+            .check(Permission::Subscribe, self.drain.topic().name())
+            .err()
     }
 
     /// Why the subscription ended on its own after `step`, as the error

@@ -192,7 +192,7 @@ impl AdminConn {
         Ok(Route { url, tls })
     }
 
-    async fn connect(&self, conn: &ConnArgs) -> anyhow::Result<Client> {
+    pub(super) async fn connect(&self, conn: &ConnArgs) -> anyhow::Result<Client> {
         let Route { url, tls } = self.route()?;
         let mut endpoint = Channel::from_shared(url.clone())
             .with_context(|| format!("bad --grpc address `{}`", self.grpc))?
@@ -248,7 +248,7 @@ impl tonic::service::Interceptor for AuthHeader {
 }
 
 /// A failed call, with what to do about auth errors.
-fn call_error(status: tonic::Status) -> anyhow::Error {
+pub(super) fn call_error(status: tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let hint = match status.code() {
         Code::Unauthenticated => " (pass --admin-token or set LAPWING_ADMIN_TOKEN)",
@@ -273,14 +273,14 @@ fn code_name(code: tonic::Code) -> String {
 /// Where a command's result goes, and in which form: every admin command
 /// prints one JSON document with `--json` and text for people otherwise,
 /// and goes through [`Printer::show`] (or [`Printer::list`]) to do so.
-struct Printer<'a> {
-    out: &'a mut (dyn Write + Send),
-    json: bool,
+pub(super) struct Printer<'a> {
+    pub(super) out: &'a mut (dyn Write + Send),
+    pub(super) json: bool,
 }
 
 impl Printer<'_> {
     /// Prints `value` as `to_json` makes it, or as `human` writes it.
-    fn show<T: ?Sized>(
+    pub(super) fn show<T: ?Sized>(
         &mut self,
         value: &T,
         to_json: impl FnOnce(&T) -> Value,

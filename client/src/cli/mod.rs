@@ -3,6 +3,7 @@
 //! `src/bin/lapwing.rs` only parses arguments and sets up the runtime.
 
 mod admin;
+mod auth;
 mod bench;
 mod output;
 mod publish;
@@ -21,6 +22,7 @@ use crate::{Client, ClientConfig, LagPolicy, Trust};
 pub use clap::Parser;
 
 pub use admin::{AdminConn, ConnectionsArgs, StatsArgs, TopicsArgs};
+pub use auth::{ActionArg, AuthArgs, AuthCommand};
 pub use bench::BenchArgs;
 pub use output::base64_encode;
 pub use publish::PubArgs;
@@ -83,6 +85,8 @@ pub enum Command {
     Connections(ConnectionsArgs),
     /// Server info and totals; `--watch` for live stats.
     Stats(StatsArgs),
+    /// Principals: hash a token for the config, check a permission.
+    Auth(AuthArgs),
 }
 
 /// `--lag-policy` values.
@@ -138,6 +142,7 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
         Command::Topics(args) => admin::topics(&cli.conn, args, io).await,
         Command::Connections(args) => admin::connections(&cli.conn, args, io).await,
         Command::Stats(args) => admin::stats(&cli.conn, args, io).await,
+        Command::Auth(args) => auth::run(&cli.conn, args, io).await,
     }
 }
 

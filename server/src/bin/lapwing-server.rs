@@ -97,9 +97,25 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(lapwing_server::run(
-        config,
-        lapwing_server::shutdown::signal(),
-    ))?;
+    runtime.block_on(serve(config))
+}
+
+/// Runs the server until SIGINT/SIGTERM; each SIGHUP reloads the
+/// principals from the config file (a broken file keeps the old ones).
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let handle = lapwing_server::spawn(config)?;
+    let mut hangups = lapwing_server::shutdown::Hangups::new();
+    let shutdown = lapwing_server::shutdown::signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangups.next() => match handle.reload_principals() {
+                Ok(n) => tracing::info!(tokens = n, "SIGHUP: principals reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
+            },
+        }
+    }
+    handle.shutdown().await;
     Ok(())
 }

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use lapwing_proto::v1::admin_server::Admin;
 use lapwing_proto::v1::{
-    CloseConnectionRequest, CloseConnectionResponse, CreateTopicRequest, DeleteTopicRequest,
-    DeleteTopicResponse, GetTopicRequest, ListConnectionsRequest, ListConnectionsResponse,
-    ListTopicsRequest, ListTopicsResponse, ServerInfoRequest, ServerInfoResponse, StatsSnapshot,
-    TopicInfo, WatchStatsRequest,
+    CheckPermissionRequest, CheckPermissionResponse, CloseConnectionRequest,
+    CloseConnectionResponse, CreateTopicRequest, DeleteTopicRequest, DeleteTopicResponse,
+    GetTopicRequest, ListConnectionsRequest, ListConnectionsResponse, ListTopicsRequest,
+    ListTopicsResponse, ReloadPrincipalsRequest, ReloadPrincipalsResponse, ServerInfoRequest,
+    ServerInfoResponse, StatsSnapshot, TopicInfo, WatchStatsRequest,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -21,7 +22,9 @@ use tracing::info;
 use super::io::session_of;
 use super::Shared;
 use crate::error::RequestError;
+use crate::permissions::Action;
 use crate::topic::{now_unix_nanos, Topic, TopicSettings};
+use lapwing_proto::pattern::Pattern;
 
 /// Shortest `WatchStats` interval.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -47,7 +50,7 @@ impl AdminService {
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         session_of(request)?;
         self.shared.admin.check(
-            &self.shared.core.auth,
+            &self.shared.core.directory.current(),
             &self.shared.core.denials,
             request.metadata(),
         )
@@ -287,7 +290,7 @@ impl Admin for AdminService {
             grpc_tls: f.grpc_tls,
             server_name: f.server_name.clone(),
             admin_token_required: self.shared.admin.token_required(),
-            data_token_required: self.shared.core.auth.required(),
+            data_token_required: self.shared.core.directory.current().required(),
         }))
     }
 
@@ -320,5 +323,52 @@ impl Admin for AdminService {
             },
         );
         Ok(Response::new(Box::pin(stream)))
+    }
+    async fn check_permission(
+        &self,
+        request: Request<CheckPermissionRequest>,
+    ) -> Result<Response<CheckPermissionResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let action = match r.action.as_str() {
+            "publish" => Action::Publish,
+            "subscribe" => Action::Subscribe,
+            other => {
+                return Err(RequestError::InvalidArgument(format!(
+                    "action `{other}` is neither `publish` nor `subscribe`"
+                ))
+                .into())
+            }
+        };
+        let target =
+            Pattern::parse(&r.topic).map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        let principal = self
+            .shared
+            .core
+            .directory
+            .current()
+            .principal(&r.principal)
+            .ok_or_else(|| {
+                RequestError::InvalidArgument(format!("no principal named `{}`", r.principal))
+            })?;
+        Ok(Response::new(CheckPermissionResponse {
+            allowed: principal.rules(action).decide(&target).is_ok(),
+            explanation: principal.explain(action, &target),
+        }))
+    }
+
+    async fn reload_principals(
+        &self,
+        request: Request<ReloadPrincipalsRequest>,
+    ) -> Result<Response<ReloadPrincipalsResponse>, Status> {
+        self.authorize(&request)?;
+        let count = self
+            .shared
+            .reloader
+            .reload()
+            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        Ok(Response::new(ReloadPrincipalsResponse {
+            principals: u32::try_from(count).unwrap_or(u32::MAX),
+        }))
     }
 }

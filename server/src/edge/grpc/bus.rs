@@ -204,6 +204,9 @@ impl Sub {
             if let Some(s) = self.interrupted() {
                 return Err(s);
             }
+            if let Some(e) = self.sub.revoked() {
+                return Err(status(&e));
+            }
             if let Some(d) = self.queue.pop_front() {
                 return Ok(d);
             }
@@ -224,7 +227,7 @@ impl Sub {
         }
     }
 
-    async fn idle(&self) {
+    async fn idle(&mut self) {
         tokio::select! {
             _ = self.sub.wait() => {}
             _ = self.shutdown.cancelled() => {}

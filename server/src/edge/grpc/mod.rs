@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) admin: AdminAuth,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) facts: ServerFacts,
+    /// Reloads the principals (`Admin.ReloadPrincipals`).
+    pub(crate) reloader: Arc<crate::reload::Reloader>,
     /// TLS, done by `io` before a connection is admitted (None: plaintext).
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }

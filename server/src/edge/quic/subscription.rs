@@ -7,7 +7,8 @@
 //! back, the task waits in `write_chunk` while the ring moves on; if the
 //! ring laps it meanwhile, its next batch starts with the lag, which the
 //! drain turns into a Resync (or, under the disconnect policy, the end of
-//! the subscription with Error LAGGED).
+//! the subscription with Error LAGGED). A reload of the principals that
+//! withdraws its permission ends it with PERMISSION_DENIED.
 
 use bytes::BytesMut;
 use lapwing_proto::v1;
@@ -42,6 +43,9 @@ pub(super) async fn run(
         &mut buf,
     );
     let end = loop {
+        if let Some(e) = sub.revoked() {
+            break Some(e);
+        }
         let step = sub.next_batch(limits, |d| d.encode_frame(&mut buf));
         if !buf.is_empty() {
             // One write per batch; `split` hands quinn the bytes without a
