@@ -95,6 +95,18 @@ impl Core {
         peer: SocketAddr,
         client_name: &str,
     ) -> Result<Session, RequestError> {
+        self.admit_with_certificate(transport, peer, client_name, None)
+    }
+
+    /// [`Core::admit`] for a connection that presented a verified client
+    /// certificate (DER), kept for identifying its calls (gRPC).
+    pub fn admit_with_certificate(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: SocketAddr,
+        client_name: &str,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<Session, RequestError> {
         if self.shutdown.is_cancelled() {
             return Err(RequestError::ShuttingDown);
         }
@@ -113,6 +125,7 @@ impl Core {
             quota: Arc::new(CreationQuota::new(
                 self.limits.topics_created_per_connection,
             )),
+            certificate,
             _permit: permit,
         })
     }
@@ -120,7 +133,13 @@ impl Core {
     /// The principal of a data token ("" = none presented), with its
     /// permission checks.
     pub fn authenticate(&self, token: &str) -> Result<Guard, RequestError> {
-        match self.directory.current().check(token) {
+        self.identify(None, token)
+    }
+
+    /// The principal a verified client certificate (DER) names, else the
+    /// one of the token, with its permission checks.
+    pub fn identify(&self, certificate: Option<&[u8]>, token: &str) -> Result<Guard, RequestError> {
+        match self.directory.current().identify(certificate, token) {
             Ok(principal) => Ok(Guard::in_directory(
                 principal,
                 self.directory.clone(),
@@ -146,6 +165,8 @@ pub struct Session {
     core: Arc<Core>,
     tracked: Tracked,
     quota: Arc<CreationQuota>,
+    /// The verified client certificate (DER), if the client sent one.
+    certificate: Option<Vec<u8>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -169,6 +190,11 @@ impl Session {
     /// The connection's id (QUIC `Welcome.connection_id`).
     pub fn id(&self) -> u64 {
         self.tracked.id()
+    }
+
+    /// The verified client certificate (DER) of this connection, if any.
+    pub fn certificate(&self) -> Option<&[u8]> {
+        self.certificate.as_deref()
     }
 
     /// The connection-table entry (close requests, subscription ids).

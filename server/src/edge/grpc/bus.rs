@@ -57,7 +57,8 @@ impl BusService {
     fn admit<T>(&self, request: &Request<T>) -> Result<(Arc<Session>, Guard), Status> {
         let session = session_of(request)?;
         let core = session.core();
-        let guard = core.authenticate(bearer(request.metadata())?.unwrap_or(""))?;
+        let token = bearer(request.metadata())?.unwrap_or("");
+        let guard = core.identify(session.certificate(), token)?;
         if core.shutdown.is_cancelled() {
             return Err(status(&RequestError::ShuttingDown));
         }

@@ -230,6 +230,15 @@ async fn prepare(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::i
         ),
         None => Either::Left(stream),
     };
+    let certificate = match &socket {
+        Either::Right(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.to_vec()),
+        Either::Left(_) => None,
+    };
     let mut preface = [0u8; PREFACE.len()];
     socket.read_exact(&mut preface).await?;
     if &preface != PREFACE {
@@ -238,7 +247,10 @@ async fn prepare(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::i
             "not an HTTP/2 connection preface",
         ));
     }
-    let (admission, closing) = match shared.core.admit(Transport::Grpc, peer, "") {
+    let admitted = shared
+        .core
+        .admit_with_certificate(Transport::Grpc, peer, "", certificate);
+    let (admission, closing) = match admitted {
         Ok(session) => {
             debug!(id = session.id(), %peer, "gRPC connection");
             let closing = session.connection().close_requested().clone();
