@@ -21,7 +21,10 @@
 (*  checker the application's accounting (PROTOCOL.md "Accounting          *)
 (*          invariant"): a Message has seq = next; a Resync has resume =   *)
 (*          next + missed (missed >= 1), or for EPOCH_CHANGED resume =     *)
-(*          missed in a new epoch.  The first violation is recorded.      *)
+(*          missed in a new epoch; a same-epoch gap is NOT_RETAINED only   *)
+(*          as the first event after a resume (and must be when the resume *)
+(*          position was gone), LAPPED otherwise.  The first violation is  *)
+(*          recorded.                                                      *)
 (*                                                                         *)
 (* Mutants (same spec, one guarded difference):                            *)
 (*   "none"                 the real protocol                              *)
@@ -33,6 +36,10 @@
 (*                          seq DELIVERED, forgetting a resync after it    *)
 (*   "no_rebase"            the client resumes a next = 0 position with    *)
 (*                          `oldest` but does not restate the gap          *)
+(*   "always_lapped"        every gap is reported LAPPED, also the first   *)
+(*                          gap of a same-epoch resume (NOT_RETAINED)      *)
+(*   "no_clamp"             after{epoch, seq} starts at seq+1 even when    *)
+(*                          seq >= head (Drain::new clamps to head)        *)
 (***************************************************************************)
 EXTENDS Integers, Sequences
 
@@ -46,7 +53,8 @@ CONSTANTS
 
 ASSUME N >= 1 /\ MaxSeq >= 1 /\ MaxEpoch >= 1 /\ MaxDrops >= 0 /\ Cap >= 1
 ASSUME Mutant \in {"none", "no_resync_on_lag", "no_epoch_resync", "resume_at_seq",
-                   "client_resume_last_delivered", "no_rebase"}
+                   "client_resume_last_delivered", "no_rebase", "always_lapped",
+                   "no_clamp"}
 
 Min(a, b) == IF a < b THEN a ELSE b
 
@@ -70,10 +78,11 @@ VARIABLES
     fromZero,           \* epoch of a "resume from seq 0" in progress, or 0
     lastDel,            \* (only for the client_resume_last_delivered mutant)
     \* application-level checker (ghost)
-    aepoch, anext, bad
+    aepoch, anext, bad,
+    gapRule             \* reason the next gap may have (see Check)
 
 vars == <<epoch, head, restarts, drops, conn, chan, rnext, pending, firstReason,
-          cepoch, cnext, fromZero, lastDel, aepoch, anext, bad>>
+          cepoch, cnext, fromZero, lastDel, aepoch, anext, bad, gapRule>>
 
 Oldest == IF head > N THEN head - N ELSE 0   \* oldest seq the ring holds
 
@@ -82,7 +91,7 @@ Init ==
     /\ conn = FALSE /\ chan = <<>>
     /\ rnext = 0 /\ pending = NoEv /\ firstReason = "none"
     /\ cepoch = 0 /\ cnext = -1 /\ fromZero = 0 /\ lastDel = -1
-    /\ aepoch = 0 /\ anext = -1 /\ bad = "none"
+    /\ aepoch = 0 /\ anext = -1 /\ bad = "none" /\ gapRule = "lapped"
 
 (***************************************************************************)
 (* Topic and environment                                                   *)
@@ -93,7 +102,7 @@ Publish ==
     /\ head < MaxSeq
     /\ head' = head + 1
     /\ UNCHANGED <<epoch, restarts, drops, conn, chan, rnext, pending, firstReason,
-                   cepoch, cnext, fromZero, lastDel, aepoch, anext, bad>>
+                   cepoch, cnext, fromZero, lastDel, aepoch, anext, bad, gapRule>>
 
 \* Server restart (or topic re-creation): new ring, new epoch, seqs from 0.
 \* Every connection is lost with whatever was in flight.
@@ -102,23 +111,30 @@ Restart ==
     /\ epoch' = epoch + 1 /\ head' = 0 /\ restarts' = restarts + 1
     /\ conn' = FALSE /\ chan' = <<>>
     /\ rnext' = 0 /\ pending' = NoEv /\ firstReason' = "none"
-    /\ UNCHANGED <<drops, cepoch, cnext, fromZero, lastDel, aepoch, anext, bad>>
+    /\ UNCHANGED <<drops, cepoch, cnext, fromZero, lastDel, aepoch, anext, bad, gapRule>>
 
 \* Connection loss: the subscription and its in-flight events are gone.
 Drop ==
     /\ conn /\ drops < MaxDrops
     /\ conn' = FALSE /\ chan' = <<>> /\ drops' = drops + 1
     /\ rnext' = 0 /\ pending' = NoEv /\ firstReason' = "none"
-    /\ UNCHANGED <<epoch, head, restarts, cepoch, cnext, fromZero, lastDel, aepoch, anext, bad>>
+    /\ UNCHANGED <<epoch, head, restarts, cepoch, cnext, fromZero, lastDel, aepoch, anext, bad, gapRule>>
 
 (***************************************************************************)
 (* (Re)subscribe: client SubEntry::resume_start + server Drain::new        *)
 (***************************************************************************)
 
 \* What the client asks for: [kind, e, s] and whether it is "from zero".
+\* The first subscribe is the application's choice: `oldest`, `latest` (the
+\* client's default) or an explicit after{epoch, seq} with seq >= head (a
+\* position the topic has not reached: Drain::new clamps it to head).
+FirstStarts ==
+    { [kind |-> "oldest", e |-> 0, s |-> 0, fz |-> 0],
+      [kind |-> "latest", e |-> 0, s |-> 0, fz |-> 0],
+      [kind |-> "after", e |-> epoch, s |-> head, fz |-> 0] }
+
 ClientStart ==
-    IF cepoch = 0 THEN [kind |-> "oldest", e |-> 0, s |-> 0, fz |-> 0]   \* first subscribe
-    ELSE IF Mutant = "client_resume_last_delivered" /\ lastDel >= 0
+    IF Mutant = "client_resume_last_delivered" /\ lastDel >= 0
          THEN [kind |-> "after", e |-> cepoch, s |-> lastDel, fz |-> 0]
     ELSE IF cnext > 0 THEN [kind |-> "after", e |-> cepoch, s |-> cnext - 1, fz |-> 0]
     ELSE [kind |-> "oldest", e |-> 0, s |-> 0,
@@ -126,14 +142,28 @@ ClientStart ==
 
 Connect ==
     /\ ~conn
-    /\ LET st == ClientStart
-           sameEpoch == st.kind = "after" /\ st.e = epoch
+    /\ \E st \in IF cepoch = 0 THEN FirstStarts ELSE {ClientStart} :
+       LET sameEpoch == st.kind = "after" /\ st.e = epoch
            otherEpoch == st.kind = "after" /\ st.e # epoch
+           after == IF Mutant = "resume_at_seq" THEN st.s ELSE st.s + 1
+           \* Drain::new: no ring yet (head = 0) -> Cursor::Waiting at 0;
+           \* else Start::At(min(seq + 1, head)).
            start == IF sameEpoch
-                      THEN Min(IF Mutant = "resume_at_seq" THEN st.s ELSE st.s + 1, head)
-                      ELSE Oldest
+                      THEN IF head = 0 THEN 0
+                           ELSE IF Mutant = "no_clamp" THEN after ELSE Min(after, head)
+                    ELSE IF st.kind = "latest" THEN head
+                    ELSE Oldest
        IN /\ rnext' = start
-          /\ firstReason' = IF sameEpoch THEN "not_retained" ELSE "none"
+          \* first_lag_reason = NotRetained is set only when the ring exists
+          /\ firstReason' = IF sameEpoch /\ head > 0 THEN "not_retained" ELSE "none"
+          \* ghost: the reason the first gap after this (re)subscribe must
+          \* have. A same-epoch resume from a seq the ring no longer holds
+          \* must say NOT_RETAINED; a same-epoch resume (or the client's
+          \* "from zero" rebase) may say it for its first gap; every other
+          \* gap is LAPPED.
+          /\ gapRule' = IF sameEpoch /\ start < Oldest THEN "must_nr"
+                        ELSE IF sameEpoch \/ st.fz # 0 THEN "may_nr"
+                        ELSE "lapped"
           /\ pending' = IF otherEpoch /\ Mutant # "no_epoch_resync"
                           THEN Resync(epoch, Oldest, Oldest, "EPOCH_CHANGED")
                           ELSE NoEv
@@ -161,7 +191,8 @@ DrainStep ==
        ELSE IF rnext < Oldest THEN
             \* Reader::lag -> Lagged{missed, resume_seq = oldest held}
             LET res == Oldest
-                why == IF firstReason = "not_retained" THEN "NOT_RETAINED" ELSE "LAPPED"
+                why == IF firstReason = "not_retained" /\ Mutant # "always_lapped"
+                         THEN "NOT_RETAINED" ELSE "LAPPED"
             IN /\ IF Mutant = "no_resync_on_lag" THEN UNCHANGED chan
                   ELSE Emit(Resync(epoch, res - rnext, res, why))
                /\ rnext' = res /\ firstReason' = "none" /\ UNCHANGED pending
@@ -170,7 +201,7 @@ DrainStep ==
             /\ rnext' = rnext + 1 /\ firstReason' = "none" /\ UNCHANGED pending
        ELSE FALSE                                   \* Step::Idle: wait
     /\ UNCHANGED <<epoch, head, restarts, drops, conn, cepoch, cnext, fromZero,
-                   lastDel, aepoch, anext, bad>>
+                   lastDel, aepoch, anext, bad, gapRule>>
 
 (***************************************************************************)
 (* Client: the subscription stream reader                                  *)
@@ -183,8 +214,8 @@ Rebase(fz, ev) ==
         ELSE << Resync(ev.e, ev.s, ev.s, IF ev.e = fz THEN "NOT_RETAINED" ELSE "EPOCH_CHANGED"), ev >>
     ELSE << [ev EXCEPT !.m = ev.s, !.why = IF ev.e = fz THEN ev.why ELSE "EPOCH_CHANGED"] >>
 
-\* The application's accounting, one event.  a = [e, n, bad].
-Check(a, ev) ==
+\* The application's accounting, one event.  a = [e, n, bad, g] (g: gapRule).
+Check1(a, ev) ==
     IF a.bad # "none" THEN a
     ELSE IF ev.k = "msg" THEN
         IF ev.e # a.e THEN [a EXCEPT !.bad = "message of another epoch without EPOCH_CHANGED"]
@@ -194,12 +225,21 @@ Check(a, ev) ==
     ELSE IF ev.why = "EPOCH_CHANGED" THEN
         IF ev.e = a.e THEN [a EXCEPT !.bad = "EPOCH_CHANGED within the same epoch"]
         ELSE IF ev.s # ev.m THEN [a EXCEPT !.bad = "EPOCH_CHANGED with resume_seq # missed"]
-        ELSE [e |-> ev.e, n |-> ev.s, bad |-> "none"]
+        ELSE [e |-> ev.e, n |-> ev.s, bad |-> "none", g |-> a.g]
     ELSE
         IF ev.e # a.e THEN [a EXCEPT !.bad = "resync of another epoch"]
         ELSE IF ev.m < 1 THEN [a EXCEPT !.bad = "resync that reports nothing missed"]
         ELSE IF ev.s # a.n + ev.m THEN [a EXCEPT !.bad = "resync does not cover the gap exactly"]
+        ELSE IF ev.why = "NOT_RETAINED" /\ a.g = "lapped"
+            THEN [a EXCEPT !.bad = "NOT_RETAINED that is not the first gap of a resume"]
+        ELSE IF ev.why = "LAPPED" /\ a.g = "must_nr"
+            THEN [a EXCEPT !.bad = "LAPPED for a resume position that was not retained"]
+        ELSE IF ev.why \notin {"NOT_RETAINED", "LAPPED"}
+            THEN [a EXCEPT !.bad = "unknown resync reason"]
         ELSE [a EXCEPT !.n = ev.s]
+
+\* Every event ends the "first event after a (re)subscribe" window.
+Check(a, ev) == [Check1(a, ev) EXCEPT !.g = "lapped"]
 
 RECURSIVE CheckAll(_, _)
 CheckAll(a, evs) == IF evs = <<>> THEN a ELSE CheckAll(Check(a, Head(evs)), Tail(evs))
@@ -209,7 +249,7 @@ Receive ==
     /\ LET ev == Head(chan)
            evs == IF fromZero # 0 THEN Rebase(fromZero, ev) ELSE <<ev>>
            lastEv == evs[Len(evs)]
-           a == CheckAll([e |-> aepoch, n |-> anext, bad |-> bad], evs)
+           a == CheckAll([e |-> aepoch, n |-> anext, bad |-> bad, g |-> gapRule], evs)
        IN /\ chan' = Tail(chan)
           /\ fromZero' = 0
           \* Event::next_position of the last event
@@ -217,7 +257,7 @@ Receive ==
           /\ cnext' = IF lastEv.k = "msg" THEN lastEv.s + 1 ELSE lastEv.s
           /\ lastDel' = IF Mutant = "client_resume_last_delivered" /\ ev.k = "msg"
                           THEN ev.s ELSE lastDel
-          /\ aepoch' = a.e /\ anext' = a.n /\ bad' = a.bad
+          /\ aepoch' = a.e /\ anext' = a.n /\ bad' = a.bad /\ gapRule' = a.g
     /\ UNCHANGED <<epoch, head, restarts, drops, conn, rnext, pending, firstReason>>
 
 \* Everything published has been drained and received: stutter (so that a

@@ -22,6 +22,9 @@
 (*   "none"        the real protocol                                       *)
 (*   "no_recheck"  reader commits without the second stamp load/compare    *)
 (*   "lag_to_head" lag path resumes at head instead of the oldest message  *)
+(*   "scan_to_head" the lag scan ends at the loaded head, not               *)
+(*                 max(head, from): a stale head load makes the reader      *)
+(*                 resume at or behind its own cursor                       *)
 (*                 still held (skips retained messages)                    *)
 (***************************************************************************)
 EXTENDS Integers, FiniteSets
@@ -34,7 +37,7 @@ CONSTANTS
     Mutant
 
 ASSUME N >= 1 /\ MaxSeq >= 1 /\ W >= 2 /\ Readers # {}
-ASSUME Mutant \in {"none", "no_recheck", "lag_to_head"}
+ASSUME Mutant \in {"none", "no_recheck", "lag_to_head", "scan_to_head"}
 
 Slots == 0 .. N - 1
 Words == 1 .. W
@@ -66,18 +69,22 @@ VARIABLES
     buf,       \* [Readers -> [Words -> Int]] the copy-out buffer
     cand,      \* [Readers -> Nat]  lag scan candidate
     to,        \* [Readers -> Nat]  end of the lag scan range
+    hseen,     \* [Readers -> Nat]  lower bound of the reader's next head load:
+               \* the head value it last synchronised with (C11, not SC)
     \* ghost / history (not part of the protocol, used by the invariants)
     last,      \* [Readers -> Int]  seq of the last delivery (-1: none yet)
     intact,    \* [Readers -> BOOLEAN] every delivery so far equalled Val(seq, .) word for word
     delivered, \* [Readers -> Nat]  number of messages delivered
     missed,    \* [Readers -> Nat]  sum of Lagged.missed reported
     lagOk,     \* [Readers -> BOOLEAN] every lag skip so far landed on the oldest held seq
+    fwdOk,     \* [Readers -> BOOLEAN] every lag report so far moved the cursor forward
     orderOk    \* [Readers -> BOOLEAN] every delivery so far had a larger seq than the last
 
-vars == <<stamp, data, head, wseq, wpc, wword, next, rpc, rword, buf, cand, to,
-          last, intact, delivered, missed, lagOk, orderOk>>
+vars == <<stamp, data, head, wseq, wpc, wword, next, rpc, rword, buf, cand, to, hseen,
+          last, intact, delivered, missed, lagOk, fwdOk, orderOk>>
 wvars == <<stamp, data, head, wseq, wpc, wword>>
-rvars == <<next, rpc, rword, buf, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
+rvars == <<next, rpc, rword, buf, cand, to, hseen, last, intact, delivered, missed, lagOk,
+           fwdOk, orderOk>>
 
 Init ==
     /\ stamp = [i \in Slots |-> 0]
@@ -92,11 +99,13 @@ Init ==
     /\ buf   = [r \in Readers |-> [w \in Words |-> -1]]
     /\ cand  = [r \in Readers |-> 0]
     /\ to    = [r \in Readers |-> 0]
+    /\ hseen = [r \in Readers |-> 0]
     /\ last   = [r \in Readers |-> -1]
     /\ intact = [r \in Readers |-> TRUE]
     /\ delivered = [r \in Readers |-> 0]
     /\ missed    = [r \in Readers |-> 0]
     /\ lagOk     = [r \in Readers |-> TRUE]
+    /\ fwdOk     = [r \in Readers |-> TRUE]
     /\ orderOk   = [r \in Readers |-> TRUE]
 
 (***************************************************************************)
@@ -155,7 +164,14 @@ RStamp1(r) ==
                  ELSE IF st < Done(next[r]) THEN "empty" \* not published yet / in progress
                  ELSE "lagstart"]                        \* reused by a later lap: lapped
     /\ rword' = [rword EXCEPT ![r] = 1]
-    /\ UNCHANGED <<next, buf, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
+    \* An Acquire load that reads a done stamp Done(x) (a Release store)
+    \* synchronises with the writer, which had stored head = x before it
+    \* began x. An odd stamp is a Relaxed store: no synchronisation.
+    /\ LET st == stamp[Slot(next[r])] IN
+       hseen' = [hseen EXCEPT ![r] =
+                   IF st > 0 /\ st % 2 = 0 THEN Max(@, st \div 2 - 1) ELSE @]
+    /\ UNCHANGED <<next, buf, cand, to, last, intact, delivered, missed, lagOk, fwdOk,
+                   orderOk>>
     /\ UNCHANGED wvars
 
 \* try_read returned Empty; the caller polls again (a real step, as in the
@@ -163,7 +179,7 @@ RStamp1(r) ==
 RRetry(r) ==
     /\ rpc[r] = "empty"
     /\ rpc' = [rpc EXCEPT ![r] = "stamp1"]
-    /\ UNCHANGED <<next, rword, buf, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
+    /\ UNCHANGED <<next, rword, buf, cand, to, hseen, last, intact, delivered, missed, lagOk, fwdOk, orderOk>>
     /\ UNCHANGED wvars
 
 \* copy one payload word (Relaxed load)
@@ -175,7 +191,7 @@ RWord(r) ==
               /\ UNCHANGED rword
          ELSE /\ rword' = [rword EXCEPT ![r] = rword[r] + 1]
               /\ UNCHANGED rpc
-    /\ UNCHANGED <<next, cand, to, last, intact, delivered, missed, lagOk, orderOk>>
+    /\ UNCHANGED <<next, cand, to, hseen, last, intact, delivered, missed, lagOk, fwdOk, orderOk>>
     /\ UNCHANGED wvars
 
 \* Commit the copy in buf as the message `next` (the seq the reader aimed at).
@@ -196,28 +212,35 @@ RRecheck(r) ==
          THEN Deliver(r)
          ELSE /\ rpc' = [rpc EXCEPT ![r] = "lagstart"]
               /\ UNCHANGED <<last, intact, orderOk, delivered, next, buf>>
-    /\ UNCHANGED <<rword, cand, to, missed, lagOk>>
+    /\ UNCHANGED <<rword, cand, to, hseen, missed, lagOk, fwdOk>>
     /\ UNCHANGED wvars
 
 \* MUTANT no_recheck: commit the copy without looking at the stamp again.
 RCommitNoRecheck(r) ==
     /\ rpc[r] = "commit"
     /\ Deliver(r)
-    /\ UNCHANGED <<rword, cand, to, missed, lagOk>>
+    /\ UNCHANGED <<rword, cand, to, hseen, missed, lagOk, fwdOk>>
     /\ UNCHANGED wvars
 
 \* Lapped: Ring::resume_after_lap.  head load (Acquire); the scan runs over
-\* [from, to) with from = max(next+1, head-N) (every seq x < head-N is
-\* overwritten, since x+N < head is committed) and to = max(head, from).
+\* [from, to) with from = max(next+1, h-N) (every seq x < h-N is
+\* overwritten, since x+N < h is committed) and to = max(h, from).
+\* The load returns any h between the value the reader last synchronised
+\* with and the current head (C11 coherence, not sequential consistency):
+\* the reader may have seen a later lap's odd stamp (a Relaxed store) while
+\* its head load still returns an older value, which is what the guard
+\* max(h, from) is for.
 RLagStart(r) ==
     /\ rpc[r] = "lagstart"
-    /\ LET f == IF Mutant = "lag_to_head" THEN Max(next[r] + 1, head)
-                                         ELSE Max(next[r] + 1, head - N)
+    /\ \E h \in hseen[r] .. head :
+       LET f == IF Mutant = "lag_to_head" THEN Max(next[r] + 1, h)
+                                         ELSE Max(next[r] + 1, h - N)
        IN /\ cand' = [cand EXCEPT ![r] = f]
-          /\ to' = [to EXCEPT ![r] = Max(head, f)]
+          /\ to' = [to EXCEPT ![r] = IF Mutant = "scan_to_head" THEN h ELSE Max(h, f)]
+          /\ hseen' = [hseen EXCEPT ![r] = h]
     /\ rpc' = [rpc EXCEPT ![r] = "scan"]
     /\ buf' = [buf EXCEPT ![r] = [w \in Words |-> -1]]   \* (model only: forget the copy)
-    /\ UNCHANGED <<next, rword, last, intact, delivered, missed, lagOk, orderOk>>
+    /\ UNCHANGED <<next, rword, last, intact, delivered, missed, lagOk, fwdOk, orderOk>>
     /\ UNCHANGED wvars
 
 \* Reader::lag: report Lagged{missed: c - next, resume_seq: c}, cursor := c.
@@ -225,6 +248,8 @@ Report(r, c) ==
     /\ missed' = [missed EXCEPT ![r] = @ + (c - next[r])]
     \* ghost: every skipped seq is really gone
     /\ lagOk' = [lagOk EXCEPT ![r] = @ /\ \A x \in next[r] .. c - 1 : stamp[Slot(x)] > Done(x)]
+    \* ghost: missed >= 1, the cursor moves forward
+    /\ fwdOk' = [fwdOk EXCEPT ![r] = @ /\ c > next[r]]
     /\ next' = [next EXCEPT ![r] = c]
     /\ rpc' = [rpc EXCEPT ![r] = "stamp1"]
     /\ cand' = [cand EXCEPT ![r] = 0]               \* (model only)
@@ -240,9 +265,9 @@ RScan(r) ==
        IF c >= to[r] THEN Report(r, to[r])
        ELSE IF stamp[Slot(c)] > Done(c)
          THEN /\ cand' = [cand EXCEPT ![r] = c + 1]
-              /\ UNCHANGED <<next, rpc, missed, lagOk, to>>
+              /\ UNCHANGED <<next, rpc, missed, lagOk, fwdOk, to>>
          ELSE Report(r, c)
-    /\ UNCHANGED <<rword, buf, last, intact, delivered, orderOk>>
+    /\ UNCHANGED <<rword, buf, hseen, last, intact, delivered, orderOk>>
     /\ UNCHANGED wvars
 
 Reader(r) ==
@@ -271,6 +296,7 @@ TypeOK ==
     /\ head \in 0 .. MaxSeq /\ wseq \in 0 .. MaxSeq
     /\ next \in [Readers -> 0 .. MaxSeq]
     /\ cand \in [Readers -> 0 .. MaxSeq] /\ to \in [Readers -> 0 .. MaxSeq]
+    /\ hseen \in [Readers -> 0 .. MaxSeq]
 
 \* A committed read equals, word for word, what was written for exactly the
 \* seq the reader aimed at (its cursor at commit time).
@@ -283,6 +309,9 @@ DeliveredIncrease == \A r \in Readers : orderOk[r]
 \* Lagged report had been overwritten when it was reported, and (by RScan's
 \* guard) the resume seq had not.
 LagLandsOnOldest == \A r \in Readers : lagOk[r]
+
+\* Every Lagged report has missed >= 1: the cursor moves forward.
+LagMovesForward == \A r \in Readers : fwdOk[r]
 
 \* Accounting: delivered + missed = seqs the cursor has passed (start 0).
 Accounting == \A r \in Readers : delivered[r] + missed[r] = next[r]

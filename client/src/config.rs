@@ -22,6 +22,16 @@ pub enum Trust {
     Insecure,
 }
 
+/// A client certificate and its key (PEM files), for servers that name
+/// principals by certificate (mTLS, the server's `tls.client_ca`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key of the leaf.
+    pub key: std::path::PathBuf,
+}
+
 /// Everything [`crate::Client::connect`] needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -33,6 +43,9 @@ pub struct ClientConfig {
     pub trust: Trust,
     /// Auth token sent in `Hello`; `None` when the server requires none.
     pub token: Option<String>,
+    /// A client certificate to present in the TLS handshake; a server with
+    /// `tls.client_ca` then knows the client's principal without a token.
+    pub client_certificate: Option<ClientCertificate>,
     /// Shown in the server's logs and admin API. At most
     /// [`ClientConfig::MAX_CLIENT_NAME_BYTES`] bytes: a longer name is
     /// refused (not trimmed) by [`ClientConfig::validate`], so the name an
@@ -77,6 +90,7 @@ impl ClientConfig {
             subscription_buffer_events: 4096,
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            client_certificate: None,
         }
     }
 

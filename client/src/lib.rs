@@ -48,7 +48,7 @@ mod transport;
 pub mod cli;
 
 pub use client::Client;
-pub use config::{ClientConfig, Trust};
+pub use config::{ClientCertificate, ClientConfig, Trust};
 pub use error::{code_name, ClientError};
 pub use lapwing_proto::v1::{ErrorCode, LagPolicy, ResyncReason};
 pub use publisher::{PublishAck, Publisher};

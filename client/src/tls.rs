@@ -7,13 +7,27 @@ use std::sync::Arc;
 use lapwing_proto::fingerprint::{parse_fingerprint, sha256_fingerprint};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::{ClientError, Trust};
+use crate::{ClientCertificate, ClientError, Trust};
 
-/// The QUIC client config for `trust`, with ALPN `lapwing/1`.
-pub(crate) fn quic_client_config(trust: &Trust) -> Result<quinn::ClientConfig, ClientError> {
+/// The QUIC client config for `trust`, with ALPN `lapwing/1`, presenting
+/// `certificate` if given.
+pub(crate) fn quic_client_config(
+    trust: &Trust,
+    certificate: Option<&ClientCertificate>,
+) -> Result<quinn::ClientConfig, ClientError> {
+    let identity = certificate.map(read_identity).transpose()?;
+    let finish =
+        move |b: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>| {
+            match identity {
+                Some((chain, key)) => b
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| ClientError::Tls(format!("client certificate: {e}"))),
+                None => Ok(b.with_no_client_auth()),
+            }
+        };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -37,27 +51,59 @@ pub(crate) fn quic_client_config(trust: &Trust) -> Result<quinn::ClientConfig, C
             if roots.is_empty() {
                 return Err(ClientError::NoCertificate { path: path.clone() });
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            finish(builder.with_root_certificates(roots))?
         }
-        Trust::Fingerprint(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+        Trust::Fingerprint(fp) => finish(builder.dangerous().with_custom_certificate_verifier(
+            Arc::new(PinnedVerifier {
                 fingerprint: Some(parse_fingerprint(fp)?),
                 provider,
-            }))
-            .with_no_client_auth(),
-        Trust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                fingerprint: None,
-                provider,
-            }))
-            .with_no_client_auth(),
+            }),
+        ))?,
+        Trust::Insecure => finish(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    fingerprint: None,
+                    provider,
+                })),
+        )?,
     };
     tls.alpn_protocols = vec![lapwing_proto::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ClientError::Tls(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// A client certificate's chain and key, read from its PEM files.
+fn read_identity(
+    c: &ClientCertificate,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ClientError> {
+    let open = |path: &std::path::Path| {
+        File::open(path)
+            .map(BufReader::new)
+            .map_err(|source| ClientError::TrustFile {
+                path: path.to_owned(),
+                source,
+            })
+    };
+    let chain = rustls_pemfile::certs(&mut open(&c.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ClientError::TrustFile {
+            path: c.cert.clone(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(ClientError::NoCertificate {
+            path: c.cert.clone(),
+        });
+    }
+    let key = rustls_pemfile::private_key(&mut open(&c.key)?)
+        .map_err(|source| ClientError::TrustFile {
+            path: c.key.clone(),
+            source,
+        })?
+        .ok_or_else(|| ClientError::Tls(format!("{}: no PEM private key", c.key.display())))?;
+    Ok((chain, key))
 }
 
 /// Accepts exactly the certificate with `fingerprint` (or, with `None`, any

@@ -116,7 +116,8 @@ pub(crate) struct QuicTransport {
 impl QuicTransport {
     /// Resolves the server and binds the endpoint, configured from `cfg`.
     pub(crate) async fn new(cfg: &ClientConfig) -> Result<Self, ClientError> {
-        let mut client_config = crate::tls::quic_client_config(&cfg.trust)?;
+        let mut client_config =
+            crate::tls::quic_client_config(&cfg.trust, cfg.client_certificate.as_ref())?;
         client_config.transport_config(transport_config(cfg.stream_receive_window));
         let addr = resolve(&cfg.server).await?;
         Ok(QuicTransport {

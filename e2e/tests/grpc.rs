@@ -16,24 +16,9 @@ use lapwing_proto::v1::{
     GetTopicRequest, LagPolicy, ListConnectionsRequest, ListTopicsRequest, PublishRequest,
     ResyncReason, ServerInfoRequest, StartPosition, SubscribeRequest, WatchStatsRequest,
 };
-use lapwing_server::ServerHandle;
-use support::{bounded, connect, server};
+use support::{bounded, channel, connect, server, with_token};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Streaming};
-
-async fn channel(srv: &ServerHandle) -> Channel {
-    let url = format!("http://{}", srv.grpc_addr());
-    bounded("gRPC connect", Channel::from_shared(url).unwrap().connect())
-        .await
-        .expect("gRPC channel")
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
+use tonic::{Code, Streaming};
 
 fn oldest() -> Option<StartPosition> {
     Some(StartPosition {

@@ -8,6 +8,11 @@ use serde_json::Value;
 use support::{bounded, connect, server};
 
 async fn lapwing(args: &[&str]) -> (anyhow::Result<()>, String) {
+    lapwing_with_input(args, None).await
+}
+
+/// Runs the CLI in-process, with `input` as its standard input if given.
+async fn lapwing_with_input(args: &[&str], input: Option<&str>) -> (anyhow::Result<()>, String) {
     let mut out = Vec::new();
     let mut err = Vec::new();
     let cli = Cli::try_parse_from(std::iter::once("lapwing").chain(args.iter().copied()))
@@ -16,7 +21,10 @@ async fn lapwing(args: &[&str]) -> (anyhow::Result<()>, String) {
         let mut io = Io {
             out: &mut out,
             err: &mut err,
-            input: None,
+            input: input.map(|i| {
+                Box::new(std::io::Cursor::new(i.as_bytes().to_vec()))
+                    as Box<dyn std::io::BufRead + Send>
+            }),
             color: false,
         };
         bounded(&format!("lapwing {args:?}"), run(cli, &mut io)).await
@@ -170,32 +178,14 @@ async fn admin_cli_uses_tls_off_loopback_and_refuses_plaintext_tokens() {
     assert!(!err.contains("s3cret"), "{err}");
 }
 
-/// Runs the CLI with `input` as its standard input.
-async fn lapwing_with_input(args: &[&str], input: &str) -> (anyhow::Result<()>, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let cli = Cli::try_parse_from(std::iter::once("lapwing").chain(args.iter().copied()))
-        .expect("arguments parse");
-    let result = {
-        let mut io = Io {
-            out: &mut out,
-            err: &mut err,
-            input: Some(Box::new(std::io::Cursor::new(input.as_bytes().to_vec()))),
-            color: false,
-        };
-        bounded(&format!("lapwing {args:?}"), run(cli, &mut io)).await
-    };
-    (result, String::from_utf8(out).unwrap())
-}
-
 #[tokio::test]
 async fn auth_hash_and_check_explain_the_principals() {
     // The hash the CLI prints is the one the server accepts.
-    let (r, hash) = lapwing_with_input(&["auth", "hash"], "ticker-secret\n").await;
+    let (r, hash) = lapwing_with_input(&["auth", "hash"], Some("ticker-secret\n")).await;
     r.unwrap();
     let hash = hash.trim().to_owned();
     assert_eq!(hash.len(), 64, "{hash}");
-    let (r, _) = lapwing_with_input(&["auth", "hash"], "").await;
+    let (r, _) = lapwing_with_input(&["auth", "hash"], Some("")).await;
     assert!(r.unwrap_err().to_string().contains("no token"));
 
     let (srv, _dir) = server(|c| {

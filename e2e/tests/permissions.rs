@@ -16,9 +16,9 @@ use lapwing_proto::v1::{
 };
 use lapwing_server::config::{PrincipalConfig, RulesConfig};
 use lapwing_server::{Config, ServerHandle};
-use support::{bounded, client_config, next_event, server};
+use support::{bounded, channel, client_config, next_event, server, with_token};
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
 const TICKER: &str = "ticker-secret";
 const OPS: &str = "ops-secret";
@@ -149,20 +149,6 @@ async fn scrape(srv: &ServerHandle) -> String {
     let mut out = String::new();
     bounded("scrape", s.read_to_string(&mut out)).await.unwrap();
     out
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
-async fn channel(srv: &ServerHandle) -> Channel {
-    let url = format!("http://{}", srv.grpc_addr());
-    bounded("gRPC connect", Channel::from_shared(url).unwrap().connect())
-        .await
-        .expect("gRPC channel")
 }
 
 #[tokio::test]
@@ -390,5 +376,123 @@ async fn a_reload_that_withdraws_a_permission_ends_the_subscription_and_denies_i
     )
     .await
     .expect("granted again");
+    srv.shutdown().await;
+}
+
+/// A CA, and a client certificate it signed with `CN=<cn>`: (CA PEM, client
+/// certificate PEM, client key PEM).
+fn client_pki(cn: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "lapwing test clients");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_client_certificate_names_its_principal_on_both_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = client_pki("sensor-7");
+    let (stranger_ca, stranger_cert, stranger_key) = client_pki("sensor-7");
+    drop(stranger_ca);
+    let write = |name: &str, pem: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let ca_path = write("ca.pem", &ca);
+    let cert_path = write("client.pem", &cert);
+    let key_path = write("client.key", &key);
+    let stranger = lapwing_client::ClientCertificate {
+        cert: write("stranger.pem", &stranger_cert),
+        key: write("stranger.key", &stranger_key),
+    };
+    let (srv, _srv_dir) = server(|c| {
+        c.tls.client_ca = Some(ca_path.clone());
+        c.tls.grpc = lapwing_server::config::GrpcTls::On;
+        c.principals = vec![PrincipalConfig {
+            name: "sensor".into(),
+            cert_subject: Some("CN=sensor-7".into()),
+            publish: rules(&["sensors.7.>"], &[]),
+            ..Default::default()
+        }];
+    });
+
+    // QUIC: the certificate alone names the principal.
+    let mut cfg = client_config(&srv);
+    cfg.client_certificate = Some(lapwing_client::ClientCertificate {
+        cert: cert_path.clone(),
+        key: key_path.clone(),
+    });
+    let client = bounded("connect", lapwing_client::Client::connect(cfg))
+        .await
+        .expect("the certificate authenticates");
+    bounded("publish", client.publish_acked("sensors.7.temp", "21.5"))
+        .await
+        .expect("sensor may publish its own topics");
+    let e = bounded("publish", client.publish_acked("sensors.8.temp", "x"))
+        .await
+        .expect_err("not another sensor's");
+    assert_eq!(code_of(&e), Some(ErrorCode::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("sensor"), "{e}");
+
+    // Without a certificate, or with one from another CA: no principal.
+    let e = bounded(
+        "connect",
+        lapwing_client::Client::connect(client_config(&srv)),
+    )
+    .await
+    .expect_err("no certificate, no token");
+    assert_eq!(code_of(&e), Some(ErrorCode::Unauthenticated), "{e}");
+    let mut cfg = client_config(&srv);
+    cfg.client_certificate = Some(stranger);
+    cfg.reconnect = false;
+    assert!(
+        bounded("connect", lapwing_client::Client::connect(cfg))
+            .await
+            .is_err(),
+        "a certificate the server's client CA did not sign fails the handshake"
+    );
+
+    // gRPC over TLS with the same certificate.
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(srv.cert_pem_path()).unwrap(),
+        ))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(cert, key));
+    let ch = bounded(
+        "gRPC TLS connect",
+        Channel::from_shared(format!("https://{}", srv.grpc_addr()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .expect("gRPC with a client certificate");
+    let mut bus = BusClient::new(ch);
+    bus.publish(PublishRequest {
+        topic: "sensors.7.hum".into(),
+        payload: Bytes::from_static(b"40"),
+    })
+    .await
+    .expect("the certificate names the principal on gRPC too");
+    let denied = bus
+        .publish(PublishRequest {
+            topic: "sensors.8.hum".into(),
+            payload: Bytes::from_static(b"x"),
+        })
+        .await
+        .expect_err("not another sensor's");
+    assert_eq!(denied.code(), Code::PermissionDenied);
     srv.shutdown().await;
 }

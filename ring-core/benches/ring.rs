@@ -15,6 +15,9 @@
 //!   delivered to every reader (the table checks `missed == 0`), and the
 //!   throughput criterion reports (elements = readers per published message)
 //!   is delivered messages per second, summed over readers.
+//! * `fanout/*-parked/64B`: the same with readers that park when idle and a
+//!   publisher that unparks them every `WAKE_EVERY` messages, like the
+//!   server's subscription tasks, instead of spinning readers.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +36,9 @@ const PEER_CAPACITY: usize = 4096;
 /// How far the fanout publisher may run ahead of its slowest reader: well
 /// inside every ring's capacity for the payload sizes used.
 const WINDOW: u64 = 1024;
+/// Parked fanout variant: the publisher wakes its readers every this many
+/// messages (and at the end of a round).
+const WAKE_EVERY: u64 = 16;
 
 fn publish(c: &mut Criterion) {
     let mut g = c.benchmark_group("publish");
@@ -40,8 +46,13 @@ fn publish(c: &mut Criterion) {
         let payload = vec![0xA5u8; size];
         g.throughput(Throughput::Elements(1));
         // Hold PEER_CAPACITY messages of this size, like the peers: one
-        // header plus ceil(size / 56) chunks each when over 48 bytes.
-        let slots_per_msg = if size <= 48 { 1 } else { 1 + size.div_ceil(56) };
+        // header (with a 40-byte prefix) plus ceil((size - 40) / 56) chunks
+        // each when over 56 bytes.
+        let slots_per_msg = if size <= 56 {
+            1
+        } else {
+            1 + (size - 40).div_ceil(56)
+        };
         let cfg = RingConfig::new(
             (PEER_CAPACITY * 64 * slots_per_msg).next_power_of_two(),
             size,
@@ -170,6 +181,10 @@ struct Fanout {
     progress: Vec<Arc<AtomicU64>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Readers park when they find nothing, and the publisher unparks them
+    /// every `WAKE_EVERY` messages (as the server's subscription tasks sleep
+    /// until a publish notifies them), instead of spinning and yielding.
+    park: bool,
     published: u64,
     /// Totals over all measured rounds, for the delivered-rate table.
     total_delivered: u64,
@@ -188,6 +203,14 @@ fn idle(spins: &mut u32) {
 
 impl Fanout {
     fn new<D: Drain>(readers: Vec<D>) -> Self {
+        Self::with_wait(readers, false)
+    }
+
+    fn parked<D: Drain>(readers: Vec<D>) -> Self {
+        Self::with_wait(readers, true)
+    }
+
+    fn with_wait<D: Drain>(readers: Vec<D>, park: bool) -> Self {
         let round = Arc::new(AtomicU64::new(0));
         let target = Arc::new(AtomicU64::new(0));
         let finished = Arc::new(AtomicUsize::new(0));
@@ -228,7 +251,11 @@ impl Fanout {
                         while accounted < target.load(Ordering::Acquire) {
                             let (d, m) = r.drain();
                             if d + m == 0 {
-                                idle(&mut spins);
+                                if park {
+                                    std::thread::park_timeout(Duration::from_micros(200));
+                                } else {
+                                    idle(&mut spins);
+                                }
                             } else {
                                 spins = 0;
                                 accounted += d + m;
@@ -245,6 +272,7 @@ impl Fanout {
             })
             .collect();
         Self {
+            park,
             round,
             target,
             finished,
@@ -289,6 +317,11 @@ impl Fanout {
                 }
             }
             publish();
+            if self.park && (i % WAKE_EVERY == WAKE_EVERY - 1 || i + 1 == n) {
+                for t in &self.threads {
+                    t.thread().unpark();
+                }
+            }
         }
         self.published += n;
         let mut spins = 0;
@@ -394,6 +427,39 @@ fn fanout(c: &mut Criterion) {
             });
             record(&name, readers, &f);
             drop(f);
+
+            if size == 64 {
+                // Parked readers: what a server with more subscribers than
+                // cores does, so the scheduler matters less than the ring.
+                let (mut p, ring) = Ring::single_producer(cfg).unwrap();
+                let mut f = Fanout::parked(
+                    (0..readers)
+                        .map(|_| LapwingReader {
+                            reader: ring.reader(Start::Latest),
+                            batch: Batch::with_capacity(64, 64 * 1024),
+                        })
+                        .collect(),
+                );
+                let name = format!("lapwing-sp-parked/{size}B");
+                g.bench_function(BenchmarkId::new(&name, readers), |b| {
+                    b.iter_custom(|n| {
+                        f.round(n, || {
+                            black_box(p.publish(&payload).unwrap());
+                        })
+                    })
+                });
+                record(&name, readers, &f);
+                drop(f);
+
+                let (tx, _) = tokio::sync::broadcast::channel::<Bytes>(PEER_CAPACITY);
+                let mut f = Fanout::parked((0..readers).map(|_| tx.subscribe()).collect());
+                let name = format!("tokio-broadcast-parked/{size}B");
+                g.bench_function(BenchmarkId::new(&name, readers), |b| {
+                    b.iter_custom(|n| f.round(n, || drop(tx.send(bytes.clone()))))
+                });
+                record(&name, readers, &f);
+                drop(f);
+            }
         }
         let (mut p, subs) = photon_ring::channel::<[u8; 56]>(PEER_CAPACITY);
         let mut f = Fanout::new((0..readers).map(|_| subs.subscribe()).collect());

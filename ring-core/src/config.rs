@@ -1,6 +1,6 @@
 //! Sizing: how a byte budget becomes a header ring and an arena.
 
-use crate::slot::{CHUNK_BYTES, INLINE_MAX, SLOT_BYTES};
+use crate::slot::{CHUNK_BYTES, INLINE_MAX, PREFIX_BYTES, SLOT_BYTES};
 
 /// Smallest ring accepted. Below this the header ring would hold so few
 /// messages that almost every reader would be lapped on every read.
@@ -14,7 +14,7 @@ pub const MAX_CAPACITY_BYTES: usize = 1 << 40;
 ///
 /// `capacity_bytes` maps to the two slot arrays like this (slots are 64 bytes):
 ///
-/// * if `max_message_bytes <= 48` every message fits inline in its header, so
+/// * if `max_message_bytes <= 56` every message fits inline in its header, so
 ///   there is no arena and the header ring gets the whole budget:
 ///   `H = prev_power_of_two(capacity_bytes / 64)`, `C = 0`;
 /// * otherwise the arena gets the largest power of two of slots that fits in
@@ -24,9 +24,10 @@ pub const MAX_CAPACITY_BYTES: usize = 1 << 40;
 ///
 /// So `memory_bytes() <= capacity_bytes` always, and for a power-of-two budget
 /// the split is half headers, half arena (a 4 KiB ring: `H = 32`, `C = 32`,
-/// messages up to 1792 bytes). A message of `len > 48` bytes needs
-/// `ceil(len / 56)` arena slots; `max_message_bytes` must fit in the arena
-/// (`<= 56 C`) or the configuration is rejected.
+/// messages up to 1832 bytes). A message of `len > 56` bytes keeps its first
+/// 40 bytes in its header and needs `ceil((len - 40) / 56)` arena slots;
+/// `max_message_bytes` must fit (`<= 40 + 56 C`) or the configuration is
+/// rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConfig {
     /// Memory budget for the slots, in bytes.
@@ -83,7 +84,7 @@ impl RingConfig {
 pub struct Geometry {
     /// `H`: how many messages the ring can hold at most (a power of two).
     pub header_slots: usize,
-    /// `C`: 56-byte chunks for payloads over 48 bytes (a power of two, or 0).
+    /// `C`: 56-byte chunks for payloads over 56 bytes (a power of two, or 0).
     pub arena_slots: usize,
 }
 
@@ -100,7 +101,9 @@ impl Geometry {
         if self.arena_slots == 0 {
             INLINE_MAX
         } else {
-            self.arena_slots.saturating_mul(CHUNK_BYTES)
+            self.arena_slots
+                .saturating_mul(CHUNK_BYTES)
+                .saturating_add(PREFIX_BYTES)
         }
     }
 
@@ -198,12 +201,12 @@ mod tests {
             }
         );
         assert_eq!(g.memory_bytes(), 4096);
-        assert_eq!(g.max_storable_message(), 32 * 56);
+        assert_eq!(g.max_storable_message(), 40 + 32 * 56);
     }
 
     #[test]
     fn small_messages_need_no_arena() {
-        let g = RingConfig::new(4096, 48).geometry().unwrap();
+        let g = RingConfig::new(4096, 56).geometry().unwrap();
         assert_eq!(
             g,
             Geometry {
@@ -216,7 +219,7 @@ mod tests {
     #[test]
     fn never_allocates_more_than_the_budget() {
         for cap in [1024, 1500, 3000, 4096, 5000, 65_536, 100_000, 1 << 20] {
-            for max in [0, 48, 49, 200, 400] {
+            for max in [0, 48, 56, 57, 200, 400] {
                 if let Ok(g) = RingConfig::new(cap, max).geometry() {
                     assert!(g.memory_bytes() <= cap, "{cap} {max} {g:?}");
                     assert!(g.header_slots >= 4);
@@ -242,14 +245,14 @@ mod tests {
             RingConfig::new(usize::MAX, usize::MAX).geometry(),
             Err(ConfigError::CapacityTooLarge { .. })
         ));
-        let err = RingConfig::new(4096, 1793).geometry().unwrap_err();
+        let err = RingConfig::new(4096, 1833).geometry().unwrap_err();
         assert_eq!(
             err,
             ConfigError::MessageDoesNotFit {
-                max_message_bytes: 1793,
-                limit: 1792
+                max_message_bytes: 1833,
+                limit: 1832
             }
         );
-        assert!(err.to_string().contains("1792"));
+        assert!(err.to_string().contains("1832"));
     }
 }

@@ -22,23 +22,28 @@
 //!
 //! Two arrays of 64-byte slots, each one `AtomicU64` stamp plus seven
 //! `AtomicU64` payload words. Message `seq` has its header in header slot
-//! `seq mod H`: its length, then either the payload itself (up to 48 bytes) or
-//! the arena position of its first 56-byte chunk. Bigger payloads occupy
-//! consecutive arena positions (`pos mod C`). Fixed-size slots keep the
+//! `seq mod H`: either the payload itself (up to 56 bytes, all seven words; the
+//! length rides in the stamp's low bits) or, for a bigger payload, its length,
+//! the arena position of its first 56-byte chunk and its first 40 bytes, so a
+//! 64-byte message spans two slots. The rest occupies consecutive arena
+//! positions (`pos mod C`). Fixed-size slots keep the
 //! protocol per-slot, which is what the loom and TLA+ models check; the arena
 //! lets a 4 KiB ring carry messages of a kilobyte without making every header
 //! that large. See [`RingConfig`] for how a byte budget becomes `H` and `C`.
 //!
 //! # Stamps
 //!
-//! The slot holding message (or arena position) `n` is stamped `2n+1` while
-//! being written and `2n+2` when done; `0` means never written. Because the
+//! The slot holding message (or arena position) `n` is stamped with phase
+//! `2n+1` while being written and `2n+2` when done; `0` means never written.
+//! The phase sits above 6 tag bits (`stamp = phase << 6 | tag`): a done
+//! header's tag is its inline length (0..=56) or 63 for an arena message,
+//! chunks carry tag 0, so stamps order like phases. Because the
 //! stamp names the occupant, not just "busy/free", a reader can tell "not yet
 //! written" (`< 2n+2`), "mine" (`== 2n+2`) and "overwritten by a later lap"
 //! (`> 2n+2`) from one load, and no ABA is possible.
 //!
 //! * **Write**: stamp := odd (plain store for the single producer; for the
-//!   multi-producer a CAS from the previous lap's done stamp, so two writers
+//!   multi-producer a CAS from the previous lap's done phase, so two writers
 //!   never share a slot even across laps), `fence(Release)`, payload words
 //!   (Relaxed), stamp := even (Release).
 //! * **Commit order**: a message's arena chunks are done before its header is

@@ -7,9 +7,9 @@ use crate::slot::{append_words, INLINE_MAX};
 use crate::sync::Arc;
 
 /// Seqs at or above this are clamped to it by `Start::At`. No ring gets
-/// there (2^62 messages), and it keeps every stamp (`2 seq + 2`) in range
-/// whatever a client asks for.
-pub const MAX_START_SEQ: u64 = 1 << 62;
+/// there (2^56 messages), and it keeps every stamp (`(2 seq + 2) << 6`, see
+/// the crate docs) in range whatever a client asks for.
+pub const MAX_START_SEQ: u64 = 1 << 56;
 
 /// Where a new reader begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +204,7 @@ impl Reader {
                     append_words(out, &words, len);
                 } else {
                     let mark = out.len();
-                    if !self.ring.copy_arena(words[0], len, out) {
+                    if !self.ring.copy_arena(&words, len, out) {
                         out.truncate(mark);
                         return self.lag();
                     }

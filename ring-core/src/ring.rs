@@ -9,8 +9,8 @@ use crate::reader::Resume;
 #[cfg(not(loom))]
 use crate::reader::{Reader, Start};
 use crate::slot::{
-    append_words, begin_write, chunks_for, done, end_write, still_stamped, store_bytes, Slot,
-    WordSource, CHUNK_BYTES, INLINE_MAX, WORDS,
+    append_words, begin_write, chunks_for, done, end_write, phase, still_stamped, store_bytes, tag,
+    Slot, WordSource, ARENA_TAG, CHUNK_BYTES, INLINE_MAX, PREFIX_BYTES, WORDS,
 };
 use crate::slots::Slots;
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -60,8 +60,9 @@ pub(crate) enum Header {
     /// Overwritten by a later lap: this seq is gone.
     Gone,
     /// Committed and consistent: payload length and the loaded words
-    /// (inline bytes, or the arena position in `words[0]`).
-    Committed { len: usize, words: [u64; WORDS - 1] },
+    /// (inline: the payload; arena: `words[0]` = arena position of the first
+    /// chunk, `words[1..]` = the payload's first `PREFIX_BYTES`).
+    Committed { len: usize, words: [u64; WORDS] },
 }
 
 /// How a lag scan judges one seq.
@@ -212,24 +213,32 @@ impl Ring {
     pub(crate) fn write(&self, seq: u64, pos: u64, len: usize, parts: &[&[u8]], owned: bool) {
         let mut src = WordSource::new(parts);
         let mut scratch = [0u8; CHUNK_BYTES];
-        let mut left = len;
-        for i in 0..chunks_for(len) as u64 {
-            let slot = self.arena_slot(pos + i);
-            begin_write(slot, pos + i, self.arena_slots, owned);
-            let n = left.min(CHUNK_BYTES);
-            store_bytes(&slot.words, src.take(n, &mut scratch));
-            left -= n;
-            end_write(slot, pos + i);
-        }
         let slot = self.header_slot(seq);
+        if len <= INLINE_MAX {
+            // One slot: the payload fills w0..w6, the length rides in the stamp.
+            begin_write(slot, seq, self.header_slots, owned);
+            store_bytes(&slot.words, src.take(len, &mut scratch));
+            end_write(slot, seq, len as u64);
+            return;
+        }
+        // The prefix goes into the header, which is committed last; keep it
+        // aside while the rest streams into the chunks.
+        let mut prefix = [0u8; CHUNK_BYTES];
+        prefix[..PREFIX_BYTES].copy_from_slice(src.take(PREFIX_BYTES, &mut scratch));
+        let mut left = len - PREFIX_BYTES;
+        for i in 0..chunks_for(len) as u64 {
+            let chunk = self.arena_slot(pos + i);
+            begin_write(chunk, pos + i, self.arena_slots, owned);
+            let n = left.min(CHUNK_BYTES);
+            store_bytes(&chunk.words, src.take(n, &mut scratch));
+            left -= n;
+            end_write(chunk, pos + i, 0);
+        }
         begin_write(slot, seq, self.header_slots, owned);
         slot.words[0].store(len as u64, Ordering::Relaxed);
-        if len <= INLINE_MAX {
-            store_bytes(&slot.words[1..], src.take(len, &mut scratch));
-        } else {
-            slot.words[1].store(pos, Ordering::Relaxed);
-        }
-        end_write(slot, seq);
+        slot.words[1].store(pos, Ordering::Relaxed);
+        store_bytes(&slot.words[2..], &prefix[..PREFIX_BYTES]);
+        end_write(slot, seq, ARENA_TAG);
     }
 
     /// Single producer: makes `seq` visible to `head()` readers.
@@ -254,51 +263,68 @@ impl Ring {
 
     // ---- read side --------------------------------------------------------
 
-    /// Reads the header of `seq` with the seqlock recipe. Loads only the
-    /// words the length says are in use.
+    /// Reads the header of `seq` with the seqlock recipe. The stamp's tag
+    /// says inline (its length) or arena; loads only the words in use.
     #[inline]
     pub(crate) fn read_header(&self, seq: u64) -> Header {
         let slot = self.header_slot(seq);
         let want = done(seq);
         let stamp = slot.stamp.load(Ordering::Acquire);
-        if stamp < want {
+        let at = phase(stamp);
+        if at < want {
             return Header::NotYet;
         }
-        if stamp > want {
+        if at > want {
             return Header::Gone;
         }
-        let len = slot.words[0].load(Ordering::Relaxed);
-        let mut words = [0u64; WORDS - 1];
-        // A torn `len` is harmless here: it only bounds how many words we
-        // load, and the re-check below rejects the whole read.
-        let used = if len <= INLINE_MAX as u64 {
-            (len as usize).div_ceil(8)
+        let mut words = [0u64; WORDS];
+        let len = if tag(stamp) == ARENA_TAG {
+            // w0 = len, w1 = pos, w2.. = prefix. A torn `len` is harmless:
+            // the re-check below rejects the whole read.
+            let len = slot.words[0].load(Ordering::Relaxed);
+            words[0] = slot.words[1].load(Ordering::Relaxed);
+            for (dst, w) in words[1..].iter_mut().zip(&slot.words[2..]) {
+                *dst = w.load(Ordering::Relaxed);
+            }
+            len
         } else {
-            1
+            // The length came with the stamp, in the same load.
+            let len = tag(stamp);
+            let used = (len as usize).div_ceil(8);
+            for (dst, w) in words.iter_mut().zip(&slot.words).take(used) {
+                *dst = w.load(Ordering::Relaxed);
+            }
+            len
         };
-        for (dst, w) in words[..used].iter_mut().zip(&slot.words[1..]) {
-            *dst = w.load(Ordering::Relaxed);
-        }
-        if !still_stamped(slot, want) {
+        if !still_stamped(slot, stamp) {
             return Header::Gone;
         }
         match usize::try_from(len) {
             // A consistent header always has len <= max; anything else would
-            // be a bug, and is reported as a loss rather than trusted.
-            Ok(len) if len <= self.max_message_bytes => Header::Committed { len, words },
+            // be a bug, and is reported as a loss rather than trusted. (An
+            // arena header always has len > INLINE_MAX, an inline one not.)
+            Ok(len)
+                if len <= self.max_message_bytes
+                    && (tag(stamp) == ARENA_TAG) == (len > INLINE_MAX) =>
+            {
+                Header::Committed { len, words }
+            }
             _ => Header::Gone,
         }
     }
 
-    /// Appends the payload of a committed arena message to `out`. Each chunk
+    /// Appends the payload of a committed arena message to `out`: the prefix
+    /// from its header's `words`, then the chunks. Each chunk
     /// is read with the recipe and must carry exactly its own done stamp:
     /// arena position `pos` is written by one writer only, ever, so an exact
     /// stamp before and after proves the bytes are that message's. (No header
     /// re-check is needed afterwards.) False if any chunk was overwritten.
     #[inline]
-    pub(crate) fn copy_arena(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> bool {
+    pub(crate) fn copy_arena(&self, header: &[u64; WORDS], len: usize, out: &mut Vec<u8>) -> bool {
         out.reserve(len);
-        let mut left = len;
+        append_words(out, &header[1..], PREFIX_BYTES);
+        let pos = header[0];
+        let mut left = len - PREFIX_BYTES;
         let mut words = [0u64; WORDS];
         for i in 0..chunks_for(len) as u64 {
             let slot = self.arena_slot(pos + i);
@@ -355,8 +381,14 @@ impl Ring {
         let head = self.head();
         // Everything below head - H has certainly been overwritten.
         let from = (next + 1).max(head.saturating_sub(self.header_slots));
-        // `head` may be stale relative to the stamp we saw; never go back.
+        // `head` may be stale relative to the stamp we saw (a Relaxed odd
+        // stamp, or the claim CAS, carries no Release): never go back. The
+        // `mutant-lag-to-head` feature (tests only) drops the guard so that
+        // the loom models can prove they notice.
+        #[cfg(not(feature = "mutant-lag-to-head"))]
         let to = head.max(from);
+        #[cfg(feature = "mutant-lag-to-head")]
+        let to = head;
         match policy {
             Resume::Oldest => self.first_retained(from, to),
             Resume::Newest => (from..to)
@@ -375,7 +407,7 @@ impl Ring {
     /// when the slot has moved past `seq` (the reader was lapped).
     #[inline]
     pub(crate) fn has(&self, seq: u64) -> bool {
-        self.header_slot(seq).stamp.load(Ordering::Acquire) >= done(seq)
+        phase(self.header_slot(seq).stamp.load(Ordering::Acquire)) >= done(seq)
     }
 }
 

@@ -10,8 +10,23 @@ pub(crate) const SLOT_BYTES: usize = 64;
 pub(crate) const WORDS: usize = 7;
 /// Bytes of payload in one arena chunk.
 pub(crate) const CHUNK_BYTES: usize = WORDS * 8;
-/// Payloads up to this size live in the header itself (`w1..w6`).
-pub(crate) const INLINE_MAX: usize = (WORDS - 1) * 8;
+/// Payloads up to this size live in the header itself (`w0..w6`): the
+/// length travels in the stamp's low bits, so all seven words are payload.
+pub(crate) const INLINE_MAX: usize = WORDS * 8;
+/// An arena message's header holds its length (`w0`), the arena position of
+/// its first chunk (`w1`) and the first `PREFIX_BYTES` of the payload
+/// (`w2..w6`), so a 64-byte message spans two cache lines, not three.
+pub(crate) const PREFIX_BYTES: usize = (WORDS - 2) * 8;
+
+/// Low bits of a stamp that carry a tag instead of the write phase: an
+/// inline header's length (0..=56), `ARENA_TAG` for an arena message's
+/// header, 0 for arena chunks. The phase (`2n+1` writing, `2n+2` done, 0
+/// never written) is `stamp >> TAG_BITS`, so stamps still order like phases.
+pub(crate) const TAG_BITS: u32 = 6;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+/// Tag of a header whose payload continues in the arena.
+pub(crate) const ARENA_TAG: u64 = TAG_MASK;
+const _: () = assert!(INLINE_MAX as u64 <= TAG_MASK && INLINE_MAX as u64 != ARENA_TAG);
 
 /// A cache-line slot. Aligned so that two writers of neighbouring slots never
 /// share a line, and a reader's stamp load brings the payload along with it.
@@ -34,17 +49,31 @@ impl Slot {
 /// Stamp of a slot while the message (or chunk) `n` is being written.
 #[inline]
 pub(crate) fn writing(n: u64) -> u64 {
-    2 * n + 1
+    (2 * n + 1) << TAG_BITS
 }
 
-/// Stamp of a slot once message (or chunk) `n` is complete.
+/// Stamp of a slot once message (or chunk) `n` is complete, with tag 0 (an
+/// arena chunk). A header's done stamp adds its tag: `done(n) | tag`.
 #[inline]
 pub(crate) fn done(n: u64) -> u64 {
-    2 * n + 2
+    (2 * n + 2) << TAG_BITS
 }
 
-/// The stamp a slot must carry before `n` may be written into it: the done
-/// stamp of the previous lap's occupant, or 0 on the first lap.
+/// The write phase of a stamp, without its tag: compare this, not the raw
+/// stamp, against `done(n)` when the tag is not known.
+#[inline]
+pub(crate) fn phase(stamp: u64) -> u64 {
+    stamp & !TAG_MASK
+}
+
+/// The tag of a stamp (see `TAG_BITS`).
+#[inline]
+pub(crate) fn tag(stamp: u64) -> u64 {
+    stamp & TAG_MASK
+}
+
+/// The phase a slot must be in before `n` may be written into it: the done
+/// phase of the previous lap's occupant, or 0 on the first lap.
 #[inline]
 pub(crate) fn prev_done(n: u64, slots: u64) -> u64 {
     if n >= slots {
@@ -54,13 +83,14 @@ pub(crate) fn prev_done(n: u64, slots: u64) -> u64 {
     }
 }
 
-/// Number of arena chunks a payload of `len` bytes occupies (0 if inline).
+/// Number of arena chunks a payload of `len` bytes occupies (0 if inline;
+/// an arena message keeps its first `PREFIX_BYTES` in the header).
 #[inline]
 pub(crate) fn chunks_for(len: usize) -> usize {
     if len <= INLINE_MAX {
         0
     } else {
-        len.div_ceil(CHUNK_BYTES)
+        (len - PREFIX_BYTES).div_ceil(CHUNK_BYTES)
     }
 }
 
@@ -70,20 +100,33 @@ pub(crate) fn chunks_for(len: usize) -> usize {
 /// waiting while an older writer of this slot has not finished. The Acquire on
 /// that CAS orders our payload stores after the older writer's in every
 /// word's modification order, so a reader can never see theirs "after" ours.
+/// The previous done stamp's tag is not known in advance (it is the previous
+/// occupant's length): the CAS first expects tag 0, and a failure that shows
+/// the right phase with another tag retries at once with that exact value.
 #[inline]
 pub(crate) fn begin_write(slot: &Slot, n: u64, slots: u64, owned: bool) {
     let odd = writing(n);
     if owned {
         slot.stamp.store(odd, Ordering::Relaxed);
     } else {
-        let prev = prev_done(n, slots);
+        let mut prev = prev_done(n, slots);
+        // The `mutant-relaxed-claim-cas` feature (tests only) weakens the
+        // success ordering so that the loom models can prove they notice.
+        #[cfg(not(feature = "mutant-relaxed-claim-cas"))]
+        let success = Ordering::Acquire;
+        #[cfg(feature = "mutant-relaxed-claim-cas")]
+        let success = Ordering::Relaxed;
+        let want = prev;
         let mut spins = 0;
-        while slot
+        while let Err(actual) = slot
             .stamp
-            .compare_exchange(prev, odd, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+            .compare_exchange(prev, odd, success, Ordering::Relaxed)
         {
-            crate::sync::backoff(&mut spins);
+            if phase(actual) == want {
+                prev = actual;
+            } else {
+                crate::sync::backoff(&mut spins);
+            }
         }
     }
     // Pairs with the reader's fence(Acquire): a reader that sees any payload
@@ -91,11 +134,11 @@ pub(crate) fn begin_write(slot: &Slot, n: u64, slots: u64, owned: bool) {
     fence(Ordering::Release);
 }
 
-/// Publishes a slot: every payload store above happens-before any reader's
-/// Acquire load that sees this stamp.
+/// Publishes a slot with its tag: every payload store above happens-before
+/// any reader's Acquire load that sees this stamp.
 #[inline]
-pub(crate) fn end_write(slot: &Slot, n: u64) {
-    slot.stamp.store(done(n), Ordering::Release);
+pub(crate) fn end_write(slot: &Slot, n: u64, tag: u64) {
+    slot.stamp.store(done(n) | tag, Ordering::Release);
 }
 
 /// The reader's half (Boehm): after Relaxed payload loads, an Acquire fence
@@ -231,5 +274,26 @@ mod tests {
         assert_eq!(prev_done(5, 4), done(1));
         assert_eq!(prev_done(3, 4), 0);
         assert!(done(1) < writing(5) && writing(5) < done(5));
+        // A tag never lifts a stamp into the next phase.
+        assert!(done(1) | ARENA_TAG < writing(5));
+        assert_eq!(phase(done(7) | 56), done(7));
+        assert_eq!(tag(done(7) | 56), 56);
+    }
+
+    #[test]
+    fn claim_cas_takes_a_tagged_previous_stamp() {
+        let slot = Slot::new();
+        slot.stamp.store(done(1) | 40, Ordering::Relaxed);
+        begin_write(&slot, 3, 2, false);
+        assert_eq!(slot.stamp.load(Ordering::Relaxed), writing(3));
+    }
+
+    #[test]
+    fn sixty_four_bytes_take_one_chunk() {
+        assert_eq!(chunks_for(56), 0);
+        assert_eq!(chunks_for(57), 1);
+        assert_eq!(chunks_for(64), 1);
+        assert_eq!(chunks_for(PREFIX_BYTES + CHUNK_BYTES), 1);
+        assert_eq!(chunks_for(PREFIX_BYTES + CHUNK_BYTES + 1), 2);
     }
 }

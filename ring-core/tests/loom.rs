@@ -11,6 +11,10 @@
 //! The rings are tiny (2 headers, 0 or 2 arena chunks) so that a handful of
 //! messages already laps them, and payloads are derived from a tag so that
 //! any mixed or stale read fails an assertion.
+//!
+//! Each `mutant-*` feature compiles one deliberate bug into the ring; with it
+//! on, the real models are compiled out and the matching negative control
+//! below must panic (`loom-check` runs one build per mutant).
 #![cfg(loom)]
 
 use lapwing_ring::{Geometry, ReadOutcome, Reader, Ring, Start};
@@ -31,6 +35,7 @@ fn read_some(reader: &mut Reader, attempts: usize) -> (Vec<(u64, Vec<u8>)>, u64)
     let mut missed = 0;
     let mut buf = Vec::new();
     for _ in 0..attempts {
+        let before = reader.next_seq();
         match reader.try_read(&mut buf) {
             ReadOutcome::Message { seq } => {
                 if let Some((last, _)) = delivered.last() {
@@ -39,7 +44,10 @@ fn read_some(reader: &mut Reader, attempts: usize) -> (Vec<(u64, Vec<u8>)>, u64)
                 delivered.push((seq, buf.clone()));
             }
             ReadOutcome::Lagged(l) => {
-                assert!(l.missed >= 1);
+                assert!(
+                    l.resume_seq > before && l.missed == l.resume_seq - before,
+                    "lag must move the cursor forward by exactly missed"
+                );
                 missed += l.missed;
             }
             ReadOutcome::Empty => {}
@@ -56,6 +64,7 @@ fn read_some(reader: &mut Reader, attempts: usize) -> (Vec<(u64, Vec<u8>)>, u64)
 /// One producer publishes three 16-byte messages into a 2-slot header ring
 /// (so seq 2 overwrites seq 0) while a reader reads. Every delivered payload
 /// must be exactly seq's; a lap must be reported with the exact gap.
+#[allow(dead_code)] // unused in some mutant builds
 fn sp_reader_lapped() {
     loom::model(|| {
         let geometry = Geometry {
@@ -83,7 +92,11 @@ fn sp_reader_lapped() {
     });
 }
 
-#[cfg(not(feature = "mutant-no-acquire-fence"))]
+#[cfg(not(any(
+    feature = "mutant-no-acquire-fence",
+    feature = "mutant-lag-to-head",
+    feature = "mutant-relaxed-claim-cas"
+)))]
 #[test]
 fn single_producer_reader_lapped() {
     sp_reader_lapped();
@@ -93,9 +106,18 @@ fn single_producer_reader_lapped() {
 /// 2 and 3 reuse the slots of 0 and 1, possibly while those are still being
 /// written by the other thread. The CAS guard must make the later writer wait;
 /// a reader runs concurrently.
-#[cfg(not(feature = "mutant-no-acquire-fence"))]
+#[cfg(not(any(
+    feature = "mutant-no-acquire-fence",
+    feature = "mutant-lag-to-head",
+    feature = "mutant-relaxed-claim-cas"
+)))]
 #[test]
 fn two_producers_across_a_lap() {
+    mp_across_a_lap();
+}
+
+#[allow(dead_code)] // unused in the mutant builds
+fn mp_across_a_lap() {
     loom::model(|| {
         let geometry = Geometry {
             header_slots: 2,
@@ -133,16 +155,24 @@ fn two_producers_across_a_lap() {
         assert_eq!(missed, 0);
         assert_eq!(held.len(), 2);
         for (seq, p) in &held {
-            assert_eq!(p, &payload(tag_of[*seq as usize], 16));
+            assert_eq!(
+                p,
+                &payload(tag_of[*seq as usize], 16),
+                "torn payload after the writers finished, at {seq}"
+            );
         }
     });
 }
 
-/// A single producer writes two 64-byte messages (two arena chunks each) into
-/// a 2-chunk arena, so the second overwrites the first's chunks, while a
-/// reader copies. A reader must never see a half-written message: it gets the
+/// A single producer writes two 100-byte messages (a 40-byte prefix in the
+/// header, two arena chunks each) into a 2-chunk arena, so the second
+/// overwrites the first's chunks, while a reader copies. A reader must never see a half-written message: it gets the
 /// full payload or a lag report.
-#[cfg(not(feature = "mutant-no-acquire-fence"))]
+#[cfg(not(any(
+    feature = "mutant-no-acquire-fence",
+    feature = "mutant-lag-to-head",
+    feature = "mutant-relaxed-claim-cas"
+)))]
 #[test]
 fn arena_message_read_while_written() {
     loom::model(|| {
@@ -154,20 +184,115 @@ fn arena_message_read_while_written() {
         let mut reader = Reader::new(ring.clone(), Start::Oldest);
         let writer = thread::spawn(move || {
             for seq in 0..2 {
-                publisher.publish(&payload(seq, 64)).unwrap();
+                publisher.publish(&payload(seq, 100)).unwrap();
             }
         });
         let (delivered, _) = read_some(&mut reader, 2);
         writer.join().unwrap();
         for (seq, p) in &delivered {
-            assert_eq!(p, &payload(*seq, 64), "half-written arena message {seq}");
+            assert_eq!(p, &payload(*seq, 100), "half-written arena message {seq}");
         }
         let (rest, _) = read_some(&mut reader, 2);
         for (seq, p) in &rest {
-            assert_eq!(p, &payload(*seq, 64));
+            assert_eq!(p, &payload(*seq, 100));
         }
         assert_eq!(reader.next_seq(), 2);
     });
+}
+
+/// The server's path: two `MpPublisher`s publish with `publish_parts` (an
+/// 8-byte timestamp part plus a body, as the server does) into 2 header slots
+/// and a 2-chunk arena; one message is inline, three take an arena chunk
+/// each, so the header ring laps twice and the arena once, with both rings
+/// claimed by both producers in either order. A reader reads concurrently and
+/// may be lapped; afterwards a late reader must find the retained messages
+/// intact and an early one must finish with exact accounting.
+#[allow(dead_code)] // unused in some mutant builds
+fn mp_mixed_lapped() {
+    // inline: 8 + 8 bytes; arena: 8 + 56 = 64 bytes, a 40-byte prefix in
+    // the header and the other 24 bytes in one 56-byte chunk
+    const INLINE_BODY: usize = 8;
+    const ARENA_BODY: usize = 56;
+    loom::model(|| {
+        let geometry = Geometry {
+            header_slots: 2,
+            arena_slots: 2,
+        };
+        let (publisher, ring) = Ring::multi_producer_with_geometry(geometry, 64, 1).unwrap();
+        let mut reader = Reader::new(ring.clone(), Start::Oldest);
+        let plan: [&[(u64, usize)]; 2] = [
+            &[(0, INLINE_BODY), (1, ARENA_BODY)],
+            &[(10, ARENA_BODY), (11, ARENA_BODY)],
+        ];
+        let writers: Vec<_> = plan
+            .into_iter()
+            .map(|msgs| {
+                let publisher = publisher.clone();
+                thread::spawn(move || {
+                    msgs.iter()
+                        .map(|&(tag, len)| {
+                            let body = payload(tag, len);
+                            let ts = tag.to_le_bytes();
+                            let seq = publisher.publish_parts(&[&ts, &body]).unwrap();
+                            (seq, tag, len)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let (delivered, missed) = read_some(&mut reader, 2);
+        if missed > 0 {
+            LAPPED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut want: [Option<Vec<u8>>; 4] = [None, None, None, None];
+        for w in writers {
+            for (seq, tag, len) in w.join().unwrap() {
+                let slot = &mut want[seq as usize];
+                assert!(slot.is_none(), "seq claimed twice");
+                let mut m = tag.to_le_bytes().to_vec();
+                m.extend_from_slice(&payload(tag, len));
+                *slot = Some(m);
+            }
+        }
+        let want = want.map(|m| m.expect("every seq claimed"));
+        for (seq, p) in &delivered {
+            assert_eq!(p, &want[*seq as usize], "torn or stale payload at {seq}");
+        }
+        // The early reader finishes exactly once the writers are done.
+        let (rest, _) = read_some(&mut reader, 3);
+        for (seq, p) in &rest {
+            assert_eq!(p, &want[*seq as usize], "torn or stale payload at {seq}");
+        }
+        assert_eq!(reader.next_seq(), 4);
+        // What the ring still holds (at most seqs 2 and 3) is intact.
+        let mut late = Reader::new(ring.clone(), Start::Oldest);
+        let (held, _) = read_some(&mut late, 3);
+        for (seq, p) in &held {
+            assert_eq!(
+                p, &want[*seq as usize],
+                "torn payload after the writers finished, at {seq}"
+            );
+        }
+        assert_eq!(late.next_seq(), 4);
+    });
+    assert!(
+        LAPPED.load(std::sync::atomic::Ordering::Relaxed),
+        "no explored execution lapped the concurrent reader"
+    );
+}
+
+/// Set (outside loom's bookkeeping) when an execution of `mp_mixed_lapped`
+/// lapped its concurrent reader, so the model can show it covers that case.
+static LAPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(not(any(
+    feature = "mutant-no-acquire-fence",
+    feature = "mutant-lag-to-head",
+    feature = "mutant-relaxed-claim-cas"
+)))]
+#[test]
+fn mp_mixed_inline_and_arena_reader_lapped() {
+    mp_mixed_lapped();
 }
 
 /// Negative control: with the reader's acquire fence compiled out, loom must
@@ -178,4 +303,31 @@ fn arena_message_read_while_written() {
 #[should_panic(expected = "torn or stale payload")]
 fn mutant_without_acquire_fence_is_caught() {
     sp_reader_lapped();
+}
+
+/// Negative control: without `head.max(from)` in the lag scan, a reader that
+/// sees a later lap's odd stamp but loads an older `head` resumes at or
+/// behind its own cursor. Only the single producer can show it: its odd
+/// stamp is a plain Relaxed store, so nothing orders the reader's `head`
+/// load after it. With `MpPublisher` the odd stamp is written by the claim
+/// CAS, which continues the release sequence of the previous occupant's done
+/// stamp; the reader's Acquire load then synchronises with the writer of its
+/// own `next`, which had claimed `next`, so it loads `head >= next + 1` and
+/// the guard never fires (`mp_mixed_lapped` passes with this mutant).
+#[cfg(feature = "mutant-lag-to-head")]
+#[test]
+#[should_panic(expected = "lag must move the cursor forward")]
+fn mutant_lag_to_head_is_caught() {
+    sp_reader_lapped();
+}
+
+/// Negative control: with a `Relaxed` claim CAS a later writer's payload
+/// stores are not ordered after the older writer's in each word's
+/// modification order, so a slot can hold the older message's words under
+/// the newer one's done stamp. Caught on the server's path.
+#[cfg(feature = "mutant-relaxed-claim-cas")]
+#[test]
+#[should_panic(expected = "torn")]
+fn mutant_relaxed_claim_cas_is_caught() {
+    mp_mixed_lapped();
 }

@@ -41,9 +41,9 @@ impl Model {
 
     fn publish(&mut self, len: usize) {
         self.lens.push(len);
-        if len > 48 {
+        if len > 56 {
             self.pos.push(Some(self.arena_head));
-            self.arena_head += len.div_ceil(56) as u64;
+            self.arena_head += (len - 40).div_ceil(56) as u64;
         } else {
             self.pos.push(None);
         }
@@ -147,9 +147,11 @@ enum StartKind {
 fn len_strategy(max: usize) -> impl Strategy<Value = usize> {
     prop_oneof![
         Just(0usize),
-        1usize..=48,
-        Just(48usize),
-        Just(49usize.min(max)),
+        1usize..=56,
+        Just(56usize.min(max)),
+        Just(57usize.min(max)),
+        Just(96usize.min(max)),
+        Just(97usize.min(max)),
         0..=max,
         Just(max),
     ]
@@ -178,7 +180,7 @@ fn geometry_strategy() -> impl Strategy<Value = (usize, usize, usize)> {
     (1u32..5, prop_oneof![Just(0u32), 1u32..6]).prop_flat_map(|(hb, cb)| {
         let h = 1usize << hb;
         let c = if cb == 0 { 0 } else { 1usize << cb };
-        let limit = if c == 0 { 48 } else { c * 56 };
+        let limit = if c == 0 { 56 } else { 40 + c * 56 };
         (Just(h), Just(c), prop_oneof![Just(limit), 0..=limit])
     })
 }

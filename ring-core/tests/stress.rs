@@ -28,10 +28,10 @@ fn len_for(tag: u64) -> usize {
     let r = common::mix(tag ^ 0x5eed);
     match r % 16 {
         0 => 0,
-        1 => 48,
-        2 => 49,
+        1 => 56,
+        2 => 57,
         3 => MAX,
-        4..=9 => (r >> 8) as usize % 49,
+        4..=9 => (r >> 8) as usize % 57,
         _ => (r >> 8) as usize % (MAX + 1),
     }
 }

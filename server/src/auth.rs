@@ -29,10 +29,12 @@ pub enum AuthError {
     Rejected,
 }
 
-/// The configured tokens (as digests) and the principal each names.
+/// The configured tokens (as digests) and client-certificate subjects, and
+/// the principal each names.
 #[derive(Clone)]
 pub struct Auth {
     entries: Vec<([u8; 32], Arc<Principal>)>,
+    subjects: Vec<(String, Arc<Principal>)>,
     anonymous: Arc<Principal>,
 }
 
@@ -66,33 +68,58 @@ impl Auth {
     pub fn with_principals(entries: Vec<([u8; 32], Arc<Principal>)>) -> Auth {
         Auth {
             entries,
+            subjects: Vec::new(),
             anonymous: Arc::new(Principal::everything("anonymous")),
         }
     }
 
-    /// Auth from a validated config: every `[[principals]]` entry, then
-    /// every `auth.tokens` entry as a principal with every data permission.
+    /// The principal a verified client certificate names: one whose
+    /// `cert_subject` is `CN=<common name>` of the certificate or one of its
+    /// subject alternative names. `None` for a certificate naming none (the
+    /// client then authenticates by token).
+    pub fn for_certificate(&self, der: &[u8]) -> Option<Arc<Principal>> {
+        let names = certificate_names(der);
+        self.subjects
+            .iter()
+            .find(|(subject, _)| names.iter().any(|n| n == subject))
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Auth from a validated config: every `[[principals]]` entry (by
+    /// token and/or certificate subject), then every `auth.tokens` entry as
+    /// a principal with every data permission.
     pub fn from_config(config: &crate::Config) -> Result<Auth, String> {
         use crate::permissions::Rules;
         let mut entries = Vec::new();
+        let mut subjects = Vec::new();
         for p in &config.principals {
-            let digest = match (&p.token_sha256, &p.token) {
-                (Some(h), _) => parse_hex(h)
-                    .ok_or_else(|| format!("principal `{}`: bad token_sha256", p.name))?,
-                (None, Some(t)) => digest(t),
-                (None, None) => return Err(format!("principal `{}` has no token", p.name)),
-            };
             let rules = |r: &crate::config::RulesConfig| {
                 Rules::parse(&r.allow, &r.deny, &p.name)
                     .map_err(|e| format!("principal `{}`: {e}", p.name))
             };
-            let principal =
-                Principal::new(&p.name, rules(&p.publish)?, rules(&p.subscribe)?, p.admin);
-            entries.push((digest, Arc::new(principal)));
+            let principal = Arc::new(Principal::new(
+                &p.name,
+                rules(&p.publish)?,
+                rules(&p.subscribe)?,
+                p.admin,
+            ));
+            match (&p.token_sha256, &p.token) {
+                (Some(h), _) => {
+                    let d = parse_hex(h)
+                        .ok_or_else(|| format!("principal `{}`: bad token_sha256", p.name))?;
+                    entries.push((d, principal.clone()));
+                }
+                (None, Some(t)) => entries.push((digest(t), principal.clone())),
+                (None, None) => {}
+            }
+            if let Some(subject) = &p.cert_subject {
+                subjects.push((subject.clone(), principal));
+            }
         }
-        let legacy = Auth::new(&config.auth.tokens);
-        entries.extend(legacy.entries);
-        Ok(Auth::with_principals(entries))
+        entries.extend(Auth::new(&config.auth.tokens).entries);
+        let mut auth = Auth::with_principals(entries);
+        auth.subjects = subjects;
+        Ok(auth)
     }
 
     /// The principal named `name`, if any.
@@ -102,28 +129,43 @@ impl Auth {
         }
         self.entries
             .iter()
-            .find(|(_, p)| p.name() == name)
-            .map(|(_, p)| p.clone())
+            .map(|(_, p)| p)
+            .chain(self.subjects.iter().map(|(_, p)| p))
+            .find(|p| p.name() == name)
+            .cloned()
     }
 
-    /// How many principals a token can name.
+    /// How many tokens and certificate subjects name a principal.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.subjects.len()
     }
 
-    /// Whether no token is configured (everyone is `anonymous`).
+    /// Whether none is configured (everyone is `anonymous`).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Whether a token is required.
+    /// Whether a token (or a client certificate) is required.
     pub fn required(&self) -> bool {
-        !self.entries.is_empty()
+        !self.entries.is_empty() || !self.subjects.is_empty()
     }
 
     /// Whether any principal may call the Admin API with its data token.
     pub fn has_admin_principal(&self) -> bool {
         self.entries.iter().any(|(_, p)| p.is_admin())
+    }
+
+    /// The principal of a verified client certificate if it names one, else
+    /// of the token ("" = none presented).
+    pub fn identify(
+        &self,
+        certificate: Option<&[u8]>,
+        token: &str,
+    ) -> Result<Arc<Principal>, AuthError> {
+        match certificate.and_then(|der| self.for_certificate(der)) {
+            Some(p) => Ok(p),
+            None => self.check(token),
+        }
     }
 
     /// The principal of the token a client presented ("" = none).
@@ -194,6 +236,42 @@ impl Directory {
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+}
+
+/// The names a client certificate can match `cert_subject` by:
+/// `CN=<common name>` of its subject, then each subject alternative name
+/// (DNS name, email, URI, IP address) as written. Empty for a certificate
+/// that does not parse (the TLS layer has verified it already, so that
+/// means a name form we do not read).
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(|cn| format!("CN={cn}"))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) | GeneralName::RFC822Name(n) | GeneralName::URI(n) => {
+                    names.push((*n).to_owned())
+                }
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        names.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        names.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names
 }
 
 /// The SHA-256 digest of a token, as `token_sha256` holds it (hex).

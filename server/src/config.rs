@@ -131,6 +131,10 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key matching `cert`. Default: none (self-signed).
     pub key: Option<PathBuf>,
+    /// PEM CA certificate(s) whose client certificates name principals
+    /// (`principals[].cert_subject`). Default: none (no client certificates
+    /// are asked for). Clients without one still authenticate by token.
+    pub client_ca: Option<PathBuf>,
     /// TLS on the gRPC listener, with the same certificate: `auto`
     /// (default: on unless `listen.grpc` is a loopback address, so local
     /// tools like grpcurl work with `-plaintext`), `on` or `off`.
@@ -259,6 +263,10 @@ pub struct PrincipalConfig {
     pub token_sha256: Option<String>,
     /// Its token in clear; accepted, with a warning at start.
     pub token: Option<String>,
+    /// A client certificate (signed by `tls.client_ca`) names this
+    /// principal when its subject is `CN=<this>` or one of its subject
+    /// alternative names is this. Needs `tls.client_ca`.
+    pub cert_subject: Option<String>,
     /// What it may publish to.
     pub publish: RulesConfig,
     /// What it may subscribe to.
@@ -274,6 +282,7 @@ impl std::fmt::Debug for PrincipalConfig {
             .field("name", &self.name)
             .field("token_sha256", &self.token_sha256)
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("cert_subject", &self.cert_subject)
             .field("publish", &self.publish)
             .field("subscribe", &self.subscribe)
             .field("admin", &self.admin)
@@ -720,20 +729,33 @@ impl Config {
             } else if !names.insert(p.name.as_str()) {
                 errors.push(invalid(key("name"), format!("`{}` is used twice", p.name)));
             }
-            match (&p.token_sha256, &p.token) {
-                (Some(h), None) if crate::auth::parse_hex(h).is_none() => errors.push(invalid(
+            match (&p.token_sha256, &p.token, &p.cert_subject) {
+                (Some(h), None, _) if crate::auth::parse_hex(h).is_none() => errors.push(invalid(
                     key("token_sha256"),
                     "must be 64 hex digits (`lapwing auth hash` prints it)",
                 )),
-                (Some(_), None) => {}
-                (None, Some(t)) if t.is_empty() => {
+                (None, Some(t), _) if t.is_empty() => {
                     errors.push(invalid(key("token"), "must not be empty"))
                 }
-                (None, Some(_)) => {}
-                _ => errors.push(invalid(
+                (Some(_), None, _) | (None, Some(_), _) | (None, None, Some(_)) => {}
+                (Some(_), Some(_), _) => errors.push(invalid(
                     format!("principals[{i}]"),
-                    "needs exactly one of `token_sha256` or `token`",
+                    "set one of `token_sha256` or `token`, not both",
                 )),
+                (None, None, None) => errors.push(invalid(
+                    format!("principals[{i}]"),
+                    "needs exactly one of `token_sha256` or `token`, or a `cert_subject`",
+                )),
+            }
+            if let Some(subject) = &p.cert_subject {
+                if subject.is_empty() {
+                    errors.push(invalid(key("cert_subject"), "must not be empty"));
+                } else if self.tls.client_ca.is_none() {
+                    errors.push(invalid(
+                        key("cert_subject"),
+                        "needs tls.client_ca (the CA that signs client certificates)",
+                    ));
+                }
             }
             for (action, rules) in [("publish", &p.publish), ("subscribe", &p.subscribe)] {
                 for (list, patterns) in [("allow", &rules.allow), ("deny", &rules.deny)] {

@@ -39,6 +39,13 @@ pub enum Exhausted {
         /// The quota.
         limit: u32,
     },
+    /// `limits.max_publish_streams_per_connection` on gRPC (QUIC's stream
+    /// credit enforces it there).
+    #[error("this connection has its maximum of {limit} publish streams open (limits.max_publish_streams_per_connection)")]
+    PublishStreams {
+        /// The cap.
+        limit: u32,
+    },
     /// `limits.partial_frame_bytes`: too many bytes are held for frames
     /// that have started arriving and are not complete yet.
     #[error("the server holds its maximum of {limit} bytes of partial frames (limits.partial_frame_bytes)")]

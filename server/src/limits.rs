@@ -41,7 +41,22 @@ pub struct Limits {
     pub frame_timeout: Duration,
 }
 
+/// Connections that may be in their handshake at once, per edge, at
+/// least: a few hundred silent sockets must not lock real clients out
+/// while they wait for their deadline.
+pub const MIN_HANDSHAKES: usize = 1024;
+
 impl Limits {
+    /// How many connections may be in their handshake (TLS, preface,
+    /// Hello) at once on one edge: `max_connections`, but never fewer than
+    /// [`MIN_HANDSHAKES`]. Past it a new socket is dropped at once; each
+    /// of these is dropped at `handshake_timeout` anyway, so silent sockets
+    /// cost their slot for that long at most and never take a connection
+    /// slot.
+    pub fn max_handshakes(&self) -> usize {
+        self.max_connections.max(MIN_HANDSHAKES)
+    }
+
     /// Limits from a validated config.
     pub fn from_config(config: &Config) -> Limits {
         let l = &config.limits;

@@ -85,7 +85,7 @@ impl std::fmt::Debug for EdgeMetrics {
 struct Budgets {
     ring_memory: Gauge,
     ring_memory_limit: Gauge,
-    ring_memory_refused: Counter,
+    topics_refused: Counter,
     partial_frames: Gauge,
     partial_frames_refused: Counter,
     topics_reaped: Counter,
@@ -194,9 +194,9 @@ impl Metrics {
             "The ring-memory budget, limits.ring_memory_bytes.",
         );
         describe(
-            "lapwing_ring_memory_refused_total",
+            "lapwing_topics_refused_total",
             None,
-            "Topics whose ring was refused because the ring-memory budget was used up (RESOURCE_EXHAUSTED).",
+            "Topics refused a ring because the ring-memory budget (limits.ring_memory_bytes) was used up (RESOURCE_EXHAUSTED).",
         );
         describe_gauge(
             "lapwing_partial_frame_bytes",
@@ -258,8 +258,8 @@ impl Metrics {
                     &Key::from_static_name("lapwing_ring_memory_limit_bytes"),
                     &meta,
                 ),
-                ring_memory_refused: r.register_counter(
-                    &Key::from_static_name("lapwing_ring_memory_refused_total"),
+                topics_refused: r.register_counter(
+                    &Key::from_static_name("lapwing_topics_refused_total"),
                     &meta,
                 ),
                 partial_frames: r
@@ -363,7 +363,7 @@ impl Metrics {
         let ring = registry.ring_memory();
         b.ring_memory.set(ring.used() as f64);
         b.ring_memory_limit.set(ring.limit() as f64);
-        b.ring_memory_refused.absolute(ring.refused());
+        b.topics_refused.absolute(ring.refused());
         b.partial_frames.set(partial_frames.used() as f64);
         b.partial_frames_refused.absolute(partial_frames.refused());
         b.topics_reaped.absolute(registry.reaped());
@@ -404,7 +404,7 @@ mod tests {
             "lapwing_messages_published_total 1",
             "lapwing_published_bytes_total 3",
             "lapwing_topics 1",
-            "lapwing_ring_memory_refused_total 0",
+            "lapwing_topics_refused_total 0",
             "lapwing_topics_reaped_total 0",
             "lapwing_permission_denied_total{action=\"subscribe\"} 0",
             "lapwing_messages_delivered_total{transport=\"grpc\"} 3",

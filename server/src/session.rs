@@ -38,7 +38,7 @@ use crate::auth::{Auth, AuthError, Directory};
 use crate::budget::Budget;
 use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
 use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
-use crate::error::RequestError;
+use crate::error::{Exhausted, RequestError};
 use crate::limits::{self, Limits};
 use crate::permissions::{Action as Permission, Denials, Guard};
 use crate::registry::{CreationQuota, Registry};
@@ -95,6 +95,18 @@ impl Core {
         peer: SocketAddr,
         client_name: &str,
     ) -> Result<Session, RequestError> {
+        self.admit_with_certificate(transport, peer, client_name, None)
+    }
+
+    /// [`Core::admit`] for a connection that presented a verified client
+    /// certificate (DER), kept for identifying its calls (gRPC).
+    pub fn admit_with_certificate(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: SocketAddr,
+        client_name: &str,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<Session, RequestError> {
         if self.shutdown.is_cancelled() {
             return Err(RequestError::ShuttingDown);
         }
@@ -113,6 +125,8 @@ impl Core {
             quota: Arc::new(CreationQuota::new(
                 self.limits.topics_created_per_connection,
             )),
+            certificate,
+            publish_streams: Arc::new(Semaphore::new(self.limits.max_publish_streams as usize)),
             _permit: permit,
         })
     }
@@ -120,7 +134,13 @@ impl Core {
     /// The principal of a data token ("" = none presented), with its
     /// permission checks.
     pub fn authenticate(&self, token: &str) -> Result<Guard, RequestError> {
-        match self.directory.current().check(token) {
+        self.identify(None, token)
+    }
+
+    /// The principal a verified client certificate (DER) names, else the
+    /// one of the token, with its permission checks.
+    pub fn identify(&self, certificate: Option<&[u8]>, token: &str) -> Result<Guard, RequestError> {
+        match self.directory.current().identify(certificate, token) {
             Ok(principal) => Ok(Guard::in_directory(
                 principal,
                 self.directory.clone(),
@@ -146,6 +166,10 @@ pub struct Session {
     core: Arc<Core>,
     tracked: Tracked,
     quota: Arc<CreationQuota>,
+    /// The verified client certificate (DER), if the client sent one.
+    certificate: Option<Vec<u8>>,
+    /// Publish streams open now (gRPC; QUIC's stream credit bounds its own).
+    publish_streams: Arc<Semaphore>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -169,6 +193,25 @@ impl Session {
     /// The connection's id (QUIC `Welcome.connection_id`).
     pub fn id(&self) -> u64 {
         self.tracked.id()
+    }
+
+    /// A place for one more publish stream on this connection (held until
+    /// dropped), or RESOURCE_EXHAUSTED naming the limit.
+    pub fn publish_stream(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        self.publish_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Exhausted::PublishStreams {
+                    limit: self.core.limits.max_publish_streams,
+                }
+                .into()
+            })
+    }
+
+    /// The verified client certificate (DER) of this connection, if any.
+    pub fn certificate(&self) -> Option<&[u8]> {
+        self.certificate.as_deref()
     }
 
     /// The connection-table entry (close requests, subscription ids).
@@ -487,6 +530,21 @@ mod tests {
         assert_eq!(core.free_slots(), 1);
         core.admit(Transport::Grpc, peer(), "d")
             .expect("a slot was freed");
+    }
+
+    #[test]
+    fn publish_streams_per_connection_are_capped() {
+        let core = core(|c| c.limits.max_publish_streams_per_connection = 2);
+        let s = core.admit(Transport::Grpc, peer(), "g").unwrap();
+        let first = s.publish_stream().unwrap();
+        let _second = s.publish_stream().unwrap();
+        let refused = s.publish_stream().unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::ResourceExhausted);
+        assert!(refused
+            .to_string()
+            .contains("max_publish_streams_per_connection"));
+        drop(first);
+        let _third = s.publish_stream().expect("a place was given back");
     }
 
     #[test]

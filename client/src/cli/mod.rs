@@ -68,6 +68,13 @@ pub struct ConnArgs {
     /// Auth token.
     #[arg(long, global = true, env = "LAPWING_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Client certificate (PEM) to present: on a server with
+    /// `tls.client_ca` it names the principal without a token.
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// The `lapwing` subcommands.
@@ -176,6 +183,13 @@ impl ConnArgs {
         let mut cfg = ClientConfig::new(self.server.clone(), self.trust()?);
         cfg.server_name = self.server_name.clone();
         cfg.token = self.token.clone().filter(|t| !t.is_empty());
+        cfg.client_certificate = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(crate::ClientCertificate {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
         cfg.client_name = "lapwing-cli".to_owned();
         Ok(cfg)
     }

@@ -47,6 +47,27 @@ pub async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// A plaintext gRPC channel to the server's loopback listener.
+pub async fn channel(srv: &ServerHandle) -> tonic::transport::Channel {
+    let url = format!("http://{}", srv.grpc_addr());
+    bounded(
+        "gRPC connect",
+        tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .expect("gRPC channel")
+}
+
+/// `msg` with `authorization: Bearer <token>`.
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
 /// The next event, which must arrive within [`STEP`].
 pub async fn next_event(sub: &mut Subscription) -> Event {
     bounded("next event", sub.next())

@@ -57,7 +57,8 @@ impl BusService {
     fn admit<T>(&self, request: &Request<T>) -> Result<(Arc<Session>, Guard), Status> {
         let session = session_of(request)?;
         let core = session.core();
-        let guard = core.authenticate(bearer(request.metadata())?.unwrap_or(""))?;
+        let token = bearer(request.metadata())?.unwrap_or("");
+        let guard = core.identify(session.certificate(), token)?;
         if core.shutdown.is_cancelled() {
             return Err(status(&RequestError::ShuttingDown));
         }
@@ -90,6 +91,7 @@ impl Bus for BusService {
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<PublishStreamSummary>, Status> {
         let (session, guard) = self.admit(&request)?;
+        let _place = session.publish_stream()?;
         let mut stream = request.into_inner();
         let mut publisher = session.publisher(guard);
         let mut summary = PublishStreamSummary::default();

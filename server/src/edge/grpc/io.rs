@@ -7,8 +7,9 @@
 //! has proved it is a gRPC client, so the slot is taken only after the
 //! handshake and the 24-byte HTTP/2 preface, both within
 //! `limits.handshake_timeout_ms`. Sockets that stay silent are dropped at
-//! the deadline and never count; handshakes in progress are bounded by the
-//! same number, so they cannot pile up either. Handshakes run on their own
+//! the deadline and never count; handshakes in progress are bounded
+//! separately (`Limits::max_handshakes`, at least 1024), so they cannot
+//! pile up either, and a few hundred of them do not lock real clients out. Handshakes run on their own
 //! tasks, so a slow one never holds up the accept loop.
 //!
 //! A connection over the cap is still served, briefly: every call on it
@@ -183,7 +184,7 @@ pub(crate) fn incoming(
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: mpsc::Sender<GrpcIo>) {
     let core = shared.core.clone();
-    let handshakes = Arc::new(Semaphore::new(core.limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(core.limits.max_handshakes()));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -230,6 +231,15 @@ async fn prepare(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::i
         ),
         None => Either::Left(stream),
     };
+    let certificate = match &socket {
+        Either::Right(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.to_vec()),
+        Either::Left(_) => None,
+    };
     let mut preface = [0u8; PREFACE.len()];
     socket.read_exact(&mut preface).await?;
     if &preface != PREFACE {
@@ -238,7 +248,10 @@ async fn prepare(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> std::i
             "not an HTTP/2 connection preface",
         ));
     }
-    let (admission, closing) = match shared.core.admit(Transport::Grpc, peer, "") {
+    let admitted = shared
+        .core
+        .admit_with_certificate(Transport::Grpc, peer, "", certificate);
+    let (admission, closing) = match admitted {
         Ok(session) => {
             debug!(id = session.id(), %peer, "gRPC connection");
             let closing = session.connection().close_requested().clone();

@@ -219,7 +219,8 @@ async fn hello(
                 supported: PROTOCOL_VERSION,
             });
         }
-        let guard = core.authenticate(&h.token)?;
+        let certificate = peer_certificate(conn);
+        let guard = core.identify(certificate.as_deref(), &h.token)?;
         let session = core.admit(Transport::Quic, conn.remote_address(), &h.client_name)?;
         Ok((session, guard))
     });
@@ -254,6 +255,16 @@ async fn hello(
             None
         }
     }
+}
+
+/// The leaf of the client certificate the handshake verified, if any
+/// (only asked for with `tls.client_ca`).
+fn peer_certificate(conn: &Connection) -> Option<Vec<u8>> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    chain.first().map(|c| c.to_vec())
 }
 
 /// Writes queued responses, coalescing whatever is queued into one write.

@@ -120,11 +120,11 @@ pub(crate) fn bind(
 /// A connection takes a slot of the shared gate only once its handshake
 /// and Hello are done (see `control`); one over the cap is then closed
 /// with TOO_MANY_CONNECTIONS, so the client learns why. Connections still
-/// in their handshake are bounded separately, by the same number, so
-/// clients that never finish one cannot pile up either: beyond it new
+/// in their handshake are bounded separately (`Limits::max_handshakes`),
+/// so clients that never finish one cannot pile up either: beyond it new
 /// ones are refused at once.
 pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, tracker: TaskTracker) {
-    let handshakes = Arc::new(Semaphore::new(shared.core.limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(shared.core.limits.max_handshakes()));
     let shutdown = shared.core.shutdown.clone();
     loop {
         let incoming = tokio::select! {
