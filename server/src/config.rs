@@ -689,12 +689,15 @@ impl Config {
                 errors.push(invalid(format!("auth.tokens[{i}]"), "must not be empty"));
             }
         }
+        let mut topic_names = std::collections::HashSet::new();
         for (i, t) in self.topics.iter().enumerate() {
             let key = |k: &str| format!("topics[{i}].{k}");
             match (&t.name, &t.prefix) {
                 (Some(name), None) => {
                     if let Err(e) = lapwing_proto::topic::validate_topic(name) {
                         errors.push(invalid(key("name"), e.to_string()));
+                    } else if !topic_names.insert(name.as_str()) {
+                        errors.push(invalid(key("name"), format!("`{name}` is named twice")));
                     }
                 }
                 (None, Some(prefix)) => {
@@ -720,6 +723,16 @@ impl Config {
                 t.ring_bytes.unwrap_or(self.topic_defaults.ring_bytes),
                 msg.min(max_msg),
             );
+        }
+        if topic_names.len() > self.limits.max_topics {
+            errors.push(invalid(
+                "limits.max_topics",
+                format!(
+                    "{} is fewer than the {} topics named in [[topics]]",
+                    self.limits.max_topics,
+                    topic_names.len()
+                ),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.principals.iter().enumerate() {
@@ -999,6 +1012,26 @@ mod tests {
             }
             None => f(prefix, v),
         }
+    }
+
+    #[test]
+    fn named_topics_must_be_distinct_and_fit_max_topics() {
+        let mut c = Config::for_tests(Path::new("/tmp/unused"));
+        let named = |n: &str| TopicOverride {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        c.topics = vec![named("a"), named("a"), named("b")];
+        c.limits.max_topics = 1;
+        let errors = c.validate().unwrap_err().to_string();
+        assert!(
+            errors.contains("topics[1].name: `a` is named twice"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("limits.max_topics: 1 is fewer than the 2 topics"),
+            "{errors}"
+        );
     }
 
     #[test]
