@@ -24,18 +24,25 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapwing_proto::{FrameCodec, FrameError};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedRead;
 
 use crate::budget::{Budget, Reservation};
 use crate::error::{Exhausted, RequestError};
 
 /// See the module docs.
+///
+/// Cheap on the hot path: a frame that completes within one read costs no
+/// budget operation, and the timer is armed only when a read has to wait
+/// with a frame in progress (a busy stream never touches the timer).
 #[derive(Debug)]
 pub struct FrameProgress {
     held: Reservation,
     timeout: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the frame now in progress started arriving (None: none is).
+    since: Option<Instant>,
+    /// Armed only while a read waits with a frame in progress.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl FrameProgress {
@@ -44,7 +51,8 @@ impl FrameProgress {
         FrameProgress {
             held: budget.empty(),
             timeout,
-            deadline: None,
+            since: None,
+            timer: None,
         }
     }
 
@@ -55,12 +63,12 @@ impl FrameProgress {
         }
         if !self.held.grow(n) {
             return Err(Exhausted::PartialFrames {
-                limit: self.budget_limit(),
+                limit: self.held.budget_limit(),
             }
             .into());
         }
-        if self.deadline.is_none() {
-            self.start_clock();
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
         }
         Ok(())
     }
@@ -68,40 +76,49 @@ impl FrameProgress {
     /// Frames completed; `buffered` bytes of the next one are held now.
     /// A new frame gets a fresh deadline.
     pub fn settle(&mut self, buffered: usize) {
-        // Shrinking never fails.
-        self.held.set(buffered.min(self.held.bytes()));
-        if self.held.bytes() == 0 {
-            self.deadline = None;
-        } else {
-            self.start_clock();
+        let buffered = buffered.min(self.held.bytes());
+        if buffered != self.held.bytes() {
+            // Shrinking never fails.
+            self.held.set(buffered);
         }
+        self.since = (buffered > 0).then(Instant::now);
     }
 
-    /// Ready with an error once a started frame is late; registers the
-    /// waker otherwise.
+    /// The error for a frame in progress that is already late (checked
+    /// when data arrives, so a client trickling bytes cannot hold a frame
+    /// open past its deadline).
+    pub fn late(&self) -> Option<RequestError> {
+        let since = self.since?;
+        (since.elapsed() >= self.timeout).then(|| self.timed_out())
+    }
+
+    /// For a read that has to wait: ready with an error once the frame in
+    /// progress is late; registers the waker otherwise.
     pub fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<RequestError> {
-        let Some(deadline) = &mut self.deadline else {
+        let Some(since) = self.since else {
             return Poll::Pending;
         };
-        if deadline.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        let at = since + self.timeout;
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() != at {
+                    t.as_mut().reset(at);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(self.timed_out()),
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Ready(RequestError::Timeout(format!(
+    }
+
+    fn timed_out(&self) -> RequestError {
+        RequestError::Timeout(format!(
             "a frame was started and not completed within {} ms (limits.frame_timeout_ms)",
             self.timeout.as_millis()
-        )))
-    }
-
-    fn start_clock(&mut self) {
-        let at = tokio::time::Instant::now() + self.timeout;
-        match &mut self.deadline {
-            Some(d) => d.as_mut().reset(at),
-            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
-    }
-
-    fn budget_limit(&self) -> usize {
-        self.held.budget_limit()
+        ))
     }
 }
 
@@ -119,16 +136,20 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if let Poll::Ready(e) = self.progress.poll_deadline(cx) {
-            return Poll::Ready(Err(into_io(e)));
-        }
         let before = buf.filled().len();
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if let Some(e) = this.progress.late() {
+                    return Poll::Ready(Err(into_io(e)));
+                }
                 let n = buf.filled().len() - before;
                 Poll::Ready(this.progress.arrived(n).map_err(into_io))
             }
+            Poll::Pending => match this.progress.poll_deadline(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(into_io(e))),
+                Poll::Pending => Poll::Pending,
+            },
             other => other,
         }
     }
@@ -251,6 +272,31 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(30));
         drop(frames);
         assert_eq!(budget.used(), 0, "given back when the stream goes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_trickled_byte_by_byte_still_times_out() {
+        let budget = Budget::new(1 << 20);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let progress = FrameProgress::new(&budget, Duration::from_secs(30));
+        let mut frames = MeteredFrames::<_, v1::Publish>::new(server, 1 << 20, progress, 512);
+        let frame = publish("a", 100);
+        let started = tokio::time::Instant::now();
+        let reader = tokio::spawn(async move { frames.next().await });
+        for byte in frame.iter().take(10) {
+            if client.write_all(&[*byte]).await.is_err() {
+                break; // the reader gave up and dropped the stream
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let err = refused(reader.await.unwrap().unwrap().unwrap_err());
+        assert_eq!(err.code(), lapwing_proto::v1::ErrorCode::Timeout, "{err}");
+        assert!(
+            started.elapsed() <= Duration::from_secs(40),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(client);
     }
 
     #[tokio::test]

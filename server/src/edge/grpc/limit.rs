@@ -146,6 +146,9 @@ impl Body for MeteredBody {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(e) = self.progress.late() {
+                    return self.fail(e);
+                }
                 if let Some(data) = frame.data_ref() {
                     let data = data.clone();
                     if let Err(e) = self.account(&data) {
