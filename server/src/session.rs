@@ -9,13 +9,19 @@
 //!   gRPC (`limits.max_connections` counts both), taken only after the
 //!   handshake, so a socket that never completes one holds no slot; the
 //!   connection-table entry; the client's name capped at
-//!   [`crate::limits::MAX_CLIENT_NAME_BYTES`]. Tokens are checked by
-//!   [`Core::authenticate`] (QUIC: once, at Hello; gRPC: on every call).
-//! - **Subscribe** ([`Session::subscribe`]): the lag policy, the
-//!   per-connection subscription cap, get-or-create of the topic within the
-//!   connection's topic-creation quota, the `Drain`, and its meter.
+//!   [`crate::limits::MAX_CLIENT_NAME_BYTES`].
+//! - **Who the client is** ([`Core::identify`]): the principal a verified
+//!   client certificate or the token names (QUIC: once, at Hello; gRPC: on
+//!   every call), as a [`Guard`] that checks and counts its permissions and
+//!   follows reloads of the principals.
+//! - **Subscribe** ([`Session::subscribe`]): the principal's permission, the
+//!   lag policy, the per-connection subscription cap, get-or-create of the
+//!   topic within the connection's topic-creation quota, the `Drain`, and
+//!   its meter; a reload that withdraws the permission ends it
+//!   ([`Subscription::revoked`]).
 //! - **Publish** ([`Session::publisher`]): a [`TopicPublisher`] bound to
-//!   the same quota.
+//!   the same quota and permissions; on gRPC a cap on publish streams per
+//!   connection ([`Session::publish_stream`]).
 //! - **The per-batch bookkeeping** ([`Subscription::next_batch`]): read a
 //!   batch, emit its events, update the meter and the metrics once.
 //! - **The control protocol** ([`Session::control`]): Subscribe,
