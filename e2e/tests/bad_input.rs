@@ -11,17 +11,10 @@ use raw::{
     next_response, oldest, open_control, publish_frame, server, Session, Witness,
 };
 
-fn varint(mut v: u64) -> Vec<u8> {
+fn varint(v: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
+    prost::encoding::encode_varint(v, &mut out);
+    out
 }
 
 /// Garbage: a frame whose body is not a valid protobuf message.

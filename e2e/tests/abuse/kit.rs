@@ -561,15 +561,8 @@ pub fn is_lapwing_code(code: i32) -> bool {
 }
 
 /// A raw LEB128 varint, as frames' length prefixes are written.
-pub fn varint(mut v: u64) -> Vec<u8> {
+pub fn varint(v: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
+    prost::encoding::encode_varint(v, &mut out);
+    out
 }
