@@ -114,6 +114,16 @@ struct LapwingReader {
     batch: Batch,
 }
 
+/// `n` readers of `ring` from its head, each with a 64-message batch.
+fn lapwing_readers(ring: &Arc<Ring>, n: usize) -> Vec<LapwingReader> {
+    (0..n)
+        .map(|_| LapwingReader {
+            reader: ring.reader(Start::Latest),
+            batch: Batch::with_capacity(64, 64 * 1024),
+        })
+        .collect()
+}
+
 impl Drain for LapwingReader {
     fn drain(&mut self) -> (u64, u64) {
         self.batch.clear();
@@ -379,14 +389,7 @@ fn fanout(c: &mut Criterion) {
             let cfg = RingConfig::new(ring_bytes, 1024);
 
             let (mut p, ring) = Ring::single_producer(cfg).unwrap();
-            let mut f = Fanout::new(
-                (0..readers)
-                    .map(|_| LapwingReader {
-                        reader: ring.reader(Start::Latest),
-                        batch: Batch::with_capacity(64, 64 * 1024),
-                    })
-                    .collect(),
-            );
+            let mut f = Fanout::new(lapwing_readers(&ring, readers));
             let name = format!("lapwing-sp/{size}B");
             g.bench_function(BenchmarkId::new(&name, readers), |b| {
                 b.iter_custom(|n| {
@@ -399,14 +402,7 @@ fn fanout(c: &mut Criterion) {
             drop(f);
 
             let (p, ring) = Ring::multi_producer(cfg).unwrap();
-            let mut f = Fanout::new(
-                (0..readers)
-                    .map(|_| LapwingReader {
-                        reader: ring.reader(Start::Latest),
-                        batch: Batch::with_capacity(64, 64 * 1024),
-                    })
-                    .collect(),
-            );
+            let mut f = Fanout::new(lapwing_readers(&ring, readers));
             let name = format!("lapwing-mp/{size}B");
             g.bench_function(BenchmarkId::new(&name, readers), |b| {
                 b.iter_custom(|n| {
@@ -432,14 +428,7 @@ fn fanout(c: &mut Criterion) {
                 // Parked readers: what a server with more subscribers than
                 // cores does, so the scheduler matters less than the ring.
                 let (mut p, ring) = Ring::single_producer(cfg).unwrap();
-                let mut f = Fanout::parked(
-                    (0..readers)
-                        .map(|_| LapwingReader {
-                            reader: ring.reader(Start::Latest),
-                            batch: Batch::with_capacity(64, 64 * 1024),
-                        })
-                        .collect(),
-                );
+                let mut f = Fanout::parked(lapwing_readers(&ring, readers));
                 let name = format!("lapwing-sp-parked/{size}B");
                 g.bench_function(BenchmarkId::new(&name, readers), |b| {
                     b.iter_custom(|n| {
