@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lapwing_proto::{validate_topic, ErrorCode};
+use lapwing_proto::pattern::Pattern;
+use lapwing_proto::ErrorCode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::command::Cmd;
@@ -109,7 +110,7 @@ impl Client {
         topic: &str,
         options: SubscribeOptions,
     ) -> Result<Subscription, ClientError> {
-        validate_topic(topic)?;
+        Pattern::parse(topic)?;
         let (subscription, verdict) =
             self.handle
                 .shared

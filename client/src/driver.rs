@@ -559,6 +559,7 @@ mod tests {
                 subscription_id: id,
                 epoch: EPOCH,
                 start_seq,
+                ..Default::default()
             }))
             .await;
         }
@@ -579,6 +580,7 @@ mod tests {
                     payload: Bytes::from(seq.to_string()),
                     publish_time_unix_nanos: 0,
                     epoch: EPOCH,
+                    ..Default::default()
                 };
                 let delivery = v1::Delivery {
                     kind: Some(delivery::Kind::Message(message)),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use lapwing_proto::pattern::PatternError;
 use lapwing_proto::{ErrorCode, FrameError, TopicError};
 
 /// Everything that can go wrong, with the server's [`ErrorCode`] where the
@@ -88,6 +89,10 @@ pub enum ClientError {
     /// A topic name breaks the naming rules (checked before sending).
     #[error(transparent)]
     InvalidTopic(#[from] TopicError),
+    /// A subscription's pattern is malformed (`>` not last, `pri*`, or a
+    /// literal token breaking the naming rules; checked before sending).
+    #[error(transparent)]
+    InvalidPattern(#[from] PatternError),
     /// A payload is over the server's limit (from Welcome; checked before
     /// sending).
     #[error("message of {len} bytes is over the server's limit of {max} bytes")]

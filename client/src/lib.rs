@@ -6,12 +6,16 @@
 //! use lapwing_client::{Client, ClientConfig, Event, SubscribeOptions, Trust};
 //!
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7400", Trust::Insecure)).await?;
-//! let mut sub = client.subscribe("prices.eur", SubscribeOptions::default()).await?;
+//! // A pattern: every `prices.` topic, the ones that exist and the ones to come.
+//! let mut sub = client.subscribe("prices.>", SubscribeOptions::default()).await?;
 //! client.publish("prices.eur", "1.0842").await?;
 //! while let Some(event) = sub.next().await {
 //!     match event? {
-//!         Event::Message { seq, payload, .. } => println!("{seq}: {payload:?}"),
-//!         Event::Resync { missed, resume_seq, .. } => println!("lost {missed}, resuming at {resume_seq}"),
+//!         Event::Message { topic, seq, payload, .. } => println!("{topic} {seq}: {payload:?}"),
+//!         Event::Resync { topic, missed, resume_seq, .. } => {
+//!             println!("{topic}: lost {missed}, resuming at {resume_seq}")
+//!         }
+//!         Event::Joined { topic, start_seq, .. } => println!("{topic}: from seq {start_seq}"),
 //!     }
 //! }
 //! # Ok(()) }
@@ -21,8 +25,9 @@
 //! server-opened stream, so a slow subscription never holds up another. When
 //! the connection is lost (or the server says `GoAway`), the client
 //! reconnects with backoff and resumes every subscription after the last
-//! `{epoch, seq}` in its buffer; whatever the server can no longer replay
-//! arrives as [`Event::Resync`]. See `proto/PROTOCOL.md`.
+//! `{epoch, seq}` in its buffer (a wildcard subscription: every topic after
+//! its own); whatever the server can no longer replay arrives as
+//! [`Event::Resync`]. See `proto/PROTOCOL.md`.
 //!
 //! Inside, for maintainers: `client.rs` is the API; `driver.rs` the session
 //! driver (Hello, (re)subscribe, control stream, reconnect), whose I/O goes

@@ -10,8 +10,14 @@
 //! the reader could not hand over before its session ended is dropped
 //! together with its position, so the next session asks for it again (or
 //! gets an exact resync): a reconnect never opens a silent gap.
+//!
+//! A wildcard subscription (a pattern such as `prices.>`) keeps that
+//! position per topic, learnt from each topic's `Joined` event and moved
+//! by its events; a reconnect resumes every topic after its own position
+//! (`Subscribe.resume`) and starts topics it has not heard of at their
+//! oldest message, since they are new to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use lapwing_proto::pattern::Pattern;
 use lapwing_proto::v1::{self, delivery, start_position, LagPolicy, ResyncReason};
 use lapwing_proto::{encode_frame, FrameCodec};
 use tokio::io::AsyncRead;
@@ -46,16 +53,18 @@ fn buffer_shape(buffer_events: usize) -> (usize, usize) {
 
 /// One thing that happened on a subscription, in order.
 ///
-/// Each event continues exactly where the previous one ended: a message
-/// has the seq after the previous message, or the `resume_seq` of the
-/// resync before it. So `delivered + sum(missed)` always equals the number
-/// of seqs the subscription has passed (`proto/PROTOCOL.md`, "Accounting
-/// invariant").
+/// Each event continues exactly where the previous one of its topic ended:
+/// a message has the seq after the previous message, or the `resume_seq`
+/// of the resync before it. So per topic, `delivered + sum(missed)` always
+/// equals the number of seqs the subscription has passed
+/// (`proto/PROTOCOL.md`, "Accounting invariant"). On a wildcard
+/// subscription events of different topics interleave in no promised
+/// order, and each topic's accounting starts at its [`Event::Joined`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A published message.
     Message {
-        /// The subscription's topic.
+        /// The message's topic.
         topic: Arc<str>,
         /// The topic's epoch: constant unless a resync with reason
         /// `EpochChanged` says otherwise.
@@ -71,7 +80,7 @@ pub enum Event {
     /// `resume_seq` in `epoch`. `proto/PROTOCOL.md` ("Resync reasons") says
     /// when each reason occurs.
     Resync {
-        /// The subscription's topic.
+        /// The topic of the gap.
         topic: Arc<str>,
         /// How many messages were skipped (exact).
         missed: u64,
@@ -84,18 +93,36 @@ pub enum Event {
         /// the count then restarts at seq 0 of it).
         epoch: u64,
     },
+    /// Wildcard subscriptions only: from here on the subscription follows
+    /// `topic` (it matched at the start, or was created later), starting
+    /// at `start_seq` of `epoch`. Its events follow.
+    Joined {
+        /// The topic.
+        topic: Arc<str>,
+        /// Its epoch.
+        epoch: u64,
+        /// The first seq of it this subscription delivers or resyncs to.
+        start_seq: u64,
+    },
 }
 
 impl Event {
-    /// The topic of the subscription this event belongs to.
+    /// The topic this event belongs to.
     pub fn topic(&self) -> &str {
         match self {
-            Event::Message { topic, .. } | Event::Resync { topic, .. } => topic,
+            Event::Message { topic, .. }
+            | Event::Resync { topic, .. }
+            | Event::Joined { topic, .. } => topic,
         }
     }
 
     fn from_delivery(topic: &Arc<str>, kind: delivery::Kind) -> Event {
         match kind {
+            delivery::Kind::Joined(j) => Event::Joined {
+                topic: topic.clone(),
+                epoch: j.epoch,
+                start_seq: j.start_seq,
+            },
             delivery::Kind::Message(m) => Event::Message {
                 topic: topic.clone(),
                 epoch: m.epoch,
@@ -120,6 +147,9 @@ impl Event {
             Event::Resync {
                 epoch, resume_seq, ..
             } => (*epoch, *resume_seq),
+            Event::Joined {
+                epoch, start_seq, ..
+            } => (*epoch, *start_seq),
         }
     }
 }
@@ -173,6 +203,9 @@ pub struct SubscribeOptions {
 #[derive(Debug)]
 struct SubEntry {
     topic: Arc<str>,
+    /// Per-topic positions `(epoch, next seq)` of a wildcard subscription;
+    /// `None` for a subscription to one topic (which uses `epoch`/`next`).
+    topics: Option<HashMap<Arc<str>, (u64, u64)>>,
     options: SubscribeOptions,
     tx: mpsc::Sender<Vec<Event>>,
     /// Last epoch seen (from SubscribeOk or a delivery in the buffer).
@@ -208,9 +241,37 @@ impl SubEntry {
         }
     }
 
+    /// A wildcard subscription's start and resume list: the caller's start
+    /// until the server accepted it once; after that every topic it knows
+    /// resumes after its position, and topics it never heard of are new to
+    /// it and start at their oldest message.
+    fn wildcard_start(&self) -> (Start, Vec<v1::TopicPosition>) {
+        let positions = self.topics.as_ref().map_or_else(Vec::new, |topics| {
+            topics
+                .iter()
+                .map(|(topic, &(epoch, next_seq))| v1::TopicPosition {
+                    topic: topic.to_string(),
+                    epoch,
+                    next_seq,
+                })
+                .collect()
+        });
+        let start = if self.pending_ok.is_some() {
+            self.options.start
+        } else {
+            Start::Oldest
+        };
+        (start, positions)
+    }
+
     fn subscribe_frame(&mut self, id: u64, generation: u64) -> v1::ControlRequest {
-        let (start, from_zero) = self.resume_start();
-        self.from_zero = from_zero;
+        let (start, resume) = if self.topics.is_some() {
+            self.wildcard_start()
+        } else {
+            let (start, from_zero) = self.resume_start();
+            self.from_zero = from_zero;
+            (start, Vec::new())
+        };
         self.sent_generation = Some(generation);
         v1::ControlRequest {
             kind: Some(v1::control_request::Kind::Subscribe(v1::Subscribe {
@@ -218,6 +279,7 @@ impl SubEntry {
                 topic: self.topic.to_string(),
                 start: Some(start.to_proto()),
                 lag_policy: self.options.lag_policy as i32,
+                resume,
             })),
         }
     }
@@ -245,6 +307,7 @@ struct ReaderView {
     tx: mpsc::Sender<Vec<Event>>,
     topic: Arc<str>,
     from_zero: Option<u64>,
+    wildcard: bool,
 }
 
 /// Every live subscription of one client, by id.
@@ -286,10 +349,12 @@ impl Subscriptions {
             Start::After { epoch, seq } => (Some(epoch), Some(seq.saturating_add(1))),
             Start::Latest | Start::Oldest => (None, None),
         };
+        let wildcard = Pattern::parse(&topic).is_ok_and(|p| !p.is_literal());
         lock(&self.map).insert(
             id,
             SubEntry {
                 topic: topic.clone(),
+                topics: wildcard.then(HashMap::new),
                 options,
                 tx,
                 epoch,
@@ -387,6 +452,7 @@ impl Subscriptions {
             tx: e.tx.clone(),
             topic: e.topic.clone(),
             from_zero: e.from_zero.take(),
+            wildcard: e.topics.is_some(),
         })
     }
 
@@ -396,6 +462,23 @@ impl Subscriptions {
             entry.epoch = Some(epoch);
             entry.next = Some(next);
         }
+    }
+
+    /// Records, per topic, that the events up to each position are in the
+    /// buffer (a wildcard subscription).
+    fn advance_topics(&self, id: u64, positions: HashMap<Arc<str>, (u64, u64)>) {
+        if let Some(topics) = lock(&self.map).get_mut(&id).and_then(|e| e.topics.as_mut()) {
+            topics.extend(positions);
+        }
+    }
+
+    /// The per-topic resume list the next Subscribe for `id` would carry (tests).
+    #[cfg(test)]
+    pub(crate) fn resume_positions(&self, id: u64) -> Vec<v1::TopicPosition> {
+        lock(&self.map)
+            .get(&id)
+            .map(|e| e.wildcard_start().1)
+            .unwrap_or_default()
     }
 
     fn remove(&self, id: u64) -> bool {
@@ -510,6 +593,7 @@ pub(crate) async fn read_subscription_stream(
         tx,
         topic,
         mut from_zero,
+        wildcard,
     }) = subs.reader_view(id)
     else {
         // Unsubscribed meanwhile (or a server bug): not ours to read.
@@ -519,13 +603,20 @@ pub(crate) async fn read_subscription_stream(
     let mut framed = framed
         .map_decoder(|_| FrameCodec::<v1::Delivery>::new(max_frame_bytes))
         .ready_chunks(batch_events);
+    // A wildcard subscription's topic names, one `Arc` each.
+    let mut names = TopicNames::default();
     while let Some(chunk) = framed.next().await {
         let mut events = Vec::with_capacity(chunk.len() + 1);
         let mut failure = None;
         for delivery in chunk {
             match delivery {
                 Ok(v1::Delivery { kind: Some(kind) }) => {
-                    let mut event = Event::from_delivery(&topic, kind);
+                    let event_topic = if wildcard {
+                        names.get(event_topic_name(&kind))
+                    } else {
+                        topic.clone()
+                    };
+                    let mut event = Event::from_delivery(&event_topic, kind);
                     if let Some(epoch) = from_zero.take() {
                         let (gap, first) = rebase_from_zero(epoch, event);
                         events.extend(gap);
@@ -541,6 +632,12 @@ pub(crate) async fn read_subscription_stream(
             }
         }
         if let Some(position) = events.last().map(Event::next_position) {
+            let positions = wildcard.then(|| {
+                events
+                    .iter()
+                    .map(|e| (names.get(e.topic()), e.next_position()))
+                    .collect::<HashMap<_, _>>()
+            });
             let sent = tokio::select! {
                 sent = tx.send(events) => sent,
                 () = session_over.cancelled() => return,
@@ -552,7 +649,10 @@ pub(crate) async fn read_subscription_stream(
             }
             // No await between the send and this update: a reader aborted
             // at the session's end cannot leave one without the other.
-            subs.advance(id, position);
+            match positions {
+                Some(positions) => subs.advance_topics(id, positions),
+                None => subs.advance(id, position),
+            }
         }
         if let Some(e) = failure {
             // A broken frame cannot be skipped; the connection's loss (if
@@ -560,6 +660,31 @@ pub(crate) async fn read_subscription_stream(
             tracing::debug!(subscription = id, error = %e, "subscription stream ended");
             return;
         }
+    }
+}
+
+/// The topic a wildcard subscription's event names.
+fn event_topic_name(kind: &delivery::Kind) -> &str {
+    match kind {
+        delivery::Kind::Message(m) => &m.topic,
+        delivery::Kind::Resync(r) => &r.topic,
+        delivery::Kind::Joined(j) => &j.topic,
+    }
+}
+
+/// Topic names seen on one wildcard subscription stream, so its events
+/// share one `Arc<str>` per topic instead of allocating one per event.
+#[derive(Default)]
+struct TopicNames(HashSet<Arc<str>>);
+
+impl TopicNames {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(name) {
+            return known.clone();
+        }
+        let name: Arc<str> = name.into();
+        self.0.insert(name.clone());
+        name
     }
 }
 
@@ -611,6 +736,8 @@ fn rebase_from_zero(epoch: u64, first: Event) -> (Option<Event>, Event) {
                 epoch: event_epoch,
             },
         ),
+        // Only wildcard subscriptions join, and they never resume from zero.
+        joined @ Event::Joined { .. } => (None, joined),
     }
 }
 

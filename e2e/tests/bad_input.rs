@@ -218,6 +218,7 @@ async fn invalid_topic_names_are_refused() {
             topic: topic.into(),
             start: None,
             lag_policy: 0,
+            ..Default::default()
         }))
         .await;
         let err = next_error(&mut bad.ctl).await;
@@ -315,6 +316,7 @@ async fn too_many_subscriptions_refuses_the_extra_one_only() {
         topic: "many.t4".into(),
         start: None,
         lag_policy: 0,
+        ..Default::default()
     }))
     .await;
     let err = next_error(&mut bad.ctl).await;
@@ -327,6 +329,7 @@ async fn too_many_subscriptions_refuses_the_extra_one_only() {
         topic: "many.t2".into(),
         start: None,
         lag_policy: 0,
+        ..Default::default()
     }))
     .await;
     assert_eq!(

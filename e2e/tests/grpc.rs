@@ -79,8 +79,10 @@ impl Ledger {
                 assert_eq!(r.resume_seq, self.next + r.missed, "resync does not add up");
                 self.missed += r.missed;
                 self.next = r.resume_seq;
-                self.resyncs.push(*r);
+                self.resyncs.push(r.clone());
             }
+            // A topic of a wildcard subscription: its accounting starts here.
+            delivery::Kind::Joined(j) => *self = Ledger::starting_at(j.start_seq),
         }
     }
 }
@@ -96,6 +98,7 @@ async fn subscribe(
             topic: topic.into(),
             start,
             lag_policy: LagPolicy::ResumeOldest as i32,
+            ..Default::default()
         }),
     )
     .await

@@ -147,6 +147,7 @@ async fn slow_subscription_is_resynced_while_another_on_the_same_connection_flow
                 resyncs += 1;
                 next = r.resume_seq;
             }
+            delivery::Kind::Joined(j) => panic!("a subscription to one topic joined {j:?}"),
         }
     }
     assert!(resyncs >= 1, "the slow subscriber must have been lapped");

@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
+use lapwing_proto::pattern::Pattern;
 use lapwing_proto::v1::{self, control_request, control_response, ErrorCode, ResyncReason};
 use lapwing_proto::{FrameCodec, PRE_HELLO_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use lapwing_server::auth::Auth;
@@ -53,6 +54,9 @@ pub const TOKEN: &str = "secret-token";
 pub const LIMITED_TOKEN: &str = "limited-token";
 /// Live subscriptions per connection: small, so the cap is reached.
 pub const MAX_SUBSCRIPTIONS: u32 = 3;
+/// Topics one wildcard subscription may follow: small, so the limit is
+/// reached.
+pub const MAX_TOPICS_PER_WILDCARD: u32 = 2;
 /// Topics one connection may create: small, so the quota is reached.
 pub const TOPICS_CREATED: u32 = 3;
 /// Topics published to before the client connects (not counted in its quota).
@@ -87,6 +91,7 @@ pub fn config() -> Config {
     config.limits.max_connections = 2;
     config.limits.max_subscriptions_per_connection = MAX_SUBSCRIPTIONS;
     config.limits.topics_created_per_connection = TOPICS_CREATED;
+    config.limits.max_topics_per_wildcard = MAX_TOPICS_PER_WILDCARD;
     config.limits.max_topics = 16;
     config.topic_defaults.ring_bytes = 4096;
     config
@@ -173,10 +178,27 @@ pub fn run_counting(data: &[u8]) -> Counts {
 /// One live subscription and what the client has seen of it.
 struct LiveSub {
     sub: Subscription,
+    /// Per topic: (epoch, the seq of the next event (a Message's seq or a
+    /// Resync's accounting), whether no event of it came yet). A wildcard
+    /// subscription learns its topics from `Joined` events.
+    topics: HashMap<String, Position>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Position {
     epoch: u64,
-    /// The seq of the next event (a Message's seq or a Resync's accounting).
     next_seq: u64,
-    events: u64,
+    fresh: bool,
+}
+
+impl Position {
+    fn new(epoch: u64, next_seq: u64) -> Position {
+        Position {
+            epoch,
+            next_seq,
+            fresh: true,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -307,7 +329,7 @@ impl FakeEdge {
                     "a subscription over the cap"
                 );
                 assert!(
-                    crate::topic::follows_rules(&s.topic),
+                    crate::topic::follows_pattern_rules(&s.topic),
                     "subscribed to invalid topic {:?}",
                     s.topic
                 );
@@ -323,15 +345,19 @@ impl FakeEdge {
                         s.topic
                     );
                 }
-                let topic = self.core.registry.get(&s.topic).expect("the topic exists");
-                assert_eq!(ok.epoch, topic.epoch());
-                assert_eq!(sub.drain().topic().name(), s.topic);
-                let live = LiveSub {
-                    sub: *sub,
-                    epoch: ok.epoch,
-                    next_seq: ok.start_seq,
-                    events: 0,
-                };
+                assert_eq!(sub.target(), s.topic);
+                let mut topics = HashMap::new();
+                if crate::topic::follows_rules(&s.topic) {
+                    let topic = self.core.registry.get(&s.topic).expect("the topic exists");
+                    assert_eq!(ok.epoch, topic.epoch());
+                    topics.insert(s.topic.clone(), Position::new(ok.epoch, ok.start_seq));
+                } else {
+                    assert!(
+                        ok.topics <= MAX_TOPICS_PER_WILDCARD,
+                        "a wildcard over its topic limit"
+                    );
+                }
+                let live = LiveSub { sub: *sub, topics };
                 self.live.0.insert(id, live);
                 self.counts.subscribed += 1;
             }
@@ -348,6 +374,7 @@ impl FakeEdge {
                             | ErrorCode::ResourceExhausted
                             | ErrorCode::TopicNotFound
                             | ErrorCode::PermissionDenied
+                            | ErrorCode::InvalidArgument
                     ),
                     "Subscribe refused with {code:?}: {e:?}"
                 );
@@ -358,7 +385,9 @@ impl FakeEdge {
                     self.counts.denied += 1;
                 }
                 // (A malformed name may be refused by either check first.)
-                if code == ErrorCode::PermissionDenied && crate::topic::follows_rules(&s.topic) {
+                if code == ErrorCode::PermissionDenied
+                    && crate::topic::follows_pattern_rules(&s.topic)
+                {
                     assert_eq!(
                         guard.principal().name(),
                         "limited",
@@ -417,11 +446,13 @@ impl FakeEdge {
     /// Publishes, deletes, and drains every live subscription as its task
     /// would, checking the delivery contract.
     fn after_request(&mut self) {
+        let registry = &self.core.registry;
         for live in self.live.0.values() {
-            let topic = live.sub.drain().topic();
-            for i in 0..self.publishes {
-                // A deleted topic refuses; that is the subscription's news.
-                let _ = topic.publish(&[i as u8; 40]);
+            let pattern = Pattern::parse(live.sub.target()).expect("subscribed to a pattern");
+            for topic in registry.matching(&pattern) {
+                for i in 0..self.publishes {
+                    let _ = topic.publish(&[i as u8; 40]);
+                }
             }
         }
         if self.delete_b && self.core.registry.get("b").is_some() {
@@ -436,7 +467,10 @@ impl FakeEdge {
                 let step = drain_once(live, counts);
                 if let Some(err) = live.sub.end(step) {
                     let code = err.code();
-                    assert!(matches!(code, ErrorCode::Lagged | ErrorCode::TopicNotFound));
+                    assert!(matches!(
+                        code,
+                        ErrorCode::Lagged | ErrorCode::TopicNotFound | ErrorCode::ResourceExhausted
+                    ));
                     ended.push(*id);
                     counts.ended += 1;
                     break;
@@ -452,12 +486,13 @@ impl FakeEdge {
     }
 }
 
-/// Principal `limited`'s subscribe rules, re-stated without patterns:
-/// `a`, `b`, anything under `x.` but `x.secret` itself, anything under
-/// `inbox.limited.`.
+/// Principal `limited`'s subscribe rules, re-stated without the matcher:
+/// `a`, `b`, anything under `x.` but what may be `x.secret` itself (the
+/// pattern `x.secret`, `x.*` or `x.>`), anything under `inbox.limited.`.
 fn limited_may_subscribe(topic: &str) -> bool {
     let under = |prefix: &str| topic.len() > prefix.len() && topic.starts_with(prefix);
-    topic == "a" || topic == "b" || (under("x.") && topic != "x.secret") || under("inbox.limited.")
+    let may_be_secret = matches!(topic, "x.secret" | "x.*" | "x.>");
+    topic == "a" || topic == "b" || (under("x.") && !may_be_secret) || under("inbox.limited.")
 }
 
 /// One batch of one subscription, each event checked against what the
@@ -465,23 +500,56 @@ fn limited_may_subscribe(topic: &str) -> bool {
 fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
     let mut seen = Vec::new();
     let step = live.sub.next_batch(BATCH, |d| seen.push(d.to_delivery()));
+    let target = live.sub.target().to_owned();
+    let wildcard = !crate::topic::follows_rules(&target);
     for delivery in seen {
-        let first = live.events == 0;
-        live.events += 1;
-        match delivery.kind.expect("an event") {
+        let kind = delivery.kind.expect("an event");
+        let named = match &kind {
+            v1::delivery::Kind::Message(m) => &m.topic,
+            v1::delivery::Kind::Resync(r) => &r.topic,
+            v1::delivery::Kind::Joined(j) => &j.topic,
+        };
+        assert_eq!(
+            named.is_empty(),
+            !wildcard,
+            "events name their topic exactly on a wildcard subscription"
+        );
+        let topic = if wildcard {
+            named.clone()
+        } else {
+            target.clone()
+        };
+        if let v1::delivery::Kind::Joined(j) = kind {
+            assert!(wildcard, "Joined on a subscription to one topic");
+            let pattern = Pattern::parse(&target).expect("a pattern");
+            assert!(
+                pattern.matches(&j.topic),
+                "joined {:?} under {target}",
+                j.topic
+            );
+            live.topics
+                .insert(j.topic, Position::new(j.epoch, j.start_seq));
+            continue;
+        }
+        let at = live
+            .topics
+            .get_mut(&topic)
+            .expect("an event of a topic the subscription follows (Joined first)");
+        let first = std::mem::replace(&mut at.fresh, false);
+        match kind {
             v1::delivery::Kind::Message(m) => {
-                assert_eq!(m.epoch, live.epoch, "a message from another epoch");
+                assert_eq!(m.epoch, at.epoch, "a message from another epoch");
                 assert_eq!(
-                    m.seq, live.next_seq,
+                    m.seq, at.next_seq,
                     "gap without a Resync: expected seq {}, got {}",
-                    live.next_seq, m.seq
+                    at.next_seq, m.seq
                 );
                 assert_eq!(m.payload.len() % 8, 0, "a payload the harness never sent");
-                live.next_seq = m.seq + 1;
+                at.next_seq = m.seq + 1;
                 counts.messages += 1;
             }
             v1::delivery::Kind::Resync(r) => {
-                assert_eq!(r.epoch, live.epoch, "a resync from another epoch");
+                assert_eq!(r.epoch, at.epoch, "a resync from another epoch");
                 let reason = ResyncReason::try_from(r.reason).expect("a known reason");
                 assert_ne!(reason, ResyncReason::Unspecified);
                 if reason == ResyncReason::EpochChanged {
@@ -493,14 +561,15 @@ fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
                     assert!(r.missed > 0, "a Resync that missed nothing: {r:?}");
                 }
                 assert_eq!(
-                    live.next_seq.checked_add(r.missed),
+                    at.next_seq.checked_add(r.missed),
                     Some(r.resume_seq),
                     "Resync does not account for the gap: at seq {}, {r:?}",
-                    live.next_seq
+                    at.next_seq
                 );
-                live.next_seq = r.resume_seq;
+                at.next_seq = r.resume_seq;
                 counts.resyncs += 1;
             }
+            v1::delivery::Kind::Joined(_) => unreachable!("handled above"),
         }
     }
     step

@@ -102,6 +102,7 @@ fn frame_seeds() -> Vec<Seed> {
             topic: topic.into(),
             start,
             lag_policy: policy as i32,
+            ..Default::default()
         }))
     };
     let session = vec![
@@ -181,6 +182,7 @@ fn frame_seeds() -> Vec<Seed> {
             subscription_id: 1,
             epoch: 3,
             start_seq: 100,
+            ..Default::default()
         })),
         error(
             v1::ErrorCode::InvalidTopic,
@@ -310,6 +312,7 @@ fn frame_seeds() -> Vec<Seed> {
             payload: Bytes::copy_from_slice(payload),
             publish_time_unix_nanos: 1_700_000_000_000_000_000,
             epoch: 42,
+            ..Default::default()
         })),
     };
     let resync = |reason: v1::ResyncReason| v1::Delivery {
@@ -318,6 +321,7 @@ fn frame_seeds() -> Vec<Seed> {
             resume_seq: 318,
             reason: reason as i32,
             epoch: 42,
+            ..Default::default()
         })),
     };
     let deliveries = vec![
@@ -510,6 +514,7 @@ fn control_seeds() -> Vec<Seed> {
             topic: topic.into(),
             start,
             lag_policy: policy as i32,
+            ..Default::default()
         }))
     };
     let after = |epoch, seq| start(Start::After(After { epoch, seq }));
@@ -586,6 +591,7 @@ fn control_seeds() -> Vec<Seed> {
                         topic: "y".into(),
                         start: None,
                         lag_policy: 99,
+                        ..Default::default()
                     })),
                 },
                 subscribe(4, "y", None, ResumeOldest),
@@ -596,6 +602,45 @@ fn control_seeds() -> Vec<Seed> {
                 unsubscribe(42),
                 ok_hello.clone(),
                 v1::ControlRequest { kind: None },
+            ],
+        ),
+        (
+            // Patterns over `a` and `b` (the limit is 2 topics), a resume
+            // list, a refused `after`, then a third topic (`c`) that takes
+            // the wildcards over their limit; `b` is deleted and re-created.
+            "wildcards",
+            40,
+            0x13,
+            vec![
+                ok_hello.clone(),
+                subscribe(1, "*", start(Start::Oldest(Oldest {})), ResumeOldest),
+                v1::ControlRequest {
+                    kind: Some(Req::Subscribe(v1::Subscribe {
+                        subscription_id: 2,
+                        topic: ">".into(),
+                        start: start(Start::Latest(Latest {})),
+                        lag_policy: ResumeOldest as i32,
+                        resume: vec![
+                            v1::TopicPosition {
+                                topic: "a".into(),
+                                epoch: 3,
+                                next_seq: 0,
+                            },
+                            v1::TopicPosition {
+                                topic: "b.c".into(),
+                                epoch: 3,
+                                next_seq: 2,
+                            },
+                        ],
+                    })),
+                },
+                subscribe(3, "a.>", after(SAME_EPOCH, 1), ResumeOldest),
+                ping(1),
+                subscribe(3, "b", None, ResumeOldest),
+                ping(2),
+                unsubscribe(3),
+                subscribe(3, "c", None, ResumeOldest),
+                ping(3),
             ],
         ),
         (

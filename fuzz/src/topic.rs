@@ -89,6 +89,17 @@ pub fn follows_rules(name: &str) -> bool {
         })
 }
 
+/// The pattern rules, re-stated: a topic name whose tokens may also be
+/// `*`, or `>` as the last token.
+pub fn follows_pattern_rules(pattern: &str) -> bool {
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    !pattern.is_empty()
+        && pattern.len() <= MAX_TOPIC_BYTES
+        && tokens.iter().enumerate().all(|(i, token)| {
+            *token == "*" || (*token == ">" && i + 1 == tokens.len()) || follows_rules(token)
+        })
+}
+
 fn allowed_or_dot(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.')
 }

@@ -243,6 +243,7 @@ mod tests {
                     payload: Bytes::new(),
                     publish_time_unix_nanos: 1,
                     epoch: 42,
+                    ..Default::default()
                 })),
             },
             v1::Delivery {
@@ -251,6 +252,7 @@ mod tests {
                     payload: Bytes::from(vec![0xAB; 1000]),
                     publish_time_unix_nanos: 1_700_000_000_000_000_000,
                     epoch: u64::MAX,
+                    ..Default::default()
                 })),
             },
             v1::Delivery {
@@ -259,6 +261,7 @@ mod tests {
                     resume_seq: 318,
                     reason: v1::ResyncReason::Lapped as i32,
                     epoch: 42,
+                    ..Default::default()
                 })),
             },
         ]

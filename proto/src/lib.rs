@@ -91,6 +91,7 @@ mod tests {
                 payload,
                 publish_time_unix_nanos: u64::MAX,
                 epoch: u64::MAX,
+                ..Default::default()
             })),
         };
         assert!(publish.encoded_len() <= frame_limit_for(max));

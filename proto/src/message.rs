@@ -11,11 +11,19 @@
 use bytes::BytesMut;
 
 /// Appends one length-delimited `Delivery { message: Message { seq,
-/// payload, publish_time_unix_nanos, epoch } }` frame to `out`.
-pub fn encode_message_frame(out: &mut BytesMut, seq: u64, epoch: u64, time: u64, payload: &[u8]) {
+/// payload, publish_time_unix_nanos, epoch, topic } }` frame to `out`
+/// (`topic` is empty except on a wildcard subscription).
+pub fn encode_message_frame(
+    out: &mut BytesMut,
+    seq: u64,
+    epoch: u64,
+    time: u64,
+    topic: &str,
+    payload: &[u8],
+) {
     use prost::encoding::encoded_len_varint as vlen;
     // Message fields: 1 seq (varint), 2 payload (bytes), 3 time (varint),
-    // 4 epoch (varint); proto3 omits zero values, as prost does. This runs
+    // 4 epoch (varint), 5 topic (string); proto3 omits zero values, as prost does. This runs
     // once per message per subscriber, so the fields around the payload are
     // assembled on the stack and appended with three copies instead of one
     // bounds-checked `put_u8` per varint byte (profiled: prost's
@@ -26,7 +34,13 @@ pub fn encode_message_frame(out: &mut BytesMut, seq: u64, epoch: u64, time: u64,
     } else {
         1 + vlen(payload.len() as u64) + payload.len()
     };
-    let msg_len = varint_field(seq) + payload_field + varint_field(time) + varint_field(epoch);
+    let topic_field = if topic.is_empty() {
+        0
+    } else {
+        1 + vlen(topic.len() as u64) + topic.len()
+    };
+    let msg_len =
+        varint_field(seq) + payload_field + varint_field(time) + varint_field(epoch) + topic_field;
     // Delivery field 1 (`message`), length-delimited.
     let body_len = 1 + vlen(msg_len as u64) + msg_len;
 
@@ -44,8 +58,9 @@ pub fn encode_message_frame(out: &mut BytesMut, seq: u64, epoch: u64, time: u64,
         head.byte(0x12);
         head.varint(payload.len() as u64);
     }
-    // After it: time and epoch, at most 11 bytes each.
-    let mut tail = Varints::<24>::new();
+    // After it: time and epoch, at most 11 bytes each, and the topic's tag
+    // and length (at most 1 + 10).
+    let mut tail = Varints::<40>::new();
     if time != 0 {
         tail.byte(0x18);
         tail.varint(time);
@@ -54,10 +69,15 @@ pub fn encode_message_frame(out: &mut BytesMut, seq: u64, epoch: u64, time: u64,
         tail.byte(0x20);
         tail.varint(epoch);
     }
-    out.reserve(head.len + payload.len() + tail.len);
+    if !topic.is_empty() {
+        tail.byte(0x2a);
+        tail.varint(topic.len() as u64);
+    }
+    out.reserve(head.len + payload.len() + tail.len + topic.len());
     out.extend_from_slice(head.bytes());
     out.extend_from_slice(payload);
     out.extend_from_slice(tail.bytes());
+    out.extend_from_slice(topic.as_bytes());
 }
 
 /// A few protobuf varints and tag bytes assembled on the stack.
@@ -115,27 +135,34 @@ mod tests {
             u64::MAX,
         ];
         let payload = vec![7u8; 20_000];
+        // Topic lengths around the one-byte varint boundary.
+        let long_topic = "t".repeat(200);
         for &seq in &values {
             for &time in &values {
                 for &epoch in &values {
                     for len in [0, 1, 127, 128, 16_384, 20_000] {
-                        let payload = &payload[..len];
-                        let mut manual = BytesMut::new();
-                        encode_message_frame(&mut manual, seq, epoch, time, payload);
-                        let owned = v1::Delivery {
-                            kind: Some(v1::delivery::Kind::Message(v1::Message {
-                                seq,
-                                payload: bytes::Bytes::copy_from_slice(payload),
-                                publish_time_unix_nanos: time,
-                                epoch,
-                            })),
-                        };
-                        let mut via_prost = BytesMut::new();
-                        encode_frame(&owned, &mut via_prost);
-                        assert_eq!(
-                            manual, via_prost,
-                            "seq {seq} time {time} epoch {epoch} len {len}"
-                        );
+                        for topic in ["", "prices.eur", &long_topic[..127], &long_topic[..]] {
+                            let payload = &payload[..len];
+                            let mut manual = BytesMut::new();
+                            encode_message_frame(&mut manual, seq, epoch, time, topic, payload);
+                            let owned = v1::Delivery {
+                                kind: Some(v1::delivery::Kind::Message(v1::Message {
+                                    seq,
+                                    payload: bytes::Bytes::copy_from_slice(payload),
+                                    publish_time_unix_nanos: time,
+                                    epoch,
+                                    topic: topic.to_owned(),
+                                })),
+                            };
+                            let mut via_prost = BytesMut::new();
+                            encode_frame(&owned, &mut via_prost);
+                            assert_eq!(
+                                manual,
+                                via_prost,
+                                "seq {seq} time {time} epoch {epoch} len {len} topic {}",
+                                topic.len()
+                            );
+                        }
                     }
                 }
             }

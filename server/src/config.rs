@@ -48,6 +48,8 @@ pub const DEFAULT_TOPICS_CREATED_PER_CONNECTION: u32 = 1000;
 pub const DEFAULT_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Default concurrent publish streams per connection: 16.
 pub const DEFAULT_MAX_PUBLISH_STREAMS: u32 = 16;
+/// Default `limits.max_topics_per_wildcard`.
+pub const DEFAULT_MAX_TOPICS_PER_WILDCARD: u32 = 1000;
 /// Default UDP socket buffer size (send and receive): 4 MiB.
 pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -250,6 +252,11 @@ pub struct LimitsConfig {
     /// acked (bidi) streams each, gRPC PublishStream calls. Each can hold
     /// one partial frame. Default 16.
     pub max_publish_streams_per_connection: u32,
+    /// Topics one wildcard subscription may follow at once. A subscribe
+    /// whose pattern matches more is refused, and a subscription that a
+    /// new topic would take over it ends, both with RESOURCE_EXHAUSTED.
+    /// Default 1000.
+    pub max_topics_per_wildcard: u32,
 }
 
 /// One principal: a name, how it authenticates, and its rules.
@@ -395,6 +402,7 @@ impl Default for LimitsConfig {
             frame_timeout_ms: 30_000,
             partial_frame_bytes: DEFAULT_PARTIAL_FRAME_BYTES,
             max_publish_streams_per_connection: DEFAULT_MAX_PUBLISH_STREAMS,
+            max_topics_per_wildcard: DEFAULT_MAX_TOPICS_PER_WILDCARD,
         }
     }
 }
@@ -635,6 +643,10 @@ impl Config {
             (
                 "limits.max_publish_streams_per_connection",
                 u64::from(l.max_publish_streams_per_connection),
+            ),
+            (
+                "limits.max_topics_per_wildcard",
+                u64::from(l.max_topics_per_wildcard),
             ),
         ] {
             if value == 0 {

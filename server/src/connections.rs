@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lapwing_proto::v1::{self, ResyncReason};
 use tokio_util::sync::CancellationToken;
 
-use crate::drain::{DeliveryRef, Drain, Step};
+use crate::drain::{DeliveryRef, Drain, DrainStats, Step};
 use crate::metrics::{EdgeMetrics, Metrics};
 use crate::topic::{now_unix_nanos, Topic};
 pub use crate::transport::Transport;
@@ -175,15 +175,20 @@ impl Connection {
     }
 
     /// Registers a subscription; listed until the guard is dropped.
-    pub fn add_subscription(self: &Arc<Self>, id: u64, drain: &Drain) -> SubscriptionGuard {
+    pub fn add_subscription(self: &Arc<Self>, id: u64, target: Metered) -> SubscriptionGuard {
+        let start_seq = match &target {
+            Metered::Topic { start_seq, .. } => *start_seq,
+            Metered::Pattern(_) => 0,
+        };
         let meter = Arc::new(SubscriptionMeter {
             id,
-            topic: drain.topic().clone(),
-            next_seq: AtomicU64::new(drain.start_seq()),
+            target,
+            next_seq: AtomicU64::new(start_seq),
+            lag: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             missed: AtomicU64::new(0),
-            start_seq: drain.start_seq(),
+            start_seq,
             edge: self.edge.clone(),
         });
         lock(&self.subs).insert(id, meter.clone());
@@ -253,14 +258,41 @@ impl Drop for SubscriptionGuard {
     }
 }
 
+/// What a subscription follows, as its meter shows it.
+#[derive(Debug)]
+pub enum Metered {
+    /// One topic, from `start_seq`.
+    Topic {
+        /// The topic.
+        topic: Arc<Topic>,
+        /// Its first seq.
+        start_seq: u64,
+    },
+    /// Every topic a pattern matches (a wildcard subscription).
+    Pattern(String),
+}
+
+impl Metered {
+    /// A drain's topic and start.
+    pub fn drain(drain: &Drain) -> Metered {
+        Metered::Topic {
+            topic: drain.topic().clone(),
+            start_seq: drain.start_seq(),
+        }
+    }
+}
+
 /// A subscription's progress as the admin API shows it, and the bridge from
 /// its drain to the transport's Prometheus counters.
 #[derive(Debug)]
 pub struct SubscriptionMeter {
     id: u64,
-    topic: Arc<Topic>,
+    target: Metered,
     start_seq: u64,
     next_seq: AtomicU64,
+    /// A wildcard subscription's lag, all topics together, as of its last
+    /// batch (one topic's is read live from its head instead).
+    lag: AtomicU64,
     delivered: AtomicU64,
     resyncs: AtomicU64,
     missed: AtomicU64,
@@ -292,23 +324,24 @@ impl BatchTally {
                 self.payload_bytes += payload.len() as u64;
             }
             DeliveryRef::Resync(r) => {
-                if r.reason == ResyncReason::Lapped as i32
-                    || r.reason == ResyncReason::Skipped as i32
-                {
+                if matches!(r.reason, ResyncReason::Lapped | ResyncReason::Skipped) {
                     self.laps += 1;
                 }
             }
+            DeliveryRef::Joined { .. } => {}
         }
     }
 }
 
 impl SubscriptionMeter {
-    /// Records a batch the drain just emitted (`step` is what
-    /// `next_batch` returned). Called once per batch: the counters move
-    /// by the batch's totals, and the publish-to-deliver latency is sampled
-    /// once, for the batch's oldest message (the worst of the batch).
-    pub fn record(&self, drain: &Drain, tally: &BatchTally, step: Step) {
-        let stats = drain.stats();
+    /// Records a batch the subscription just emitted: `stats` is its
+    /// accounting so far, `lag` what its topics hold unread (wildcard
+    /// only; ignored for one topic), `step` what `next_batch` returned.
+    /// Called once per batch: the counters move by the batch's totals,
+    /// and the publish-to-deliver latency is sampled once, for the batch's
+    /// oldest message (the worst of the batch).
+    pub fn record(&self, stats: DrainStats, lag: u64, tally: &BatchTally, step: Step) {
+        self.lag.store(lag, Ordering::Relaxed);
         let delta =
             |slot: &AtomicU64, now: u64| now.saturating_sub(slot.swap(now, Ordering::Relaxed));
         let delivered = delta(&self.delivered, stats.delivered);
@@ -346,11 +379,19 @@ impl SubscriptionMeter {
     /// The admin API's view.
     pub fn info(&self) -> v1::SubscriptionInfo {
         let next_seq = self.next_seq.load(Ordering::Relaxed);
+        let (topic, next_seq, lag) = match &self.target {
+            Metered::Topic { topic, .. } => (
+                topic.name().to_owned(),
+                next_seq,
+                topic.head().saturating_sub(next_seq),
+            ),
+            Metered::Pattern(p) => (p.clone(), 0, self.lag.load(Ordering::Relaxed)),
+        };
         v1::SubscriptionInfo {
             id: self.id,
-            topic: self.topic.name().to_owned(),
+            topic,
             next_seq,
-            lag: self.topic.head().saturating_sub(next_seq),
+            lag,
             delivered: self.delivered.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
@@ -394,14 +435,14 @@ mod tests {
         let mut drain = Drain::new(topic.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
         let sub = b
             .entry()
-            .add_subscription(b.allocate_subscription_id(), &drain);
+            .add_subscription(b.allocate_subscription_id(), Metered::drain(&drain));
         assert_eq!(t.counts(), [(1, 0), (1, 1)]);
         for _ in 0..5 {
             topic.publish(b"hello").unwrap();
         }
         let mut tally = BatchTally::default();
         let step = drain.next_batch(BatchLimits::default(), |d| tally.see(&d));
-        sub.meter().record(&drain, &tally, step);
+        sub.meter().record(drain.stats(), 0, &tally, step);
         let info = b.info();
         assert_eq!(info.transport, "grpc");
         assert_eq!(info.client_name, "grpc-python");

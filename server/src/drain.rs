@@ -34,12 +34,14 @@ pub enum StartAt {
     Latest,
     /// Everything the ring still holds.
     Oldest,
-    /// Resume after `seq` of `epoch`.
-    After {
+    /// Resume at `next` of `epoch` (`After{epoch, seq}` on the wire is
+    /// `next = seq + 1`; a wildcard's `TopicPosition` names `next` itself,
+    /// so it can resume from seq 0).
+    From {
         /// Epoch the client last saw.
         epoch: u64,
-        /// Last seq the client saw.
-        seq: u64,
+        /// The seq after the last one the client has.
+        next: u64,
     },
 }
 
@@ -50,9 +52,9 @@ impl StartAt {
         match start.and_then(|s| s.kind.as_ref()) {
             None | Some(Kind::Latest(_)) => StartAt::Latest,
             Some(Kind::Oldest(_)) => StartAt::Oldest,
-            Some(Kind::After(a)) => StartAt::After {
+            Some(Kind::After(a)) => StartAt::From {
                 epoch: a.epoch,
-                seq: a.seq,
+                next: a.seq.saturating_add(1),
             },
         }
     }
@@ -81,7 +83,9 @@ impl Default for BatchLimits {
     }
 }
 
-/// One event of a subscription, borrowing the payload from the drain's batch.
+/// One event of a subscription, borrowing the payload from the drain's
+/// batch. `topic` is empty on a subscription to one topic (the wire
+/// leaves it out) and names the topic on a wildcard subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryRef<'a> {
     /// A message.
@@ -94,12 +98,72 @@ pub enum DeliveryRef<'a> {
         publish_time_unix_nanos: u64,
         /// The payload.
         payload: &'a [u8],
+        /// The topic, on a wildcard subscription.
+        topic: &'a str,
     },
     /// A gap, with its exact size and reason.
-    Resync(v1::Resync),
+    Resync(ResyncRef<'a>),
+    /// A wildcard subscription began to follow a topic.
+    Joined {
+        /// The topic.
+        topic: &'a str,
+        /// Its epoch.
+        epoch: u64,
+        /// The first seq of it the subscription delivers (or resyncs to).
+        start_seq: u64,
+    },
 }
 
-impl DeliveryRef<'_> {
+/// A `Resync`, borrowing its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResyncRef<'a> {
+    /// Messages not delivered.
+    pub missed: u64,
+    /// The seq delivery continues at.
+    pub resume_seq: u64,
+    /// Why.
+    pub reason: ResyncReason,
+    /// The epoch `resume_seq` belongs to.
+    pub epoch: u64,
+    /// The topic, on a wildcard subscription.
+    pub topic: &'a str,
+}
+
+impl ResyncRef<'_> {
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::Resync {
+        v1::Resync {
+            missed: self.missed,
+            resume_seq: self.resume_seq,
+            reason: self.reason as i32,
+            epoch: self.epoch,
+            topic: self.topic.to_owned(),
+        }
+    }
+}
+
+impl<'a> DeliveryRef<'a> {
+    /// The same event, naming `topic` (a wildcard subscription's events).
+    pub fn in_topic(self, topic: &'a str) -> DeliveryRef<'a> {
+        match self {
+            DeliveryRef::Message {
+                seq,
+                epoch,
+                publish_time_unix_nanos,
+                payload,
+                ..
+            } => DeliveryRef::Message {
+                seq,
+                epoch,
+                publish_time_unix_nanos,
+                payload,
+                topic,
+            },
+            DeliveryRef::Resync(r) => DeliveryRef::Resync(ResyncRef { topic, ..r }),
+            joined @ DeliveryRef::Joined { .. } => joined,
+        }
+    }
+
     /// An owned `Delivery` (copies the payload).
     pub fn to_delivery(&self) -> v1::Delivery {
         use v1::delivery::Kind;
@@ -109,13 +173,24 @@ impl DeliveryRef<'_> {
                 epoch,
                 publish_time_unix_nanos,
                 payload,
+                topic,
             } => Kind::Message(v1::Message {
                 seq,
                 payload: bytes::Bytes::copy_from_slice(payload),
                 publish_time_unix_nanos,
                 epoch,
+                topic: topic.to_owned(),
             }),
-            DeliveryRef::Resync(r) => Kind::Resync(r),
+            DeliveryRef::Resync(r) => Kind::Resync(r.to_proto()),
+            DeliveryRef::Joined {
+                topic,
+                epoch,
+                start_seq,
+            } => Kind::Joined(v1::Joined {
+                topic: topic.to_owned(),
+                epoch,
+                start_seq,
+            }),
         };
         v1::Delivery { kind: Some(kind) }
     }
@@ -130,14 +205,18 @@ impl DeliveryRef<'_> {
                 epoch,
                 publish_time_unix_nanos,
                 payload,
+                topic,
             } => lapwing_proto::encode_message_frame(
                 out,
                 seq,
                 epoch,
                 publish_time_unix_nanos,
+                topic,
                 payload,
             ),
-            DeliveryRef::Resync(_) => lapwing_proto::encode_frame(&self.to_delivery(), out),
+            DeliveryRef::Resync(_) | DeliveryRef::Joined { .. } => {
+                lapwing_proto::encode_frame(&self.to_delivery(), out)
+            }
         }
     }
 }
@@ -162,6 +241,12 @@ pub enum Step {
     },
     /// The topic was deleted: the subscription is over.
     TopicDeleted,
+    /// A wildcard subscription would have to follow more than `limit`
+    /// topics: it is over (`limits.max_topics_per_wildcard`).
+    TooManyTopics {
+        /// The limit.
+        limit: u32,
+    },
 }
 
 /// Per-subscription accounting.
@@ -194,7 +279,7 @@ pub struct Drain {
     policy: LagPolicy,
     start_seq: u64,
     /// A resync to emit before anything else (epoch changed).
-    pending: Option<v1::Resync>,
+    pending: Option<ResyncRef<'static>>,
     /// Reason for a gap met as the very first event (a resume whose start
     /// is no longer held is NOT_RETAINED, not LAPPED).
     first_lag_reason: Option<ResyncReason>,
@@ -209,16 +294,17 @@ impl Drain {
         let epoch = topic.epoch();
         let mut pending = None;
         let mut first_lag_reason = None;
-        let epoch_changed = |missed_and_resume: u64| v1::Resync {
+        let epoch_changed = |missed_and_resume: u64| ResyncRef {
             missed: missed_and_resume,
             resume_seq: missed_and_resume,
-            reason: ResyncReason::EpochChanged as i32,
+            reason: ResyncReason::EpochChanged,
             epoch,
+            topic: "",
         };
         let cursor = match topic.ring() {
             None => {
                 // Nothing was published in this epoch: every start is seq 0.
-                if matches!(start, StartAt::After { epoch: e, .. } if e != epoch) {
+                if matches!(start, StartAt::From { epoch: e, .. } if e != epoch) {
                     pending = Some(epoch_changed(0));
                 }
                 Cursor::Waiting { start: 0 }
@@ -227,14 +313,14 @@ impl Drain {
                 let ring_start = match start {
                     StartAt::Latest => Start::Latest,
                     StartAt::Oldest => Start::Oldest,
-                    StartAt::After { epoch: e, seq } if e == epoch => {
+                    StartAt::From { epoch: e, next } if e == epoch => {
                         first_lag_reason = Some(ResyncReason::NotRetained);
                         // A seq the topic never reached is a confused
                         // client: resume at the head rather than wait for
                         // (and silently skip up to) it.
-                        Start::At(seq.saturating_add(1).min(ring.head()))
+                        Start::At(next.min(ring.head()))
                     }
-                    StartAt::After { .. } => {
+                    StartAt::From { .. } => {
                         // Accounting restarts at seq 0 of this epoch.
                         let oldest = ring.oldest_retained();
                         pending = Some(epoch_changed(oldest));
@@ -283,6 +369,15 @@ impl Drain {
     /// Accounting so far.
     pub fn stats(&self) -> DrainStats {
         self.stats
+    }
+
+    /// Messages published and not yet read (0 past the end).
+    pub fn lag(&self) -> u64 {
+        let next = match &self.cursor {
+            Cursor::Waiting { start } => *start,
+            Cursor::Reading(r) => r.next_seq(),
+        };
+        self.topic.head().saturating_sub(next)
     }
 
     /// Whether [`Drain::next_batch`] has something to do.
@@ -346,6 +441,7 @@ impl Drain {
                         epoch,
                         publish_time_unix_nanos,
                         payload,
+                        topic: "",
                     });
                     self.stats.delivered += 1;
                     messages += 1;
@@ -366,11 +462,12 @@ impl Drain {
                         (None, LagPolicy::SkipToLatest) => ResyncReason::Skipped,
                         (None, LagPolicy::ResumeOldest) => ResyncReason::Lapped,
                     };
-                    let resync = v1::Resync {
+                    let resync = ResyncRef {
                         missed: lag.missed,
                         resume_seq: lag.resume_seq,
-                        reason: reason as i32,
+                        reason,
                         epoch,
+                        topic: "",
                     };
                     // Counted inline: `self.batch` is borrowed by the loop.
                     self.stats.missed += lag.missed;
@@ -466,15 +563,15 @@ mod tests {
                     self.next = Some(seq + 1);
                 }
                 DeliveryRef::Resync(r) => {
-                    if let (Some(next), false) =
-                        (self.next, r.reason == ResyncReason::EpochChanged as i32)
+                    if let (Some(next), false) = (self.next, r.reason == ResyncReason::EpochChanged)
                     {
                         assert_eq!(r.resume_seq, next + r.missed, "resync accounting");
                     }
                     self.missed += r.missed;
                     self.next = Some(r.resume_seq);
-                    self.resyncs.push(r);
+                    self.resyncs.push(r.to_proto());
                 }
+                DeliveryRef::Joined { .. } => panic!("a drain of one topic joins nothing"),
             }
         }
 
@@ -577,9 +674,9 @@ mod tests {
         publish_n(&t, 10);
         let mut d = Drain::new(
             t.clone(),
-            StartAt::After {
+            StartAt::From {
                 epoch: t.epoch(),
-                seq: 4,
+                next: 5,
             },
             LagPolicy::ResumeOldest,
         );
@@ -596,9 +693,9 @@ mod tests {
         publish_n(&t, 3);
         let d = Drain::new(
             t.clone(),
-            StartAt::After {
+            StartAt::From {
                 epoch: t.epoch(),
-                seq: 1000,
+                next: 1001,
             },
             LagPolicy::ResumeOldest,
         );
@@ -611,9 +708,9 @@ mod tests {
         publish_n(&t, 200);
         let mut d = Drain::new(
             t.clone(),
-            StartAt::After {
+            StartAt::From {
                 epoch: t.epoch(),
-                seq: 9,
+                next: 10,
             },
             LagPolicy::ResumeOldest,
         );
@@ -622,7 +719,7 @@ mod tests {
             ..Default::default()
         };
         o.drain(&mut d, BatchLimits::default());
-        let r = o.resyncs[0];
+        let r = &o.resyncs[0];
         assert_eq!(r.reason, ResyncReason::NotRetained as i32);
         assert_eq!(r.missed, r.resume_seq - 10);
         assert_eq!(o.seqs.len() as u64 + o.missed, 190);
@@ -636,9 +733,9 @@ mod tests {
         assert!(oldest > 0);
         let mut d = Drain::new(
             t.clone(),
-            StartAt::After {
+            StartAt::From {
                 epoch: t.epoch() ^ 1,
-                seq: 12345,
+                next: 12346,
             },
             LagPolicy::ResumeOldest,
         );
@@ -649,7 +746,7 @@ mod tests {
         );
         let mut o = Observed::default();
         o.drain(&mut d, BatchLimits::default());
-        let r = o.resyncs[0];
+        let r = &o.resyncs[0];
         assert_eq!(r.reason, ResyncReason::EpochChanged as i32);
         assert_eq!(
             (r.missed, r.resume_seq, r.epoch),
@@ -664,7 +761,7 @@ mod tests {
         let t = topic(4 * 1024);
         let mut d = Drain::new(
             t.clone(),
-            StartAt::After { epoch: 7, seq: 7 },
+            StartAt::From { epoch: 7, next: 8 },
             LagPolicy::ResumeOldest,
         );
         assert!(d.has_new());

@@ -46,6 +46,13 @@ pub enum Exhausted {
         /// The cap.
         limit: u32,
     },
+    /// `limits.max_topics_per_wildcard`: a wildcard subscription would
+    /// follow more topics.
+    #[error("a wildcard subscription may follow at most {limit} topics (limits.max_topics_per_wildcard): subscribe to a narrower pattern")]
+    WildcardTopics {
+        /// The cap.
+        limit: u32,
+    },
     /// `limits.partial_frame_bytes`: too many bytes are held for frames
     /// that have started arriving and are not complete yet.
     #[error("the server holds its maximum of {limit} bytes of partial frames (limits.partial_frame_bytes)")]

@@ -100,6 +100,7 @@ pub mod topic;
 pub mod topic_publisher;
 pub mod transport;
 pub mod wakeup;
+pub mod wildcard;
 
 mod edge;
 

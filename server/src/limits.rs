@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_subscriptions: u32,
     /// Concurrent publish streams per connection.
     pub max_publish_streams: u32,
+    /// Topics one wildcard subscription may follow.
+    pub max_topics_per_wildcard: u32,
     /// Topics one connection may create.
     pub topics_created_per_connection: u32,
     /// Time to send Hello (QUIC).
@@ -67,6 +69,7 @@ impl Limits {
             max_subscriptions: l.max_subscriptions_per_connection,
             max_publish_streams: l.max_publish_streams_per_connection,
             topics_created_per_connection: l.topics_created_per_connection,
+            max_topics_per_wildcard: l.max_topics_per_wildcard,
             hello_timeout: config.hello_timeout(),
             handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
             frame_timeout: Duration::from_millis(l.frame_timeout_ms),

@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use lapwing_proto::pattern::Pattern;
 use lapwing_proto::topic::{validate_topic, TopicError};
+use tokio::sync::broadcast;
 
 use crate::budget::Budget;
 use crate::config::Config;
@@ -65,7 +67,14 @@ pub struct Registry {
     max_message_bytes: usize,
     memory: Arc<Budget>,
     reaped: AtomicU64,
+    /// The name of every topic created, for wildcard subscriptions
+    /// ([`Registry::watch_created`]).
+    created: broadcast::Sender<Arc<str>>,
 }
+
+/// Creations a wildcard subscription may fall behind by before it has to
+/// rescan the registry instead (`broadcast`'s lag).
+const CREATED_BACKLOG: usize = 1024;
 
 /// How many topics one connection may still create by publishing or
 /// subscribing (`limits.topics_created_per_connection`).
@@ -119,6 +128,7 @@ impl Registry {
             max_message_bytes: config.limits.max_message_bytes,
             memory: Budget::new(config.limits.ring_memory_bytes),
             reaped: AtomicU64::new(0),
+            created: broadcast::channel(CREATED_BACKLOG).0,
         };
         for name in config.topics.iter().filter_map(|t| t.name.as_deref()) {
             let settings = registry.settings_for(name);
@@ -231,8 +241,27 @@ impl Registry {
             self.memory.clone(),
             auto_created,
         ));
-        topics.insert(name, topic.clone());
+        topics.insert(name.clone(), topic.clone());
+        // Nobody listening is fine: no wildcard subscription is live.
+        let _ = self.created.send(name);
         Ok(topic)
+    }
+
+    /// The names of topics created from now on. A receiver that falls
+    /// more than a thousand creations behind gets `Lagged` and must look
+    /// at [`Registry::matching`] again. Names, not topics: a slow receiver
+    /// must not keep a deleted topic's ring alive.
+    pub fn watch_created(&self) -> broadcast::Receiver<Arc<str>> {
+        self.created.subscribe()
+    }
+
+    /// Every topic whose name `pattern` matches (unordered).
+    pub fn matching(&self, pattern: &Pattern) -> Vec<Arc<Topic>> {
+        self.read()
+            .iter()
+            .filter(|(name, _)| pattern.matches(name))
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// Removes auto-created topics that had no subscriber and no publish

@@ -17,7 +17,8 @@
 //! - **Subscribe** ([`Session::subscribe`]): the principal's permission, the
 //!   lag policy, the per-connection subscription cap, get-or-create of the
 //!   topic within the connection's topic-creation quota, the `Drain`, and
-//!   its meter; a reload that withdraws the permission ends it
+//!   its meter; for a pattern, a [`Wildcard`] over every matching topic
+//!   (it creates none); a reload that withdraws the permission ends it
 //!   ([`Subscription::revoked`]).
 //! - **Publish** ([`Session::publisher`]): a [`TopicPublisher`] bound to
 //!   the same quota and permissions; on gRPC a cap on publish streams per
@@ -42,14 +43,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, AuthError, Directory};
 use crate::budget::Budget;
-use crate::connections::{BatchTally, Connection, Connections, SubscriptionGuard, Tracked};
-use crate::drain::{BatchLimits, DeliveryRef, Drain, StartAt, Step};
+use crate::connections::{
+    BatchTally, Connection, Connections, Metered, SubscriptionGuard, Tracked,
+};
+use crate::drain::{BatchLimits, DeliveryRef, Drain, DrainStats, StartAt, Step};
 use crate::error::{Exhausted, RequestError};
 use crate::limits::{self, Limits};
 use crate::permissions::{Action as Permission, Denials, Guard};
 use crate::registry::{CreationQuota, Registry};
 use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
+use crate::wildcard::{TopicPosition, Wildcard};
+use lapwing_proto::pattern::Pattern;
 
 /// What every session of either edge shares: the server's state and rules.
 #[derive(Debug)]
@@ -182,12 +187,14 @@ pub struct Session {
 /// A subscribe request, as both edges carry it.
 #[derive(Debug, Clone, Copy)]
 pub struct SubscribeParams<'a> {
-    /// The topic name.
+    /// The topic name, or a pattern.
     pub topic: &'a str,
     /// Where to start.
     pub start: StartAt,
     /// The wire value of the lag policy (checked here).
     pub lag_policy: i32,
+    /// A wildcard subscription's per-topic resume positions.
+    pub resume: &'a [v1::TopicPosition],
 }
 
 impl Session {
@@ -243,15 +250,50 @@ impl Session {
         let policy = LagPolicy::try_from(params.lag_policy).map_err(|_| {
             RequestError::Protocol(format!("unknown lag policy {}", params.lag_policy))
         })?;
-        let topic = self
-            .core
-            .registry
-            .get_or_create_within(params.topic, Some(&self.quota))?;
-        let drain = Drain::new(topic, params.start, policy);
-        let meter = self.connection().add_subscription(id, &drain);
+        // `check` parsed it already: this cannot fail.
+        let pattern = Pattern::parse(params.topic)
+            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        let (feed, metered) = if pattern.is_literal() {
+            if !params.resume.is_empty() {
+                return Err(RequestError::InvalidArgument(
+                    "a resume list is for wildcard subscriptions; one topic resumes with start `after`"
+                        .into(),
+                ));
+            }
+            let topic = self
+                .core
+                .registry
+                .get_or_create_within(params.topic, Some(&self.quota))?;
+            let drain = Drain::new(topic, params.start, policy);
+            let metered = Metered::drain(&drain);
+            (Feed::Topic(drain), metered)
+        } else {
+            let resume = params
+                .resume
+                .iter()
+                .map(|p| TopicPosition {
+                    topic: p.topic.clone(),
+                    epoch: p.epoch,
+                    next: p.next_seq,
+                })
+                .collect();
+            let wildcard = Wildcard::new(
+                pattern,
+                self.core.registry.clone(),
+                params.start,
+                resume,
+                policy,
+                self.core.limits.max_topics_per_wildcard,
+            )?;
+            (
+                Feed::Pattern(Box::new(wildcard)),
+                Metered::Pattern(params.topic.to_owned()),
+            )
+        };
+        let meter = self.connection().add_subscription(id, metered);
         Ok(Subscription {
             id,
-            drain,
+            feed,
             meter,
             permission: guard.clone(),
             directory: self.core.directory.clone(),
@@ -289,6 +331,7 @@ impl Session {
                         topic: &s.topic,
                         start: StartAt::from_proto(s.start.as_ref()),
                         lag_policy: s.lag_policy,
+                        resume: &s.resume,
                     };
                     self.subscribe(guard, id, params, live.count())
                 };
@@ -365,12 +408,20 @@ pub enum Action {
     Stop(u64),
 }
 
-/// One live subscription: its drain, its meter, and the permission it
+/// What a subscription reads from: one topic, or every topic a pattern
+/// matches.
+#[derive(Debug)]
+enum Feed {
+    Topic(Drain),
+    Pattern(Box<Wildcard>),
+}
+
+/// One live subscription: its feed, its meter, and the permission it
 /// was granted under.
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
-    drain: Drain,
+    feed: Feed,
     meter: SubscriptionGuard,
     permission: Guard,
     directory: Arc<Directory>,
@@ -386,17 +437,35 @@ impl Subscription {
         self.id
     }
 
-    /// The drain (epoch, start, accounting).
-    pub fn drain(&self) -> &Drain {
-        &self.drain
+    /// The topic, or the pattern of a wildcard subscription.
+    pub fn target(&self) -> &str {
+        match &self.feed {
+            Feed::Topic(d) => d.topic().name(),
+            Feed::Pattern(w) => w.pattern().as_str(),
+        }
+    }
+
+    /// Accounting so far (all topics together on a wildcard subscription).
+    pub fn stats(&self) -> DrainStats {
+        match &self.feed {
+            Feed::Topic(d) => d.stats(),
+            Feed::Pattern(w) => w.stats(),
+        }
     }
 
     /// QUIC's `SubscribeOk` (gRPC carries the same in response metadata).
+    /// A wildcard subscription has no one epoch or start: each topic's
+    /// comes in its `Joined` event.
     pub fn ok(&self) -> v1::SubscribeOk {
+        let (epoch, start_seq, topics) = match &self.feed {
+            Feed::Topic(d) => (d.epoch(), d.start_seq(), 0),
+            Feed::Pattern(w) => (0, 0, u32::try_from(w.topics()).unwrap_or(u32::MAX)),
+        };
         v1::SubscribeOk {
             subscription_id: self.id,
-            epoch: self.drain.epoch(),
-            start_seq: self.drain.start_seq(),
+            epoch,
+            start_seq,
+            topics,
         }
     }
 
@@ -408,11 +477,15 @@ impl Subscription {
         mut emit: impl FnMut(DeliveryRef<'_>),
     ) -> Step {
         let mut tally = BatchTally::default();
-        let step = self.drain.next_batch(limits, |d| {
+        let see = |d: DeliveryRef<'_>| {
             tally.see(&d);
             emit(d);
-        });
-        self.meter.meter().record(&self.drain, &tally, step);
+        };
+        let (step, stats, lag) = match &mut self.feed {
+            Feed::Topic(d) => (d.next_batch(limits, see), d.stats(), 0),
+            Feed::Pattern(w) => (w.next_batch(limits, see), w.stats(), w.lag()),
+        };
+        self.meter.meter().record(stats, lag, &tally, step);
         step
     }
 
@@ -420,8 +493,14 @@ impl Subscription {
     /// reloaded (then [`Subscription::revoked`] has something to say).
     /// Cancel-safe.
     pub async fn wait(&mut self) {
+        let feed = async {
+            match &mut self.feed {
+                Feed::Topic(d) => d.wait().await,
+                Feed::Pattern(w) => w.wait().await,
+            }
+        };
         tokio::select! {
-            _ = self.drain.wait() => {}
+            _ = feed => {}
             _ = self.reloads.changed() => {}
         }
     }
@@ -436,7 +515,7 @@ impl Subscription {
         }
         self.seen_generation = generation;
         self.permission
-            .check(Permission::Subscribe, self.drain.topic().name())
+            .check(Permission::Subscribe, self.target())
             .err()
     }
 
@@ -445,9 +524,8 @@ impl Subscription {
     pub fn end(&self, step: Step) -> Option<RequestError> {
         match step {
             Step::Lagged { missed } => Some(RequestError::Lagged { missed }),
-            Step::TopicDeleted => Some(RequestError::TopicDeleted(
-                self.drain.topic().name().to_owned(),
-            )),
+            Step::TopicDeleted => Some(RequestError::TopicDeleted(self.target().to_owned())),
+            Step::TooManyTopics { limit } => Some(Exhausted::WildcardTopics { limit }.into()),
             Step::Delivered { .. } | Step::Idle => None,
         }
     }
@@ -653,6 +731,7 @@ mod tests {
             topic: "a",
             start: StartAt::Latest,
             lag_policy: LagPolicy::ResumeOldest as i32,
+            resume: &[],
         };
         let guard = core.authenticate("").unwrap();
         let mut sub = session.subscribe(&guard, 7, params, 0).unwrap();

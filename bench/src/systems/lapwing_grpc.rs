@@ -79,6 +79,7 @@ impl System for LapwingGrpc {
                     // Latest, as the QUIC adapter's default options.
                     start: None,
                     lag_policy: LagPolicy::ResumeOldest as i32,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!("Subscribe refused: {}", describe(&s)))?;
@@ -133,8 +134,12 @@ impl Live {
             Ok(Some(Delivery {
                 kind: Some(delivery::Kind::Resync(r)),
             })) => (Event::Resync { missed: r.missed }, true),
-            Ok(Some(Delivery { kind: None })) => (
-                Event::Closed("server sent a Delivery with neither message nor resync".into()),
+            Ok(Some(Delivery {
+                kind: None | Some(delivery::Kind::Joined(_)),
+            })) => (
+                Event::Closed(
+                    "server sent a Delivery with neither message nor resync (the bench subscribes to one topic)".into(),
+                ),
                 false,
             ),
             Ok(None) => (Event::Closed("subscription stream ended".into()), false),

@@ -347,6 +347,8 @@ async fn consume(
                     r.resyncs += 1;
                     next = resume_seq;
                 }
+                // Only a wildcard subscription joins topics.
+                Some(Ok(Event::Joined { .. })) => r.violations += 1,
                 Some(Err(e)) => return Err(e).context("subscription failed"),
                 None => bail!("subscription ended"),
             },

@@ -20,7 +20,8 @@ const RESET: &str = "\x1b[0m";
 ///
 /// Human: `topic seq=S: payload` (non-UTF-8 payloads as `<N bytes>`), and
 /// resyncs as `!! RESYNC topic=T missed=N resume_seq=S reason=R epoch=E`
-/// on the same stream, so they appear where they happened.
+/// on the same stream, so they appear where they happened; a wildcard
+/// subscription's new topics as `-- joined topic=T epoch=E start_seq=S`.
 pub(crate) fn write_event(
     out: &mut (dyn Write + Send),
     event: &Event,
@@ -102,6 +103,33 @@ pub(crate) fn write_event(
                 resync_reason_name(*reason)
             )
         }
+        (
+            Event::Joined {
+                topic,
+                epoch,
+                start_seq,
+            },
+            true,
+        ) => {
+            let v = json!({
+                "event": "joined",
+                "topic": &**topic,
+                "epoch": epoch,
+                "start_seq": start_seq,
+            });
+            writeln!(out, "{v}")
+        }
+        (
+            Event::Joined {
+                topic,
+                epoch,
+                start_seq,
+            },
+            false,
+        ) => writeln!(
+            out,
+            "-- joined topic={topic} epoch={epoch} start_seq={start_seq}"
+        ),
     }
 }
 

@@ -13,7 +13,8 @@ use crate::{Client, Event, Start, SubscribeOptions};
 /// `lapwing sub`.
 #[derive(Debug, Clone, Args)]
 pub struct SubArgs {
-    /// Topic to subscribe to.
+    /// Topic to subscribe to, or a pattern (`prices.*`: one token;
+    /// `prices.>`: the rest) for every matching topic, now and later.
     pub topic: String,
     /// Where to start: `latest` (new messages only), `oldest` (everything
     /// the server still holds) or a number SEQ: the messages AFTER seq SEQ,
@@ -38,8 +39,8 @@ pub struct SubArgs {
 }
 
 pub(crate) async fn run(conn: &ConnArgs, args: SubArgs, io: &mut Io<'_>) -> anyhow::Result<()> {
-    lapwing_proto::validate_topic(&args.topic)
-        .with_context(|| format!("invalid topic {:?}", args.topic))?;
+    let pattern = lapwing_proto::pattern::Pattern::parse(&args.topic)
+        .with_context(|| format!("invalid topic or pattern {:?}", args.topic))?;
     if let Some(rate) = args.max_rate {
         if !(rate > 0.0 && rate.is_finite()) {
             bail!("--max-rate must be a positive number of messages per second");
@@ -64,6 +65,9 @@ pub(crate) async fn run(conn: &ConnArgs, args: SubArgs, io: &mut Io<'_>) -> anyh
             let seq: u64 = seq.parse().with_context(|| {
                 format!("--from must be latest, oldest or a sequence number, not {seq:?}")
             })?;
+            if !pattern.is_literal() {
+                bail!("--from SEQ names a position in one topic; a pattern starts at latest or oldest");
+            }
             let epoch = match args.epoch {
                 Some(e) => e,
                 None => {
@@ -88,12 +92,18 @@ pub(crate) async fn run(conn: &ConnArgs, args: SubArgs, io: &mut Io<'_>) -> anyh
         .subscribe(&args.topic, SubscribeOptions { start, lag_policy })
         .await
         .with_context(|| format!("cannot subscribe to {}", args.topic))?;
-    if let Some((epoch, seq)) = sub.started_at() {
-        writeln!(
+    match sub.started_at() {
+        Some(_) if !pattern.is_literal() => writeln!(
+            io.err,
+            "subscribed to every topic matching {} (each announced as it joins)",
+            args.topic
+        )?,
+        Some((epoch, seq)) => writeln!(
             io.err,
             "subscribed to {} (epoch {epoch}, first seq {seq})",
             args.topic
-        )?;
+        )?,
+        None => {}
     }
     let pace = args.max_rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let started = tokio::time::Instant::now();

@@ -481,8 +481,8 @@ impl Canary {
                         last_at = Instant::now();
                         count.fetch_add(1, Ordering::Relaxed);
                     }
-                    resync @ Event::Resync { .. } => {
-                        return Err(format!("canary got a resync: {resync:?}"))
+                    other @ (Event::Resync { .. } | Event::Joined { .. }) => {
+                        return Err(format!("canary got {other:?}"))
                     }
                 }
             }

@@ -227,6 +227,7 @@ impl Session {
             topic: topic.into(),
             start: Some(v1::StartPosition { kind: Some(start) }),
             lag_policy: lag_policy as i32,
+            ..Default::default()
         }))
         .await;
         let ok = match next_response(&mut self.ctl).await {
@@ -336,6 +337,7 @@ impl Witness {
                     self.next_seq += 1;
                 }
                 delivery::Kind::Resync(r) => panic!("witness got a resync: {r:?}"),
+                delivery::Kind::Joined(j) => panic!("witness of one topic joined {j:?}"),
             }
         }
         // The publisher's connection is unaffected too.

@@ -142,6 +142,16 @@ impl Ledger {
                 self.next = Some(*resume_seq);
                 self.resyncs.push(event.clone());
             }
+            Event::Joined {
+                epoch, start_seq, ..
+            } => {
+                assert!(
+                    self.next.is_none() || self.epoch != Some(*epoch),
+                    "joined the same epoch twice"
+                );
+                // A topic (re)joined in a new epoch: its accounting starts here.
+                *self = Ledger::starting_at(*epoch, *start_seq);
+            }
         }
     }
 

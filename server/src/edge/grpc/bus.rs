@@ -146,6 +146,7 @@ impl Bus for BusService {
             topic: &req.topic,
             start: StartAt::from_proto(req.start.as_ref()),
             lag_policy: req.lag_policy,
+            resume: &req.resume,
         };
         let id = conn.allocate_subscription_id();
         let sub = session.subscribe(&guard, id, params, conn.subscription_count())?;
@@ -222,7 +223,7 @@ impl Sub {
             match step {
                 Step::Delivered { .. } => {}
                 Step::Idle => self.idle().await,
-                Step::Lagged { .. } | Step::TopicDeleted => {
+                Step::Lagged { .. } | Step::TopicDeleted | Step::TooManyTopics { .. } => {
                     self.end = self.sub.end(step).map(|e| status(&e))
                 }
             }

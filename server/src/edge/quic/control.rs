@@ -424,8 +424,8 @@ impl Control {
         match reply.action {
             Some(Action::Start(sub)) => {
                 let id = sub.id();
-                debug!(subscription = id, topic = %sub.drain().topic().name(),
-                    start_seq = sub.drain().start_seq(), "subscribed");
+                debug!(subscription = id, topic = %sub.target(),
+                    start_seq = sub.ok().start_seq, "subscribed");
                 let cancel = self.cancel.child_token();
                 let task = tokio::spawn(
                     subscription::run(

@@ -69,10 +69,12 @@ pub(super) async fn run(
                     _ = cancel.cancelled() => break None,
                 }
             }
-            Step::Lagged { .. } | Step::TopicDeleted => break sub.end(step),
+            Step::Lagged { .. } | Step::TopicDeleted | Step::TooManyTopics { .. } => {
+                break sub.end(step)
+            }
         }
     };
-    let stats = sub.drain().stats();
+    let stats = sub.stats();
     debug!(
         subscription = id,
         delivered = stats.delivered,
