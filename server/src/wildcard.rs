@@ -382,3 +382,395 @@ impl Wildcard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::ResyncRef;
+    use lapwing_proto::v1::ResyncReason;
+    use std::time::Duration;
+
+    /// Small rings (a few dozen 16-byte messages) so a topic laps soon.
+    fn registry(max_topics: usize) -> Arc<Registry> {
+        let mut config = crate::Config::for_tests(std::path::Path::new("/unused"));
+        config.limits.max_message_bytes = 256;
+        config.limits.max_topics = max_topics;
+        config.topic_defaults.ring_bytes = 4096;
+        Arc::new(Registry::from_config(&config).unwrap())
+    }
+
+    fn publish(registry: &Registry, topic: &str, n: u64) {
+        let t = registry.get_or_create(topic).unwrap();
+        for _ in 0..n {
+            let seq = t.head();
+            t.publish(format!("{topic}/{seq:08}").as_bytes()).unwrap();
+        }
+    }
+
+    fn wildcard(registry: &Arc<Registry>, pattern: &str, start: StartAt) -> Wildcard {
+        Wildcard::new(
+            Pattern::parse(pattern).unwrap(),
+            registry.clone(),
+            start,
+            Vec::new(),
+            LagPolicy::ResumeOldest,
+            10,
+        )
+        .unwrap()
+    }
+
+    /// One topic as a client sees it through the subscription: each
+    /// event checked against the accounting, from the topic's `Joined`.
+    #[derive(Debug, Default, Clone)]
+    struct Ledger {
+        epoch: u64,
+        start: u64,
+        next: u64,
+        delivered: u64,
+        missed: u64,
+        resyncs: Vec<(ResyncReason, u64)>,
+        joins: u32,
+    }
+
+    #[derive(Debug, Default)]
+    struct Client {
+        topics: HashMap<String, Ledger>,
+        /// Topic of each event, in arrival order.
+        order: Vec<String>,
+    }
+
+    impl Client {
+        fn take(&mut self, d: DeliveryRef<'_>) {
+            match d {
+                DeliveryRef::Joined {
+                    topic,
+                    epoch,
+                    start_seq,
+                } => {
+                    let joins = self.topics.get(topic).map_or(0, |l| l.joins);
+                    self.topics.insert(
+                        topic.to_owned(),
+                        Ledger {
+                            epoch,
+                            start: start_seq,
+                            next: start_seq,
+                            joins: joins + 1,
+                            ..Ledger::default()
+                        },
+                    );
+                }
+                DeliveryRef::Message {
+                    topic,
+                    seq,
+                    epoch,
+                    payload,
+                    ..
+                } => {
+                    let l = self.topics.get_mut(topic).expect("Joined before events");
+                    assert_eq!((epoch, seq), (l.epoch, l.next), "{topic}: gap or repeat");
+                    assert_eq!(payload, format!("{topic}/{seq:08}").as_bytes());
+                    l.delivered += 1;
+                    l.next = seq + 1;
+                    self.order.push(topic.to_owned());
+                }
+                DeliveryRef::Resync(ResyncRef {
+                    topic,
+                    missed,
+                    resume_seq,
+                    reason,
+                    epoch,
+                }) => {
+                    let l = self.topics.get_mut(topic).expect("Joined before events");
+                    if reason == ResyncReason::EpochChanged {
+                        assert_eq!(missed, resume_seq);
+                        (l.epoch, l.start, l.delivered, l.missed) = (epoch, 0, 0, 0);
+                    } else {
+                        assert_eq!(epoch, l.epoch);
+                        assert_eq!(resume_seq, l.next + missed, "{topic}: resync adds up");
+                    }
+                    l.missed += missed;
+                    l.next = resume_seq;
+                    l.resyncs.push((reason, missed));
+                }
+            }
+        }
+
+        /// Reads until idle (bounded).
+        fn drain(&mut self, w: &mut Wildcard, limits: BatchLimits) -> Step {
+            for _ in 0..10_000 {
+                match w.next_batch(limits, |d| self.take(d)) {
+                    Step::Delivered { .. } => {}
+                    other => return other,
+                }
+            }
+            panic!("never idle");
+        }
+
+        fn ledger(&self, topic: &str) -> &Ledger {
+            &self.topics[topic]
+        }
+    }
+
+    #[test]
+    fn a_lap_on_one_topic_is_that_topics_resync_and_the_other_is_untouched() {
+        let r = registry(100);
+        publish(&r, "prices.eur", 1);
+        publish(&r, "prices.usd", 1);
+        publish(&r, "other", 1);
+        let mut w = wildcard(&r, "prices.*", StartAt::Latest);
+        assert_eq!(w.topics(), 2, "`other` does not match");
+        let mut c = Client::default();
+        assert_eq!(c.drain(&mut w, BatchLimits::default()), Step::Idle);
+        assert_eq!(c.topics.len(), 2, "a Joined for each matching topic");
+        // eur laps its 4 KiB ring many times over; usd gets a few.
+        publish(&r, "prices.eur", 2_000);
+        publish(&r, "prices.usd", 5);
+        c.drain(&mut w, BatchLimits::default());
+        let eur = c.ledger("prices.eur");
+        assert!(!eur.resyncs.is_empty(), "eur was lapped");
+        assert!(eur.resyncs.iter().all(|(r, _)| *r == ResyncReason::Lapped));
+        assert_eq!((eur.start, eur.next), (1, 2_001));
+        assert_eq!(eur.delivered + eur.missed, 2_000, "eur: exact accounting");
+        let usd = c.ledger("prices.usd");
+        assert!(usd.resyncs.is_empty(), "usd is not touched by eur's lap");
+        assert_eq!((usd.start, usd.delivered, usd.missed), (1, 5, 0));
+        let stats = w.stats();
+        assert_eq!(stats.delivered, eur.delivered + usd.delivered);
+        assert_eq!(stats.missed, eur.missed);
+        assert_eq!(w.lag(), 0);
+    }
+
+    #[test]
+    fn a_topic_created_later_joins_from_its_first_message() {
+        let r = registry(100);
+        let mut w = wildcard(&r, "prices.>", StartAt::Latest);
+        let mut c = Client::default();
+        assert_eq!(c.drain(&mut w, BatchLimits::default()), Step::Idle);
+        assert!(!w.has_new());
+        // Created and published to before the subscription looks again.
+        publish(&r, "prices.gbp.spot", 3);
+        publish(&r, "orders.gbp", 3);
+        assert!(w.has_new(), "a creation is news");
+        c.drain(&mut w, BatchLimits::default());
+        let gbp = c.ledger("prices.gbp.spot");
+        assert_eq!((gbp.start, gbp.delivered, gbp.missed), (0, 3, 0));
+        assert!(!c.topics.contains_key("orders.gbp"));
+    }
+
+    #[test]
+    fn start_applies_to_the_topics_that_exist() {
+        let r = registry(100);
+        publish(&r, "a.x", 4);
+        let mut w = wildcard(&r, "a.*", StartAt::Oldest);
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        assert_eq!(c.ledger("a.x").delivered, 4);
+    }
+
+    #[tokio::test]
+    async fn wait_wakes_for_a_publish_to_any_topic_and_for_a_new_topic() {
+        let r = registry(100);
+        publish(&r, "w.a", 1);
+        publish(&r, "w.b", 1);
+        let mut w = wildcard(&r, "w.*", StartAt::Latest);
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        let publisher = r.clone();
+        let task = tokio::spawn(async move { publish(&publisher, "w.b", 1) });
+        tokio::time::timeout(Duration::from_secs(10), w.wait())
+            .await
+            .expect("woken by a publish to w.b");
+        task.await.unwrap();
+        c.drain(&mut w, BatchLimits::default());
+        assert_eq!(c.ledger("w.b").delivered, 1);
+        let publisher = r.clone();
+        let task = tokio::spawn(async move { publish(&publisher, "w.c", 1) });
+        tokio::time::timeout(Duration::from_secs(10), w.wait())
+            .await
+            .expect("woken by the creation of w.c");
+        task.await.unwrap();
+        c.drain(&mut w, BatchLimits::default());
+        assert_eq!(c.ledger("w.c").delivered, 1);
+    }
+
+    #[test]
+    fn one_hot_topic_does_not_starve_the_others() {
+        let r = registry(100);
+        for t in ["f.hot", "f.a", "f.b", "f.c"] {
+            publish(&r, t, 1);
+        }
+        let mut w = wildcard(&r, "f.*", StartAt::Latest);
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        publish(&r, "f.hot", 150);
+        for t in ["f.a", "f.b", "f.c"] {
+            publish(&r, t, 20);
+        }
+        // One batch of 64 messages: each of the four gets its quantum (the
+        // hot one, lapped, may spend one place on its resync).
+        let limits = BatchLimits {
+            max_messages: 64,
+            max_bytes: 1 << 20,
+        };
+        w.next_batch(limits, |d| c.take(d));
+        let got = |t: &str| c.order.iter().filter(|o| *o == t).count();
+        for t in ["f.a", "f.b", "f.c"] {
+            assert_eq!(got(t), 16, "{t} in the first batch: {:?}", c.order);
+        }
+        assert!((15..=16).contains(&got("f.hot")), "{:?}", c.order);
+    }
+
+    #[test]
+    fn the_topic_limit_refuses_a_wide_pattern_and_ends_on_a_new_topic() {
+        let r = registry(100);
+        publish(&r, "l.a", 1);
+        publish(&r, "l.b", 1);
+        let new = |limit| {
+            Wildcard::new(
+                Pattern::parse("l.*").unwrap(),
+                r.clone(),
+                StartAt::Latest,
+                Vec::new(),
+                LagPolicy::ResumeOldest,
+                limit,
+            )
+        };
+        let err = new(1).unwrap_err();
+        assert!(
+            matches!(err, RequestError::Exhausted(Exhausted::WildcardTopics { limit: 1 })),
+            "{err:?}"
+        );
+        let mut w = new(2).unwrap();
+        let mut c = Client::default();
+        assert_eq!(c.drain(&mut w, BatchLimits::default()), Step::Idle);
+        publish(&r, "l.c", 1);
+        let end = c.drain(&mut w, BatchLimits::default());
+        assert_eq!(end, Step::TooManyTopics { limit: 2 });
+        assert_eq!(w.next_batch(BatchLimits::default(), |_| {}), end, "stays ended");
+    }
+
+    #[test]
+    fn resume_is_per_topic_and_exact() {
+        let r = registry(100);
+        publish(&r, "r.kept", 10);
+        publish(&r, "r.lost", 500);
+        publish(&r, "r.new", 3);
+        let kept = r.get("r.kept").unwrap().epoch();
+        let lost = r.get("r.lost").unwrap().epoch();
+        let resume = vec![
+            TopicPosition {
+                topic: "r.kept".into(),
+                epoch: kept,
+                next: 6,
+            },
+            TopicPosition {
+                topic: "r.lost".into(),
+                epoch: lost,
+                next: 2,
+            },
+            TopicPosition {
+                topic: "r.gone".into(),
+                epoch: 5,
+                next: 9,
+            },
+        ];
+        let mut w = Wildcard::new(
+            Pattern::parse("r.*").unwrap(),
+            r.clone(),
+            StartAt::Oldest,
+            resume,
+            LagPolicy::ResumeOldest,
+            10,
+        )
+        .unwrap();
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        let l = c.ledger("r.kept");
+        assert_eq!((l.start, l.delivered, l.missed, l.next), (6, 4, 0, 10));
+        let l = c.ledger("r.lost");
+        assert_eq!(l.start, 2);
+        assert_eq!(l.resyncs[0].0, ResyncReason::NotRetained);
+        assert_eq!(l.delivered + l.missed, 498);
+        let l = c.ledger("r.new");
+        assert_eq!((l.start, l.delivered), (0, 3), "not in the list: from oldest");
+        // `r.gone` is re-created in a new epoch: its old position is
+        // answered with EPOCH_CHANGED.
+        publish(&r, "r.gone", 2);
+        c.drain(&mut w, BatchLimits::default());
+        let l = c.ledger("r.gone");
+        assert_eq!(l.resyncs, vec![(ResyncReason::EpochChanged, 0)]);
+        assert_eq!((l.delivered, l.next), (2, 2));
+    }
+
+    #[test]
+    fn bad_starts_and_resume_lists_are_refused() {
+        let r = registry(100);
+        let new = |start, resume| {
+            Wildcard::new(
+                Pattern::parse("b.*").unwrap(),
+                r.clone(),
+                start,
+                resume,
+                LagPolicy::ResumeOldest,
+                2,
+            )
+        };
+        let after = StartAt::From { epoch: 1, next: 1 };
+        assert!(matches!(
+            new(after, Vec::new()),
+            Err(RequestError::InvalidArgument(_))
+        ));
+        let at = |topic: &str| TopicPosition {
+            topic: topic.into(),
+            epoch: 1,
+            next: 0,
+        };
+        assert!(matches!(
+            new(StartAt::Latest, vec![at("c.x")]),
+            Err(RequestError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            new(StartAt::Latest, vec![at("b.x"), at("b.y"), at("b.z")]),
+            Err(RequestError::Exhausted(Exhausted::WildcardTopics { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_deleted_topic_leaves_and_rejoins_in_its_new_epoch() {
+        let r = registry(100);
+        publish(&r, "d.x", 2);
+        let mut w = wildcard(&r, "d.*", StartAt::Oldest);
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        let first_epoch = c.ledger("d.x").epoch;
+        r.delete("d.x").unwrap();
+        assert_eq!(c.drain(&mut w, BatchLimits::default()), Step::Idle);
+        assert_eq!(w.topics(), 0);
+        assert_eq!(w.stats().delivered, 2, "the departed topic's accounting stays");
+        publish(&r, "d.x", 3);
+        c.drain(&mut w, BatchLimits::default());
+        let l = c.ledger("d.x");
+        assert_ne!(l.epoch, first_epoch);
+        assert_eq!((l.joins, l.start, l.delivered), (2, 0, 3));
+    }
+
+    #[test]
+    fn a_lagging_creation_feed_falls_back_to_a_rescan() {
+        let r = registry(5_000);
+        let mut w = wildcard(&r, "many.>", StartAt::Latest);
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        // More creations than the feed holds; only a few match.
+        for i in 0..1_500 {
+            r.get_or_create(&format!("filler.{i}")).unwrap();
+        }
+        publish(&r, "many.a", 1);
+        for i in 1_500..3_000 {
+            r.get_or_create(&format!("filler.{i}")).unwrap();
+        }
+        publish(&r, "many.b", 1);
+        c.drain(&mut w, BatchLimits::default());
+        assert_eq!(c.ledger("many.a").delivered, 1);
+        assert_eq!(c.ledger("many.b").delivered, 1);
+    }
+}
