@@ -95,7 +95,8 @@ pub enum Event {
     },
     /// Wildcard subscriptions only: from here on the subscription follows
     /// `topic` (it matched at the start, or was created later), starting
-    /// at `start_seq` of `epoch`. Its events follow.
+    /// at `start_seq` of `epoch`. Its events follow. After a reconnect each
+    /// resumed topic is joined again, at the seq it continues from.
     Joined {
         /// The topic.
         topic: Arc<str>,
@@ -472,15 +473,6 @@ impl Subscriptions {
         }
     }
 
-    /// The per-topic resume list the next Subscribe for `id` would carry (tests).
-    #[cfg(test)]
-    pub(crate) fn resume_positions(&self, id: u64) -> Vec<v1::TopicPosition> {
-        lock(&self.map)
-            .get(&id)
-            .map(|e| e.wildcard_start().1)
-            .unwrap_or_default()
-    }
-
     fn remove(&self, id: u64) -> bool {
         lock(&self.map).remove(&id).is_some()
     }
@@ -773,6 +765,42 @@ mod tests {
             subs.subscribe_frame(1, 2).is_none(),
             "dropped: unregistered"
         );
+    }
+
+    #[test]
+    fn a_wildcard_resumes_every_topic_it_knows_and_starts_the_others_at_oldest() {
+        use v1::control_request::Kind;
+        let subs = Arc::new(Subscriptions::new(16));
+        let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
+        let (sub, _verdict) = subs.register("prices.>", SubscribeOptions::default(), cmd_tx);
+        let frame = |generation| match subs.subscribe_frame(sub.id(), generation) {
+            Some(v1::ControlRequest {
+                kind: Some(Kind::Subscribe(s)),
+            }) => s,
+            other => panic!("{other:?}"),
+        };
+        let first = frame(1);
+        assert_eq!(first.start, Some(Start::Latest.to_proto()));
+        assert!(first.resume.is_empty());
+        subs.accepted(&v1::SubscribeOk {
+            subscription_id: sub.id(),
+            ..Default::default()
+        });
+        // One topic learnt from its Joined (nothing read yet), one from a message.
+        subs.advance_topics(
+            sub.id(),
+            HashMap::from([("prices.eur".into(), (7, 0)), ("prices.usd".into(), (8, 4))]),
+        );
+        subs.session_lost();
+        let mut again = frame(2);
+        assert_eq!(again.start, Some(Start::Oldest.to_proto()));
+        again.resume.sort_by(|a, b| a.topic.cmp(&b.topic));
+        let resume: Vec<_> = again
+            .resume
+            .iter()
+            .map(|p| (p.topic.as_str(), p.epoch, p.next_seq))
+            .collect();
+        assert_eq!(resume, [("prices.eur", 7, 0), ("prices.usd", 8, 4)]);
     }
 
     #[test]

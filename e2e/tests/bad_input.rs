@@ -212,7 +212,13 @@ async fn invalid_topic_names_are_refused() {
     let mut witness = Witness::start(&srv, "").await;
     let mut bad = Session::open(&srv).await;
 
-    for (id, topic) in [(1, "bad..topic"), (2, ""), (3, "has space"), (4, "wild.*")] {
+    for (id, topic) in [
+        (1, "bad..topic"),
+        (2, ""),
+        (3, "has space"),
+        (4, "wi*ld.x"),
+        (5, "a.>.b"),
+    ] {
         bad.send(control_request::Kind::Subscribe(v1::Subscribe {
             subscription_id: id,
             topic: topic.into(),
@@ -235,6 +241,15 @@ async fn invalid_topic_names_are_refused() {
         ErrorCode::InvalidTopic
     );
     assert!(srv.registry().get(".leading").is_none());
+    // A pattern subscribes; it is no topic to publish to.
+    stream
+        .write_all(&publish_frame("wild.*", b"x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&next_error(&mut bad.ctl).await),
+        ErrorCode::InvalidTopic
+    );
     bad.ping(3).await;
 
     witness.check_flowing(5).await;

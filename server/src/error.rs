@@ -10,6 +10,7 @@
 //! `ErrorCode::is_retryable`).
 
 use lapwing_proto::frame::FrameError;
+use lapwing_proto::pattern::PatternError;
 use lapwing_proto::topic::TopicError;
 use lapwing_proto::v1::ErrorCode;
 
@@ -89,6 +90,9 @@ pub enum RequestError {
     /// Topic name breaks the naming rules.
     #[error("invalid topic name: {0}")]
     InvalidTopic(#[from] TopicError),
+    /// A subscribe pattern is malformed (`>` not last, `pri*`).
+    #[error("{0}")]
+    InvalidPattern(PatternError),
     /// Topic does not exist and auto-creation is off.
     #[error("topic `{0}` does not exist")]
     TopicNotFound(String),
@@ -163,7 +167,7 @@ impl RequestError {
             Self::Protocol(_) => ErrorCode::Protocol,
             Self::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
             Self::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
-            Self::InvalidTopic(_) => ErrorCode::InvalidTopic,
+            Self::InvalidTopic(_) | Self::InvalidPattern(_) => ErrorCode::InvalidTopic,
             Self::TopicNotFound(_) | Self::TopicDeleted(_) => ErrorCode::TopicNotFound,
             Self::TopicExists(_) => ErrorCode::TopicExists,
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
@@ -196,6 +200,15 @@ impl From<FrameError> for RequestError {
         match e {
             FrameError::TooLarge { len, max } => Self::FrameTooLarge { len, max },
             other => Self::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<PatternError> for RequestError {
+    fn from(e: PatternError) -> Self {
+        match e {
+            PatternError::Topic(e) => Self::InvalidTopic(e),
+            other => Self::InvalidPattern(other),
         }
     }
 }

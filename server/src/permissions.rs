@@ -265,10 +265,7 @@ impl Guard {
     /// Whether the principal may `action` on `topic` (a valid topic name or
     /// pattern); a typed PERMISSION_DENIED naming both if not.
     pub fn check(&self, action: Action, topic: &str) -> Result<(), RequestError> {
-        let target = Pattern::parse(topic).map_err(|e| match e {
-            PatternError::Topic(e) => RequestError::InvalidTopic(e),
-            other => RequestError::Protocol(other.to_string()),
-        })?;
+        let target = Pattern::parse(topic).map_err(RequestError::from)?;
         let allowed = self
             .current()
             .is_some_and(|p| p.rules(action).decide(&target).is_ok());

@@ -250,9 +250,8 @@ impl Session {
         let policy = LagPolicy::try_from(params.lag_policy).map_err(|_| {
             RequestError::Protocol(format!("unknown lag policy {}", params.lag_policy))
         })?;
-        // `check` parsed it already: this cannot fail.
-        let pattern = Pattern::parse(params.topic)
-            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+        // `check` parsed it already.
+        let pattern = Pattern::parse(params.topic)?;
         let (feed, metered) = if pattern.is_literal() {
             if !params.resume.is_empty() {
                 return Err(RequestError::InvalidArgument(

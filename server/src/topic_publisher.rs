@@ -44,6 +44,9 @@ impl TopicPublisher {
             let t = match &self.cached {
                 Some(t) if t.name() == topic && !t.is_deleted() => t.clone(),
                 _ => {
+                    // A pattern is no place to publish to: INVALID_TOPIC
+                    // before any permission is looked at.
+                    lapwing_proto::validate_topic(topic)?;
                     self.guard.check(Action::Publish, topic)?;
                     let t = self
                         .registry

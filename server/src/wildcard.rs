@@ -637,7 +637,10 @@ mod tests {
         };
         let err = new(1).unwrap_err();
         assert!(
-            matches!(err, RequestError::Exhausted(Exhausted::WildcardTopics { limit: 1 })),
+            matches!(
+                err,
+                RequestError::Exhausted(Exhausted::WildcardTopics { limit: 1 })
+            ),
             "{err:?}"
         );
         let mut w = new(2).unwrap();
@@ -646,7 +649,11 @@ mod tests {
         publish(&r, "l.c", 1);
         let end = c.drain(&mut w, BatchLimits::default());
         assert_eq!(end, Step::TooManyTopics { limit: 2 });
-        assert_eq!(w.next_batch(BatchLimits::default(), |_| {}), end, "stays ended");
+        assert_eq!(
+            w.next_batch(BatchLimits::default(), |_| {}),
+            end,
+            "stays ended"
+        );
     }
 
     #[test]
@@ -692,7 +699,11 @@ mod tests {
         assert_eq!(l.resyncs[0].0, ResyncReason::NotRetained);
         assert_eq!(l.delivered + l.missed, 498);
         let l = c.ledger("r.new");
-        assert_eq!((l.start, l.delivered), (0, 3), "not in the list: from oldest");
+        assert_eq!(
+            (l.start, l.delivered),
+            (0, 3),
+            "not in the list: from oldest"
+        );
         // `r.gone` is re-created in a new epoch: its old position is
         // answered with EPOCH_CHANGED.
         publish(&r, "r.gone", 2);
@@ -746,7 +757,11 @@ mod tests {
         r.delete("d.x").unwrap();
         assert_eq!(c.drain(&mut w, BatchLimits::default()), Step::Idle);
         assert_eq!(w.topics(), 0);
-        assert_eq!(w.stats().delivered, 2, "the departed topic's accounting stays");
+        assert_eq!(
+            w.stats().delivered,
+            2,
+            "the departed topic's accounting stays"
+        );
         publish(&r, "d.x", 3);
         c.drain(&mut w, BatchLimits::default());
         let l = c.ledger("d.x");

@@ -145,12 +145,18 @@ impl Ledger {
             Event::Joined {
                 epoch, start_seq, ..
             } => {
-                assert!(
-                    self.next.is_none() || self.epoch != Some(*epoch),
-                    "joined the same epoch twice"
-                );
-                // A topic (re)joined in a new epoch: its accounting starts here.
-                *self = Ledger::starting_at(*epoch, *start_seq);
+                if self.next.is_some() && self.epoch == Some(*epoch) {
+                    // Resumed after a reconnect: exactly where it stopped.
+                    assert_eq!(
+                        Some(*start_seq),
+                        self.next,
+                        "resumed with a gap or a repeat"
+                    );
+                } else {
+                    // A topic joined (again, in a new epoch): its
+                    // accounting starts here.
+                    *self = Ledger::starting_at(*epoch, *start_seq);
+                }
             }
         }
     }
