@@ -89,10 +89,11 @@ pub enum ClientError {
     /// A topic name breaks the naming rules (checked before sending).
     #[error(transparent)]
     InvalidTopic(#[from] TopicError),
-    /// A subscription's pattern is malformed (`>` not last, `pri*`, or a
-    /// literal token breaking the naming rules; checked before sending).
+    /// A subscription's pattern is malformed (`>` not last, `pri*`;
+    /// checked before sending). A token that breaks the naming rules is
+    /// [`ClientError::InvalidTopic`].
     #[error(transparent)]
-    InvalidPattern(#[from] PatternError),
+    InvalidPattern(PatternError),
     /// A payload is over the server's limit (from Welcome; checked before
     /// sending).
     #[error("message of {len} bytes is over the server's limit of {max} bytes")]
@@ -114,6 +115,15 @@ pub enum ClientError {
     /// The client was closed (or has given up), so the call cannot run.
     #[error("the client is closed")]
     Closed,
+}
+
+impl From<PatternError> for ClientError {
+    fn from(e: PatternError) -> Self {
+        match e {
+            PatternError::Topic(e) => ClientError::InvalidTopic(e),
+            other => ClientError::InvalidPattern(other),
+        }
+    }
 }
 
 impl ClientError {

@@ -189,6 +189,20 @@ async fn grpc_denials_carry_the_code_and_admin_needs_the_permission() {
     bus.subscribe(with_token(sub("prices.eur"), TICKER))
         .await
         .expect("allowed subscribe");
+    // The wildcard grant: `prices.*` is covered by the allow rule but can
+    // reach the denied prices.internal; `inbox.ticker.>` is the principal's own.
+    let denied = bus
+        .subscribe(with_token(sub("prices.*"), TICKER))
+        .await
+        .expect_err("a wildcard overlapping a deny rule");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(
+        denied.metadata().get("lapwing-error-code").unwrap(),
+        &(ErrorCode::PermissionDenied as i32).to_string()
+    );
+    bus.subscribe(with_token(sub("inbox.ticker.>"), TICKER))
+        .await
+        .expect("a wildcard inside inbox.{name}.>");
     // No token, or a wrong one: unauthenticated.
     let e = bus
         .publish(publish("prices.eur"))

@@ -78,6 +78,11 @@ async fn local_checks_reject_bad_topic_and_oversize_payload() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::InvalidTopic(_)), "{err}");
+    let err = client
+        .subscribe("a.>.b", SubscribeOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidPattern(_)), "{err}");
     let max = client.max_message_bytes();
     assert_eq!(max, 64 * 1024, "Welcome carries the test config's limit");
     let err = client

@@ -134,10 +134,13 @@ pub struct Counts {
     pub messages: u64,
     /// Resyncs delivered.
     pub resyncs: u64,
-    /// Subscriptions that ended on their own (lagged, topic deleted).
+    /// Subscriptions that ended on their own (lagged, topic deleted, a
+    /// wildcard over its topic limit).
     pub ended: u64,
     /// Subscribes refused with PERMISSION_DENIED.
     pub denied: u64,
+    /// Topics joined by wildcard subscriptions.
+    pub joined: u64,
 }
 
 /// [`run`], returning what happened.
@@ -529,6 +532,7 @@ fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
             );
             live.topics
                 .insert(j.topic, Position::new(j.epoch, j.start_seq));
+            counts.joined += 1;
             continue;
         }
         let at = live
@@ -596,6 +600,7 @@ mod tests {
             total.resyncs += c.resyncs;
             total.ended += c.ended;
             total.denied += c.denied;
+            total.joined += c.joined;
         }
         assert!(
             total.admitted > 0
@@ -604,7 +609,8 @@ mod tests {
                 && total.messages > 0
                 && total.resyncs > 0
                 && total.ended > 0
-                && total.denied > 0,
+                && total.denied > 0
+                && total.joined > 0,
             "{total:?}"
         );
     }

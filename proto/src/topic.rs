@@ -2,8 +2,9 @@
 //!
 //! A topic is one or more dot-separated tokens; each token is non-empty and
 //! made of ASCII letters, digits, `_` and `-`; the whole name is at most
-//! [`MAX_TOPIC_BYTES`] bytes. No wildcards in version 1: `*` and `>` are
-//! reserved for them, and rejected like any other character.
+//! [`MAX_TOPIC_BYTES`] bytes. `*` and `>` are not topic characters: they
+//! are the wildcards of a subscribe pattern (`crate::pattern`), and a topic
+//! name containing them is rejected like any other character.
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 255;
