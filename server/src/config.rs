@@ -191,6 +191,11 @@ pub struct AuthConfig {
     /// when the gRPC listener is on a loopback address, to anyone who can
     /// reach it there.
     pub admin_token: Option<String>,
+    /// A TOML file of more `[[principals]]` entries (nothing else), read
+    /// after this file's own; relative to this file's directory. It keeps
+    /// who may do what apart from the rest of the config: a deployment can
+    /// generate it, and SIGHUP re-reads it with this file. Default: none.
+    pub principals_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -202,6 +207,7 @@ impl std::fmt::Debug for AuthConfig {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("principals_file", &self.principals_file)
             .finish()
     }
 }
@@ -482,6 +488,25 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// What `auth.principals_file` may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PrincipalsFile {
+    principals: Vec<PrincipalConfig>,
+}
+
+fn read_principals_file(path: &Path) -> Result<Vec<PrincipalConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: PrincipalsFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(file.principals)
+}
+
 impl Config {
     /// A config for tests: loopback, port 0 everywhere, small rings, a
     /// short drain, certificate generated in `data_dir`.
@@ -526,6 +551,10 @@ impl Config {
             source: Box::new(source),
         })?;
         config.source = Some(path.to_owned());
+        if let Some(file) = &config.auth.principals_file {
+            let file = path.parent().unwrap_or(Path::new(".")).join(file);
+            config.principals.extend(read_principals_file(&file)?);
+        }
         Ok(config)
     }
 

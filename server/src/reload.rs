@@ -69,3 +69,54 @@ impl Reloader {
         Ok(count)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{digest, hex};
+
+    fn principal(name: &str) -> String {
+        format!(
+            "[[principals]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\n",
+            hex(&digest(name))
+        )
+    }
+
+    #[test]
+    fn a_reload_reads_the_principals_file_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lapwing.toml");
+        let principals = dir.path().join("principals.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[auth]\nprincipals_file = \"principals.toml\"\n{}",
+                principal("inline")
+            ),
+        )
+        .unwrap();
+        std::fs::write(&principals, principal("one")).unwrap();
+        let start = Config::from_file(&config).unwrap();
+        start.validate().unwrap();
+        let names: Vec<_> = start.principals.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["inline", "one"], "the file's own first, then the file");
+        let directory = Directory::new(Auth::from_config(&start).unwrap());
+        assert!(directory.current().check("two").is_err());
+        let reloader = Reloader::new(&start, directory.clone());
+
+        std::fs::write(&principals, principal("one") + &principal("two")).unwrap();
+        assert_eq!(reloader.reload().unwrap(), 3);
+        assert_eq!(directory.current().check("two").unwrap().name(), "two");
+
+        // A broken principals file changes nothing, and says which file.
+        std::fs::write(&principals, "[[principals]]\nname = 1\n").unwrap();
+        let err = reloader.reload().unwrap_err().to_string();
+        assert!(err.contains("principals.toml"), "{err}");
+        std::fs::write(&principals, "[limits]\nmax_topics = 1\n").unwrap();
+        assert!(reloader.reload().is_err(), "only [[principals]] belong there");
+        std::fs::remove_file(&principals).unwrap();
+        let err = reloader.reload().unwrap_err().to_string();
+        assert!(err.contains("principals.toml"), "{err}");
+        assert_eq!(directory.current().check("two").unwrap().name(), "two");
+    }
+}
