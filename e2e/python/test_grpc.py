@@ -132,6 +132,32 @@ def main():
     call.cancel()
     print("round trip: 10 messages, seqs 0..9 in order")
 
+    # --- a wildcard subscription: per-topic events, its own grant -------------------
+    why = denied(lambda: next(subscribe(SubscribeRequest(topic="py.*"),
+                                        timeout=TIMEOUT, metadata=data_md)))
+    assert "py.*" in why, why  # py.* could reach the denied py.secret
+    call, _, _ = subscribed("py.w.*")
+    for topic in ("py.w.a", "py.w.b"):  # created after the subscribe
+        for i in range(3):
+            publish(PublishRequest(topic=topic, payload=f"{topic}/{i}".encode()),
+                    timeout=TIMEOUT, metadata=data_md)
+    nxt = {}
+    while sum(nxt.values()) < 6:
+        d = next(call)
+        kind = d.WhichOneof("kind")
+        if kind == "joined":
+            assert d.joined.topic not in nxt and d.joined.start_seq == 0, d
+            nxt[d.joined.topic] = 0
+        else:
+            assert kind == "message", d
+            m = d.message
+            assert m.topic in nxt, f"a message of {m.topic} before its joined"
+            assert (m.seq, m.payload) == (nxt[m.topic], f"{m.topic}/{m.seq}".encode()), m
+            nxt[m.topic] += 1
+    call.cancel()
+    assert nxt == {"py.w.a": 3, "py.w.b": 3}, nxt
+    print("wildcard py.w.*: joined each new topic, 3 messages each in order; py.* denied")
+
     # --- slow subscriber: exact resync ------------------------------------------
     call, epoch, start = subscribed("py.slow")
     n = 20_000
@@ -187,7 +213,8 @@ def main():
             "missed": samples.get(("lapwing_messages_missed_total", grpc_l)),
             "resyncs": samples.get(("lapwing_resyncs_total", grpc_l)),
         }
-        want = {"published": n + 10, "delivered": delivered + 10, "missed": missed,
+        # The round trip's 10 and the wildcard's 6 messages, then the burst.
+        want = {"published": n + 10 + 6, "delivered": delivered + 10 + 6, "missed": missed,
                 "resyncs": len(resyncs)}
         if got == want:
             break

@@ -364,13 +364,10 @@ async fn grpc_wildcard_keeps_the_contract_per_topic_and_resumes_per_topic() {
         resume,
     };
     let oldest = start_position::Kind::Oldest(start_position::Oldest {});
-    let mut stream = bounded(
-        "subscribe",
-        bus.subscribe(request(oldest.clone(), Vec::new())),
-    )
-    .await
-    .expect("a pattern subscribe")
-    .into_inner();
+    let mut stream = bounded("subscribe", bus.subscribe(request(oldest, Vec::new())))
+        .await
+        .expect("a pattern subscribe")
+        .into_inner();
     let mut topics = HashMap::new();
     grpc_follow(
         &mut stream,

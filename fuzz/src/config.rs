@@ -70,6 +70,7 @@ fn redacted(auth: &AuthConfig) -> AuthConfig {
     AuthConfig {
         tokens: auth.tokens.iter().map(|t| replace(t)).collect(),
         admin_token: auth.admin_token.as_deref().map(replace),
+        principals_file: auth.principals_file.clone(),
     }
 }
 

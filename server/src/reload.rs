@@ -99,7 +99,11 @@ mod tests {
         let start = Config::from_file(&config).unwrap();
         start.validate().unwrap();
         let names: Vec<_> = start.principals.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["inline", "one"], "the file's own first, then the file");
+        assert_eq!(
+            names,
+            ["inline", "one"],
+            "the file's own first, then the file"
+        );
         let directory = Directory::new(Auth::from_config(&start).unwrap());
         assert!(directory.current().check("two").is_err());
         let reloader = Reloader::new(&start, directory.clone());
@@ -113,7 +117,10 @@ mod tests {
         let err = reloader.reload().unwrap_err().to_string();
         assert!(err.contains("principals.toml"), "{err}");
         std::fs::write(&principals, "[limits]\nmax_topics = 1\n").unwrap();
-        assert!(reloader.reload().is_err(), "only [[principals]] belong there");
+        assert!(
+            reloader.reload().is_err(),
+            "only [[principals]] belong there"
+        );
         std::fs::remove_file(&principals).unwrap();
         let err = reloader.reload().unwrap_err().to_string();
         assert!(err.contains("principals.toml"), "{err}");

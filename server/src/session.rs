@@ -285,7 +285,7 @@ impl Session {
                 self.core.limits.max_topics_per_wildcard,
             )?;
             (
-                Feed::Pattern(Box::new(wildcard)),
+                Feed::Pattern(wildcard),
                 Metered::Pattern(params.topic.to_owned()),
             )
         };
@@ -412,7 +412,7 @@ pub enum Action {
 #[derive(Debug)]
 enum Feed {
     Topic(Drain),
-    Pattern(Box<Wildcard>),
+    Pattern(Wildcard),
 }
 
 /// One live subscription: its feed, its meter, and the permission it
