@@ -105,6 +105,14 @@ pub enum Event {
         /// The first seq of it this subscription delivers or resyncs to.
         start_seq: u64,
     },
+    /// Wildcard subscriptions only: the subscription no longer follows
+    /// `topic`, which was deleted (by an operator, or reaped as idle); its
+    /// messages not yet delivered went with it. If a topic of that name is
+    /// created again, an [`Event::Joined`] with its new epoch follows.
+    Left {
+        /// The topic.
+        topic: Arc<str>,
+    },
 }
 
 impl Event {
@@ -113,7 +121,8 @@ impl Event {
         match self {
             Event::Message { topic, .. }
             | Event::Resync { topic, .. }
-            | Event::Joined { topic, .. } => topic,
+            | Event::Joined { topic, .. }
+            | Event::Left { topic } => topic,
         }
     }
 
@@ -123,6 +132,9 @@ impl Event {
                 topic: topic.clone(),
                 epoch: j.epoch,
                 start_seq: j.start_seq,
+            },
+            delivery::Kind::Left(_) => Event::Left {
+                topic: topic.clone(),
             },
             delivery::Kind::Message(m) => Event::Message {
                 topic: topic.clone(),
@@ -141,9 +153,10 @@ impl Event {
         }
     }
 
-    /// `(epoch, next seq expected)` after this event.
-    fn next_position(&self) -> (u64, u64) {
-        match self {
+    /// `(epoch, next seq expected)` after this event; `None` after `Left`
+    /// (no position any more).
+    fn next_position(&self) -> Option<(u64, u64)> {
+        Some(match self {
             Event::Message { epoch, seq, .. } => (*epoch, seq.saturating_add(1)),
             Event::Resync {
                 epoch, resume_seq, ..
@@ -151,7 +164,8 @@ impl Event {
             Event::Joined {
                 epoch, start_seq, ..
             } => (*epoch, *start_seq),
-        }
+            Event::Left { .. } => return None,
+        })
     }
 }
 
@@ -466,10 +480,15 @@ impl Subscriptions {
     }
 
     /// Records, per topic, that the events up to each position are in the
-    /// buffer (a wildcard subscription).
-    fn advance_topics(&self, id: u64, positions: HashMap<Arc<str>, (u64, u64)>) {
+    /// buffer (a wildcard subscription); `None` forgets a topic that left.
+    fn advance_topics(&self, id: u64, positions: HashMap<Arc<str>, Option<(u64, u64)>>) {
         if let Some(topics) = lock(&self.map).get_mut(&id).and_then(|e| e.topics.as_mut()) {
-            topics.extend(positions);
+            for (topic, position) in positions {
+                match position {
+                    Some(p) => topics.insert(topic, p),
+                    None => topics.remove(&topic),
+                };
+            }
         }
     }
 
@@ -623,7 +642,8 @@ pub(crate) async fn read_subscription_stream(
                 }
             }
         }
-        if let Some(position) = events.last().map(Event::next_position) {
+        if let Some(last) = events.last() {
+            let position = last.next_position();
             let positions = wildcard.then(|| {
                 events
                     .iter()
@@ -641,9 +661,11 @@ pub(crate) async fn read_subscription_stream(
             }
             // No await between the send and this update: a reader aborted
             // at the session's end cannot leave one without the other.
-            match positions {
-                Some(positions) => subs.advance_topics(id, positions),
-                None => subs.advance(id, position),
+            match (positions, position) {
+                (Some(positions), _) => subs.advance_topics(id, positions),
+                (None, Some(position)) => subs.advance(id, position),
+                // A one-topic subscription gets no `Left`.
+                (None, None) => {}
             }
         }
         if let Some(e) = failure {
@@ -661,6 +683,7 @@ fn event_topic_name(kind: &delivery::Kind) -> &str {
         delivery::Kind::Message(m) => &m.topic,
         delivery::Kind::Resync(r) => &r.topic,
         delivery::Kind::Joined(j) => &j.topic,
+        delivery::Kind::Left(l) => &l.topic,
     }
 }
 
@@ -728,8 +751,9 @@ fn rebase_from_zero(epoch: u64, first: Event) -> (Option<Event>, Event) {
                 epoch: event_epoch,
             },
         ),
-        // Only wildcard subscriptions join, and they never resume from zero.
-        joined @ Event::Joined { .. } => (None, joined),
+        // Only wildcard subscriptions join and leave, and they never
+        // resume from zero.
+        named @ (Event::Joined { .. } | Event::Left { .. }) => (None, named),
     }
 }
 
@@ -789,8 +813,14 @@ mod tests {
         // One topic learnt from its Joined (nothing read yet), one from a message.
         subs.advance_topics(
             sub.id(),
-            HashMap::from([("prices.eur".into(), (7, 0)), ("prices.usd".into(), (8, 4))]),
+            HashMap::from([
+                ("prices.eur".into(), Some((7, 0))),
+                ("prices.usd".into(), Some((8, 4))),
+                ("prices.chf".into(), Some((9, 1))),
+            ]),
         );
+        // prices.chf was deleted: its position goes.
+        subs.advance_topics(sub.id(), HashMap::from([("prices.chf".into(), None)]));
         subs.session_lost();
         let mut again = frame(2);
         assert_eq!(again.start, Some(Start::Oldest.to_proto()));

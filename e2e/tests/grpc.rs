@@ -83,6 +83,7 @@ impl Ledger {
             }
             // A topic of a wildcard subscription: its accounting starts here.
             delivery::Kind::Joined(j) => *self = Ledger::starting_at(j.start_seq),
+            delivery::Kind::Left(l) => panic!("a ledger of one topic: {l:?}"),
         }
     }
 }

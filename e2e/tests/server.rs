@@ -148,6 +148,7 @@ async fn slow_subscription_is_resynced_while_another_on_the_same_connection_flow
                 next = r.resume_seq;
             }
             delivery::Kind::Joined(j) => panic!("a subscription to one topic joined {j:?}"),
+            delivery::Kind::Left(l) => panic!("a subscription to one topic left {l:?}"),
         }
     }
     assert!(resyncs >= 1, "the slow subscriber must have been lapped");

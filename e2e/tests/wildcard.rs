@@ -314,6 +314,7 @@ async fn grpc_follow(
             .expect("stream open")
             .expect("a delivery");
         match d.kind.expect("an event") {
+            delivery::Kind::Left(l) => panic!("nothing is deleted here: {l:?}"),
             delivery::Kind::Joined(j) => {
                 topics.insert(
                     j.topic,
@@ -415,5 +416,45 @@ async fn grpc_wildcard_keeps_the_contract_per_topic_and_resumes_per_topic() {
     assert_eq!(resumed["lapped.b"].delivered, 2, "only what came after");
     assert_eq!(resumed["lapped.a"].delivered, 0);
     publisher.close().await.unwrap();
+    srv.shutdown().await;
+}
+
+/// A deleted topic leaves a wildcard subscription with `Left`, and a topic
+/// of the same name created again joins in its new epoch, from seq 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_a_deleted_topic_leaves_and_a_recreated_one_joins_again() {
+    let (srv, _dir) = server(|_| {});
+    let publisher = connect(&srv).await;
+    publish_n(&publisher, "gone.a", 2).await;
+    let client = connect(&srv).await;
+    let mut sub = bounded(
+        "subscribe",
+        client.subscribe("gone.*", SubscribeOptions::default()),
+    )
+    .await
+    .unwrap();
+    let first = match next_event(&mut sub).await {
+        Event::Joined { topic, epoch, .. } if &*topic == "gone.a" => epoch,
+        other => panic!("{other:?}"),
+    };
+    srv.registry().delete("gone.a").unwrap();
+    match next_event(&mut sub).await {
+        Event::Left { topic } => assert_eq!(&*topic, "gone.a"),
+        other => panic!("expected Left, got {other:?}"),
+    }
+    publish_n(&publisher, "gone.a", 1).await;
+    match next_event(&mut sub).await {
+        Event::Joined {
+            topic,
+            epoch,
+            start_seq: 0,
+        } if &*topic == "gone.a" => assert_ne!(epoch, first, "a new epoch"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Message { seq: 0, .. }
+    ));
+    client.close().await.unwrap();
     srv.shutdown().await;
 }

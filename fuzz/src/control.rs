@@ -141,6 +141,8 @@ pub struct Counts {
     pub denied: u64,
     /// Topics joined by wildcard subscriptions.
     pub joined: u64,
+    /// Deleted topics that left wildcard subscriptions.
+    pub left: u64,
 }
 
 /// [`run`], returning what happened.
@@ -446,8 +448,8 @@ impl FakeEdge {
         }
     }
 
-    /// Publishes, deletes, and drains every live subscription as its task
-    /// would, checking the delivery contract.
+    /// Publishes, drains every live subscription as its task would
+    /// (checking the delivery contract), then deletes.
     fn after_request(&mut self) {
         let registry = &self.core.registry;
         for live in self.live.0.values() {
@@ -457,9 +459,6 @@ impl FakeEdge {
                     let _ = topic.publish(&[i as u8; 40]);
                 }
             }
-        }
-        if self.delete_b && self.core.registry.get("b").is_some() {
-            self.core.registry.delete("b").expect("b exists");
         }
         let mut ended = Vec::new();
         let counts = &mut self.counts;
@@ -486,6 +485,11 @@ impl FakeEdge {
         for id in ended {
             self.live.0.remove(&id);
         }
+        // After the drain, so a wildcard has announced `b` before it goes
+        // (and says `Left` on the next drain).
+        if self.delete_b && self.core.registry.get("b").is_some() {
+            self.core.registry.delete("b").expect("b exists");
+        }
     }
 }
 
@@ -511,6 +515,7 @@ fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
             v1::delivery::Kind::Message(m) => &m.topic,
             v1::delivery::Kind::Resync(r) => &r.topic,
             v1::delivery::Kind::Joined(j) => &j.topic,
+            v1::delivery::Kind::Left(l) => &l.topic,
         };
         assert_eq!(
             named.is_empty(),
@@ -533,6 +538,16 @@ fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
             live.topics
                 .insert(j.topic, Position::new(j.epoch, j.start_seq));
             counts.joined += 1;
+            continue;
+        }
+        if let v1::delivery::Kind::Left(l) = kind {
+            assert!(wildcard, "Left on a subscription to one topic");
+            assert!(
+                live.topics.remove(&l.topic).is_some(),
+                "left {:?}, which it never joined",
+                l.topic
+            );
+            counts.left += 1;
             continue;
         }
         let at = live
@@ -573,7 +588,9 @@ fn drain_once(live: &mut LiveSub, counts: &mut Counts) -> Step {
                 at.next_seq = r.resume_seq;
                 counts.resyncs += 1;
             }
-            v1::delivery::Kind::Joined(_) => unreachable!("handled above"),
+            v1::delivery::Kind::Joined(_) | v1::delivery::Kind::Left(_) => {
+                unreachable!("handled above")
+            }
         }
     }
     step
@@ -601,6 +618,7 @@ mod tests {
             total.ended += c.ended;
             total.denied += c.denied;
             total.joined += c.joined;
+            total.left += c.left;
         }
         assert!(
             total.admitted > 0
@@ -610,7 +628,8 @@ mod tests {
                 && total.resyncs > 0
                 && total.ended > 0
                 && total.denied > 0
-                && total.joined > 0,
+                && total.joined > 0
+                && total.left > 0,
             "{total:?}"
         );
     }

@@ -328,7 +328,7 @@ impl BatchTally {
                     self.laps += 1;
                 }
             }
-            DeliveryRef::Joined { .. } => {}
+            DeliveryRef::Joined { .. } | DeliveryRef::Left { .. } => {}
         }
     }
 }

@@ -103,6 +103,11 @@ pub enum DeliveryRef<'a> {
     },
     /// A gap, with its exact size and reason.
     Resync(ResyncRef<'a>),
+    /// A wildcard subscription stopped following a deleted topic.
+    Left {
+        /// The topic.
+        topic: &'a str,
+    },
     /// A wildcard subscription began to follow a topic.
     Joined {
         /// The topic.
@@ -160,7 +165,7 @@ impl<'a> DeliveryRef<'a> {
                 topic,
             },
             DeliveryRef::Resync(r) => DeliveryRef::Resync(ResyncRef { topic, ..r }),
-            joined @ DeliveryRef::Joined { .. } => joined,
+            named @ (DeliveryRef::Joined { .. } | DeliveryRef::Left { .. }) => named,
         }
     }
 
@@ -191,6 +196,9 @@ impl<'a> DeliveryRef<'a> {
                 epoch,
                 start_seq,
             }),
+            DeliveryRef::Left { topic } => Kind::Left(v1::Left {
+                topic: topic.to_owned(),
+            }),
         };
         v1::Delivery { kind: Some(kind) }
     }
@@ -214,7 +222,7 @@ impl<'a> DeliveryRef<'a> {
                 topic,
                 payload,
             ),
-            DeliveryRef::Resync(_) | DeliveryRef::Joined { .. } => {
+            DeliveryRef::Resync(_) | DeliveryRef::Joined { .. } | DeliveryRef::Left { .. } => {
                 lapwing_proto::encode_frame(&self.to_delivery(), out)
             }
         }
@@ -571,7 +579,9 @@ mod tests {
                     self.next = Some(r.resume_seq);
                     self.resyncs.push(r.to_proto());
                 }
-                DeliveryRef::Joined { .. } => panic!("a drain of one topic joins nothing"),
+                DeliveryRef::Joined { .. } | DeliveryRef::Left { .. } => {
+                    panic!("a drain of one topic joins and leaves nothing")
+                }
             }
         }
 

@@ -20,8 +20,9 @@
 //! creates ([`Registry::watch_created`]). The subscription listens before
 //! it scans the registry, so a topic created during the scan is seen by
 //! one or both and joined once. A listener that falls behind the
-//! broadcast rescans instead. A deleted topic leaves without an event (its
-//! drain ends); if it is created again, it joins again with its new epoch.
+//! broadcast rescans instead. A deleted (or reaped) topic leaves with a
+//! `Left{topic}` event, so the client drops its resume position; if it is
+//! created again, it joins again with its new epoch.
 //!
 //! **Bounds.** At most `limit` topics: a pattern matching more is refused,
 //! and a new topic that would exceed it ends the subscription with
@@ -232,11 +233,11 @@ impl Wildcard {
         if let Some(end) = self.ended {
             return end;
         }
+        let mut announced = self.leave_deleted(&mut emit);
         if let Err(end) = self.admit_new_topics() {
             self.ended = Some(end);
             return end;
         }
-        let mut joined = 0;
         for m in self.members.iter_mut().filter(|m| m.announce) {
             m.announce = false;
             emit(DeliveryRef::Joined {
@@ -244,7 +245,7 @@ impl Wildcard {
                 epoch: m.drain.epoch(),
                 start_seq: m.drain.start_seq(),
             });
-            joined += 1;
+            announced += 1;
         }
         let n = self.members.len();
         let quantum_messages = (limits.max_messages / n.max(1))
@@ -301,9 +302,9 @@ impl Wildcard {
         }
         self.cursor = if n == 0 { 0 } else { next_cursor % n };
         if deleted {
-            self.drop_deleted();
+            announced += self.leave_deleted(&mut emit);
         }
-        if messages + resyncs + joined == 0 {
+        if messages + resyncs + announced == 0 {
             Step::Idle
         } else {
             Step::Delivered { messages, resyncs }
@@ -339,8 +340,14 @@ impl Wildcard {
             {
                 continue;
             }
-            self.drop_deleted();
-            if self.members.len() >= self.limit as usize {
+            // A member whose topic is gone leaves on the next call; it
+            // holds no place.
+            let live = self
+                .members
+                .iter()
+                .filter(|m| !m.drain.topic().is_deleted())
+                .count();
+            if live >= self.limit as usize {
                 return Err(Step::TooManyTopics { limit: self.limit });
             }
             // Created after the subscription started: from its first
@@ -367,9 +374,12 @@ impl Wildcard {
         });
     }
 
-    /// Forgets members whose topic was deleted, keeping their accounting.
-    fn drop_deleted(&mut self) {
+    /// Forgets members whose topic was deleted, keeping their accounting,
+    /// and emits `Left` for each whose `Joined` was emitted; returns how
+    /// many `Left` it emitted.
+    fn leave_deleted(&mut self, emit: &mut impl FnMut(DeliveryRef<'_>)) -> usize {
         let departed = &mut self.departed;
+        let mut left = 0;
         self.members.retain(|m| {
             let gone = m.drain.topic().is_deleted();
             if gone {
@@ -377,9 +387,17 @@ impl Wildcard {
                 departed.delivered += s.delivered;
                 departed.missed += s.missed;
                 departed.resyncs += s.resyncs;
+                // One never announced leaves as quietly as it came.
+                if !m.announce {
+                    emit(DeliveryRef::Left {
+                        topic: m.drain.topic().name(),
+                    });
+                    left += 1;
+                }
             }
             !gone
         });
+        left
     }
 }
 
@@ -437,11 +455,17 @@ mod tests {
         topics: HashMap<String, Ledger>,
         /// Topic of each event, in arrival order.
         order: Vec<String>,
+        /// Topics that left, in order.
+        left: Vec<String>,
     }
 
     impl Client {
         fn take(&mut self, d: DeliveryRef<'_>) {
             match d {
+                DeliveryRef::Left { topic } => {
+                    assert!(self.topics.contains_key(topic), "{topic} left unjoined");
+                    self.left.push(topic.to_owned());
+                }
                 DeliveryRef::Joined {
                     topic,
                     epoch,
@@ -755,7 +779,9 @@ mod tests {
         c.drain(&mut w, BatchLimits::default());
         let first_epoch = c.ledger("d.x").epoch;
         r.delete("d.x").unwrap();
+        assert!(w.has_new(), "a deletion is news");
         assert_eq!(c.drain(&mut w, BatchLimits::default()), Step::Idle);
+        assert_eq!(c.left, ["d.x"], "told once");
         assert_eq!(w.topics(), 0);
         assert_eq!(
             w.stats().delivered,
@@ -767,6 +793,18 @@ mod tests {
         let l = c.ledger("d.x");
         assert_ne!(l.epoch, first_epoch);
         assert_eq!((l.joins, l.start, l.delivered), (2, 0, 3));
+    }
+
+    #[test]
+    fn a_topic_deleted_before_it_was_announced_leaves_without_a_word() {
+        let r = registry(100);
+        publish(&r, "q.x", 1);
+        let mut w = wildcard(&r, "q.*", StartAt::Latest);
+        r.delete("q.x").unwrap();
+        let mut c = Client::default();
+        c.drain(&mut w, BatchLimits::default());
+        assert!(c.topics.is_empty() && c.left.is_empty(), "{c:?}");
+        assert_eq!(w.topics(), 0);
     }
 
     #[test]

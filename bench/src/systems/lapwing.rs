@@ -49,10 +49,12 @@ impl System for Lapwing {
                 .map(|e| match e {
                     Ok(lapwing_client::Event::Message { payload, .. }) => Event::Message(payload),
                     Ok(lapwing_client::Event::Resync { missed, .. }) => Event::Resync { missed },
-                    // Only wildcard subscriptions join; the bench uses one topic.
-                    Ok(lapwing_client::Event::Joined { topic, .. }) => {
-                        Event::Closed(format!("unexpected Joined({topic}) on one topic"))
-                    }
+                    // Only wildcard subscriptions join and leave; the bench
+                    // uses one topic.
+                    Ok(
+                        e @ (lapwing_client::Event::Joined { .. }
+                        | lapwing_client::Event::Left { .. }),
+                    ) => Event::Closed(format!("unexpected {e:?} on one topic")),
                     Err(e) => Event::Closed(format!("{e}")),
                 })
                 .chain(futures::stream::once(async move {

@@ -135,7 +135,7 @@ impl Live {
                 kind: Some(delivery::Kind::Resync(r)),
             })) => (Event::Resync { missed: r.missed }, true),
             Ok(Some(Delivery {
-                kind: None | Some(delivery::Kind::Joined(_)),
+                kind: None | Some(delivery::Kind::Joined(_) | delivery::Kind::Left(_)),
             })) => (
                 Event::Closed(
                     "server sent a Delivery with neither message nor resync (the bench subscribes to one topic)".into(),

@@ -348,7 +348,7 @@ async fn consume(
                     next = resume_seq;
                 }
                 // Only a wildcard subscription joins topics.
-                Some(Ok(Event::Joined { .. })) => r.violations += 1,
+                Some(Ok(Event::Joined { .. } | Event::Left { .. })) => r.violations += 1,
                 Some(Err(e)) => return Err(e).context("subscription failed"),
                 None => bail!("subscription ended"),
             },

@@ -21,7 +21,8 @@ const RESET: &str = "\x1b[0m";
 /// Human: `topic seq=S: payload` (non-UTF-8 payloads as `<N bytes>`), and
 /// resyncs as `!! RESYNC topic=T missed=N resume_seq=S reason=R epoch=E`
 /// on the same stream, so they appear where they happened; a wildcard
-/// subscription's new topics as `-- joined topic=T epoch=E start_seq=S`.
+/// subscription's new topics as `-- joined topic=T epoch=E start_seq=S`
+/// and deleted ones as `-- left topic=T (deleted)`.
 pub(crate) fn write_event(
     out: &mut (dyn Write + Send),
     event: &Event,
@@ -130,6 +131,10 @@ pub(crate) fn write_event(
             out,
             "-- joined topic={topic} epoch={epoch} start_seq={start_seq}"
         ),
+        (Event::Left { topic }, true) => {
+            writeln!(out, "{}", json!({"event": "left", "topic": &**topic}))
+        }
+        (Event::Left { topic }, false) => writeln!(out, "-- left topic={topic} (deleted)"),
     }
 }
 

@@ -481,7 +481,7 @@ impl Canary {
                         last_at = Instant::now();
                         count.fetch_add(1, Ordering::Relaxed);
                     }
-                    other @ (Event::Resync { .. } | Event::Joined { .. }) => {
+                    other @ (Event::Resync { .. } | Event::Joined { .. } | Event::Left { .. }) => {
                         return Err(format!("canary got {other:?}"))
                     }
                 }

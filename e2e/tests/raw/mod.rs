@@ -338,6 +338,7 @@ impl Witness {
                 }
                 delivery::Kind::Resync(r) => panic!("witness got a resync: {r:?}"),
                 delivery::Kind::Joined(j) => panic!("witness of one topic joined {j:?}"),
+                delivery::Kind::Left(l) => panic!("witness of one topic left {l:?}"),
             }
         }
         // The publisher's connection is unaffected too.

@@ -158,6 +158,8 @@ impl Ledger {
                     *self = Ledger::starting_at(*epoch, *start_seq);
                 }
             }
+            // The topic was deleted: nothing more of this epoch.
+            Event::Left { .. } => *self = Ledger::default(),
         }
     }
 
