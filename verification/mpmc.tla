@@ -33,6 +33,15 @@
 (*   one, see RLagStart), from = max(next+1, h-H), to = max(h, from);      *)
 (*   first seq in [from, to) whose Ring::probe is not Gone, else `to`.     *)
 (*                                                                         *)
+(* Single = TRUE models the single-producer path instead (Publisher::     *)
+(* publish_parts -> Ring::write with owned = true, then publish_head): one *)
+(* producer takes seq = head without advancing it, stamps each slot odd    *)
+(* with a plain store (it owns every slot, no CAS), and stores head := s+1 *)
+(* (Release) only after the header's done stamp.  A reader's Acquire load  *)
+(* of done(s) then tells it head >= s (the head store comes after), and an *)
+(* odd stamp tells it nothing.  Since head counts published seqs here, the *)
+(* strict LagSkipsOnlyGone must hold as well.                              *)
+(*                                                                         *)
 (* Readers never write shared state, so one reader's behaviours with N     *)
 (* producers are exactly the projections of the behaviours of any number   *)
 (* of readers: the configs use one reader (Readers may be larger).         *)
@@ -63,12 +72,14 @@ CONSTANTS
     Readers,    \* set of reader ids
     RelSeq,     \* TRUE: credit the claim CAS with continuing the release
                 \* sequence of the previous lap's done stamp (C11 does)
+    Single,     \* TRUE: the single-producer path (see above)
     Mutant
 
 MaxK == CHOOSE m \in Sizes : \A x \in Sizes : x <= m
 
 ASSUME H >= 1 /\ Sizes \subseteq 0 .. 9 /\ Sizes # {} /\ C >= MaxK /\ MaxSeq >= 1
 ASSUME RelSeq \in BOOLEAN
+ASSUME Single \in BOOLEAN /\ (Single => Cardinality(Producers) = 1)
 ASSUME Mutant \in {"none", "no_cas", "header_first", "no_chunk_check", "lapped_as_empty",
                    "scan_to_head", "probe_no_chunk"}
 
@@ -198,7 +209,8 @@ PClaim(p) ==
          /\ wpc' = [wpc EXCEPT ![p] = IF k = 0 THEN "hbegin" ELSE "claimarena"]
          /\ wpos' = [wpos EXCEPT ![p] = 0]
     /\ wseq' = [wseq EXCEPT ![p] = head]
-    /\ head' = head + 1
+    \* Single: head is published after the write (PHEnd), not claimed here.
+    /\ head' = IF Single THEN head ELSE head + 1
     /\ UNCHANGED <<mem, monotone, arenaHead, wk, posOf>> /\ UNCHANGED rloc /\ UNCHANGED lagv
 
 \* Ring::claim, second half: pos := arena_head.fetch_add(k)
@@ -217,7 +229,7 @@ PClaimArena(p) ==
 PCBegin(p) ==
     /\ wpc[p] = "cbegin"
     /\ LET n == wpos[p] + wk[p] IN
-         /\ Mutant = "no_cas" \/ astamp[n % C] = PrevDone(n, C)
+         /\ Mutant = "no_cas" \/ Single \/ astamp[n % C] = PrevDone(n, C)
          /\ SetA(n % C, Writing(n))
     /\ wpc' = [wpc EXCEPT ![p] = "cword"]
     /\ UNCHANGED <<hstamp, hw0, hw1, adata>>
@@ -247,7 +259,7 @@ PCEnd(p) ==
 PHBegin(p) ==
     /\ wpc[p] = "hbegin"
     /\ LET s == wseq[p] IN
-         /\ Mutant = "no_cas" \/ hstamp[s % H] = PrevDone(s, H)
+         /\ Mutant = "no_cas" \/ Single \/ hstamp[s % H] = PrevDone(s, H)
          /\ SetH(s % H, Writing(s))
     /\ wpc' = [wpc EXCEPT ![p] = "hw0"]
     /\ UNCHANGED <<hw0, hw1, astamp, adata>>
@@ -267,12 +279,16 @@ PHW1(p) ==
     /\ UNCHANGED <<hstamp, hw0, astamp, adata, monotone>>
     /\ UNCHANGED <<head, arenaHead, wseq, wpos, wk, wn, posOf, kOf>> /\ UNCHANGED rloc /\ UNCHANGED lagv
 
+\* Single: Ring::publish_head (head := s+1, Release) right after the header's
+\* done stamp, one step later in the code (no reader can tell the
+\* difference between "just after" and "in the same step").
 PHEnd(p) ==
     /\ wpc[p] = "hend"
     /\ SetH(wseq[p] % H, Done(wseq[p]))
     /\ wpc' = [wpc EXCEPT ![p] = IF Mutant = "header_first" /\ wn[p] > 0 THEN "cbegin" ELSE "idle"]
+    /\ head' = IF Single THEN wseq[p] + 1 ELSE head
     /\ UNCHANGED <<hw0, hw1, astamp, adata>>
-    /\ UNCHANGED <<head, arenaHead, wseq, wpos, wk, wn, posOf, kOf>> /\ UNCHANGED rloc /\ UNCHANGED lagv
+    /\ UNCHANGED <<arenaHead, wseq, wpos, wk, wn, posOf, kOf>> /\ UNCHANGED rloc /\ UNCHANGED lagv
 
 Producer(p) ==
     \/ PClaim(p) \/ PClaimArena(p)
@@ -291,9 +307,12 @@ Gone(x) ==
     \/ hstamp[x % H] = Done(x) /\ ~ChunksIntact(x)
 \* x cannot be delivered any more, or a later lap has already claimed its
 \* header slot or one of its chunk positions.
+\* The claim counter: head, or with a single producer head plus the seq it
+\* is writing (taken but not published yet).
+Claimed == IF Single THEN head + Cardinality({p \in Producers : wpc[p] # "idle"}) ELSE head
 Doomed(x) ==
     \/ Gone(x)
-    \/ head > x + H
+    \/ Claimed > x + H
     \/ posOf[x] # NoPos /\ arenaHead > posOf[x] + C
 
 \* x's header was not yet written for x (the reader waits there), or x is
@@ -316,6 +335,7 @@ RUn == UNCHANGED mem /\ UNCHANGED monotone /\ UNCHANGED wloc
 \* which allows more (older) head values than C11 does.
 HeadKnown(st) ==
     IF st = 0 THEN 0
+    ELSE IF Single THEN (IF st % 2 = 0 THEN st \div 2 - 1 ELSE 0)
     ELSE IF st % 2 = 0 THEN st \div 2
     ELSE IF RelSeq /\ (st - 1) \div 2 >= H THEN (st - 1) \div 2 - H + 1
     ELSE 0
