@@ -58,9 +58,20 @@ struct RunArgs {
     /// Publish seconds per run (default 1 quick, 5 full).
     #[arg(long)]
     duration: Option<f64>,
-    /// Scenarios to run, e.g. A,B,C,D.
+    /// Scenarios to run, e.g. A,B,C,D. S (the sustainable rate: the
+    /// highest fixed publish rate at which every subscriber receives 100 %,
+    /// found by doubling and bisecting) runs only when named.
     #[arg(long, value_delimiter = ',', default_value = "A,B,C,D")]
     scenarios: Vec<String>,
+    /// Scenario S: subscriber counts (default 10 quick; 10,100 full).
+    #[arg(long, value_delimiter = ',')]
+    s_subscribers: Option<Vec<usize>>,
+    /// Scenario S: payload sizes (default 64 quick; 64,1024 full).
+    #[arg(long, value_delimiter = ',')]
+    s_payloads: Option<Vec<usize>>,
+    /// Scenario S: publish seconds per probe (default 1 quick, 3 full).
+    #[arg(long)]
+    s_duration: Option<f64>,
     /// Systems to measure, by id (lapwing-quic, lapwing-grpc, nats,
     /// nats-tls, redis); default: every system whose address is given.
     #[arg(long, value_delimiter = ',')]
@@ -330,7 +341,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let cells = cells(&a);
     let with_d = a.scenarios.iter().any(|s| s.eq_ignore_ascii_case("D"));
-    let total = (cells.len() * runs * systems.len() + usize::from(with_d) * systems.len()) as u64;
+    let s_cells = sustainable_cells(&a);
+    let total = ((cells.len() * runs + usize::from(with_d) + s_cells.len()) * systems.len()) as u64;
     let pb = ProgressBar::new(total);
     pb.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -410,6 +422,46 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    // S last: each probe is a short fixed-rate run; the search takes a
+    // dozen of them per system and cell.
+    let mut sustained = Vec::new();
+    if !s_cells.is_empty() {
+        let s_params = Params {
+            duration: Duration::from_secs_f64(a.s_duration.unwrap_or(if a.quick {
+                1.0
+            } else {
+                3.0
+            })),
+            ..params.clone()
+        };
+        let search = scenario::Search {
+            start: 1000,
+            max: 16_000_000,
+            bisect: if a.quick { 2 } else { 4 },
+            max_drain: Duration::from_secs(1),
+        };
+        for &(n, payload) in &s_cells {
+            for sys in &systems {
+                let id = sys.info().id;
+                say(&pb, format!("S N={n} {payload} B {id}: searching"));
+                let s =
+                    scenario::run_sustainable(sys.as_ref(), n, payload, &s_params, &search).await;
+                let line = format!(
+                    "S N={n} {payload} B {id}: sustained {} msgs/s ({} probes)",
+                    s.sustained_rate,
+                    s.probes.len()
+                );
+                if tty {
+                    pb.println(line);
+                } else {
+                    eprintln!("    {line}");
+                }
+                sustained.push(s);
+                pb.inc(1);
+            }
+        }
+    }
+
     pb.finish_and_clear();
 
     let ok: Vec<f64> = fanout
@@ -445,6 +497,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         systems: systems.iter().map(|s| s.info()).collect(),
         fanout,
         connections,
+        sustained,
         summary,
         targets,
     };
@@ -459,6 +512,25 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     println!("{md}");
     eprintln!("results in {}", a.out.display());
     Ok(())
+}
+
+/// Scenario S's (subscribers, payload) pairs, if S was asked for.
+fn sustainable_cells(a: &RunArgs) -> Vec<(usize, usize)> {
+    if !a.scenarios.iter().any(|s| s.eq_ignore_ascii_case("S")) {
+        return Vec::new();
+    }
+    let subs = a
+        .s_subscribers
+        .clone()
+        .unwrap_or(if a.quick { vec![10] } else { vec![10, 100] });
+    let payloads = a
+        .s_payloads
+        .clone()
+        .unwrap_or(if a.quick { vec![64] } else { vec![64, 1024] });
+    payloads
+        .iter()
+        .flat_map(|&p| subs.iter().map(move |&n| (n, p)))
+        .collect()
 }
 
 fn cell_label(c: &Cell) -> String {

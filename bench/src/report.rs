@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::scenario::{Cell, ConnRun, FanoutRun};
+use crate::scenario::{Cell, ConnRun, FanoutRun, SustainedRun};
 use crate::stats::Spread;
 use crate::systems::{SystemInfo, SystemKind};
 use crate::track::LossCounts;
@@ -51,6 +51,8 @@ pub struct Report {
     pub fanout: Vec<FanoutRun>,
     /// Scenario D.
     pub connections: Vec<ConnRun>,
+    /// Scenario S: the sustainable rate per system and cell.
+    pub sustained: Vec<SustainedRun>,
     /// Per-cell medians.
     pub summary: Vec<CellSummary>,
     /// Target ratios.
@@ -580,7 +582,52 @@ pub fn markdown(r: &Report) -> String {
             );
         }
     }
+    sustained_section(&mut md, &r.sustained);
     md
+}
+
+/// Scenario S: one row per cell and system, with the ratio to NATS-TLS and
+/// NATS in the same cell.
+fn sustained_section(md: &mut String, runs: &[SustainedRun]) {
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## S: sustainable rate (highest fixed publish rate at which every subscriber receives 100 %)\n\n\
+         A probe passes when every subscriber received every message (no resync, no silent loss, no disconnect), \
+         the publisher kept 95 % of the rate, and every subscriber had everything within 1 s of the last publish. \
+         The rate doubles from 1 000 msgs/s while probes pass, then bisects.\n\n\
+         | N | payload | system | sustained msgs/s | ÷ NATS-TLS | ÷ NATS | probes (rate: ok/fail) |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    let rate_of = |sys: &str, s: &SustainedRun| {
+        runs.iter()
+            .find(|o| o.system == sys && o.subscribers == s.subscribers && o.payload == s.payload)
+            .map(|o| o.sustained_rate)
+    };
+    let ratio = |a: u64, b: Option<u64>| match b {
+        Some(b) if b > 0 => format!("{:.2}", a as f64 / b as f64),
+        _ => "–".into(),
+    };
+    for s in runs {
+        let probes: Vec<String> = s
+            .probes
+            .iter()
+            .map(|p| format!("{}: {}", p.rate, if p.ok { "ok" } else { "fail" }))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} B | {} | {} | {} | {} | {} |",
+            s.subscribers,
+            s.payload,
+            s.system,
+            s.sustained_rate,
+            ratio(s.sustained_rate, rate_of("nats-tls", s)),
+            ratio(s.sustained_rate, rate_of("nats", s)),
+            probes.join(", ")
+        );
+    }
 }
 
 fn errors_note(c: &CellSummary) -> String {
@@ -670,11 +717,42 @@ mod tests {
             systems: vec![],
             fanout: runs,
             connections: vec![],
+            sustained: vec![
+                sustained("lapwing-quic", 64_000, &[(64_000, true), (128_000, false)]),
+                sustained("nats-tls", 32_000, &[(32_000, true), (64_000, false)]),
+            ],
             summary: s,
             targets: t,
         });
         assert!(md.contains("| 100 | 64 B | lapwing-quic |"));
         assert!(md.contains("2.00 M (1.00 M–3.00 M)"));
+        assert!(
+            md.contains(
+                "| 10 | 64 B | lapwing-quic | 64000 | 2.00 | – | 64000: ok, 128000: fail |"
+            ),
+            "{md}"
+        );
+    }
+
+    fn sustained(system: &str, rate: u64, probes: &[(u64, bool)]) -> SustainedRun {
+        SustainedRun {
+            system: system.into(),
+            subscribers: 10,
+            payload: 64,
+            sustained_rate: rate,
+            probes: probes
+                .iter()
+                .map(|&(rate, ok)| crate::scenario::Probe {
+                    rate,
+                    published_rate: rate as f64,
+                    delivered_fraction: if ok { 1.0 } else { 0.5 },
+                    lost: 0,
+                    drain_s: 0.1,
+                    ok,
+                    error: None,
+                })
+                .collect(),
+        }
     }
 
     #[test]

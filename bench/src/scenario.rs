@@ -630,3 +630,208 @@ pub async fn run_connections(
         fd_limit: fd_limit(),
     }
 }
+
+/// Scenario S: how the rate search ends a probe, and where it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Search {
+    /// First rate tried (msgs/s).
+    pub start: u64,
+    /// The doubling stops here.
+    pub max: u64,
+    /// Bisection steps after the first failure.
+    pub bisect: usize,
+    /// A probe passes only if every subscriber has everything within this
+    /// long after the last publish: no backlog was building up.
+    pub max_drain: Duration,
+}
+
+/// One probe of scenario S: a fixed rate, and whether every subscriber
+/// received all of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// Rate asked for (msgs/s).
+    pub rate: u64,
+    /// Rate the publisher achieved.
+    pub published_rate: f64,
+    /// Delivered / (published × subscribers).
+    pub delivered_fraction: f64,
+    /// Messages announced lost (resyncs) or silently lost.
+    pub lost: u64,
+    /// Seconds from the last publish until every subscriber had everything.
+    pub drain_s: f64,
+    /// Every subscriber received 100 %, the publisher kept the rate (95 %),
+    /// and no backlog was left (drain within [`Search::max_drain`]).
+    pub ok: bool,
+    /// Set when the probe could not be carried out.
+    pub error: Option<String>,
+}
+
+/// Scenario S for one system and cell: the highest fixed publish rate at
+/// which every subscriber receives 100 %.
+#[derive(Debug, Clone, Serialize)]
+pub struct SustainedRun {
+    /// System id.
+    pub system: String,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// Payload bytes.
+    pub payload: usize,
+    /// The highest rate that passed (0: not even the first).
+    pub sustained_rate: u64,
+    /// Every probe, in order.
+    pub probes: Vec<Probe>,
+}
+
+/// Scenario S: doubles the rate from `search.start` while probes pass, then
+/// bisects between the last pass and the first failure.
+pub async fn run_sustainable(
+    sys: &dyn System,
+    subscribers: usize,
+    payload: usize,
+    p: &Params,
+    search: &Search,
+) -> SustainedRun {
+    let probe_at = |rate: u64| {
+        let cell = Cell {
+            scenario: "S".into(),
+            subscribers,
+            payload,
+            rate: Some(rate),
+            slow: false,
+        };
+        async move {
+            let r = run_fanout(sys, &cell, p, 0).await;
+            let expected = r.published.saturating_mul(subscribers as u64);
+            let publish_s = r.published as f64 / r.published_rate.max(1e-9);
+            let drain_s = (r.window_s - publish_s).max(0.0);
+            let lost = r.loss.reported_missing + r.loss.silent_total();
+            let ok = r.error.is_none()
+                && expected > 0
+                && r.delivered == expected
+                && lost == 0
+                && r.disconnects == 0
+                && r.published_rate >= 0.95 * rate as f64
+                && drain_s <= search.max_drain.as_secs_f64();
+            Probe {
+                rate,
+                published_rate: r.published_rate,
+                delivered_fraction: r.delivered as f64 / expected.max(1) as f64,
+                lost,
+                drain_s,
+                ok,
+                error: r.error,
+            }
+        }
+    };
+    let (sustained_rate, probes) = search_rate(search, probe_at).await;
+    SustainedRun {
+        system: sys.info().id,
+        subscribers,
+        payload,
+        sustained_rate,
+        probes,
+    }
+}
+
+/// The search of scenario S over any probe: returns the highest rate that
+/// passed (0 if the first failed) and every probe in order.
+pub async fn search_rate<F, Fut>(search: &Search, mut probe_at: F) -> (u64, Vec<Probe>)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Probe>,
+{
+    let mut probes = Vec::new();
+    let mut passed = 0;
+    let mut failed = None;
+    let mut rate = search.start.max(1);
+    while rate <= search.max {
+        let probe = probe_at(rate).await;
+        let ok = probe.ok;
+        probes.push(probe);
+        if !ok {
+            failed = Some(rate);
+            break;
+        }
+        passed = rate;
+        rate = rate.saturating_mul(2);
+    }
+    if let Some(mut hi) = failed {
+        let mut lo = passed;
+        for _ in 0..search.bisect {
+            let mid = lo + (hi - lo) / 2;
+            if mid == lo || mid == hi {
+                break;
+            }
+            let probe = probe_at(mid).await;
+            if probe.ok {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+            probes.push(probe);
+        }
+        passed = lo;
+    }
+    (passed, probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(limit: u64) -> impl FnMut(u64) -> std::future::Ready<Probe> {
+        move |rate| {
+            std::future::ready(Probe {
+                rate,
+                published_rate: rate as f64,
+                delivered_fraction: if rate <= limit { 1.0 } else { 0.9 },
+                lost: 0,
+                drain_s: 0.0,
+                ok: rate <= limit,
+                error: None,
+            })
+        }
+    }
+
+    fn search(bisect: usize) -> Search {
+        Search {
+            start: 1000,
+            max: 1 << 30,
+            bisect,
+            max_drain: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_search_brackets_the_limit() {
+        // 1000, 2000, ... 32000 pass, 64000 fails; then 48000 fails,
+        // 40000 fails, 36000 passes, 38000 fails.
+        let (rate, probes) = search_rate(&search(4), fake(37_000)).await;
+        assert_eq!(rate, 36_000);
+        let tried: Vec<u64> = probes.iter().map(|p| p.rate).collect();
+        assert_eq!(
+            tried,
+            [1000, 2000, 4000, 8000, 16_000, 32_000, 64_000, 48_000, 40_000, 36_000, 38_000]
+        );
+        // More bisection steps get closer, never past the limit.
+        let (fine, _) = search_rate(&search(20), fake(37_000)).await;
+        assert!((36_900..=37_000).contains(&fine), "{fine}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_first_probe_is_zero_and_the_cap_ends_the_doubling() {
+        let (rate, probes) = search_rate(&search(3), fake(10)).await;
+        assert_eq!(rate, 0);
+        assert_eq!(probes.first().map(|p| p.rate), Some(1000));
+        let capped = Search {
+            max: 4000,
+            ..search(3)
+        };
+        let (rate, probes) = search_rate(&capped, fake(u64::MAX)).await;
+        assert_eq!(
+            (rate, probes.len()),
+            (4000, 3),
+            "1000, 2000, 4000, then the cap"
+        );
+    }
+}
