@@ -105,6 +105,14 @@ impl Client {
 
     /// Subscribes to `topic`. Returns once the server has accepted the
     /// subscription (or refused it).
+    ///
+    /// `topic` may be a pattern (`prices.*`: one token, `prices.>`: the
+    /// rest): the subscription then follows every matching topic, the ones
+    /// that exist and the ones created later, with the contract kept per
+    /// topic. Each topic is announced by an [`Event::Joined`](crate::Event::Joined)
+    /// and events carry their topic; `options.start` must be latest or
+    /// oldest. After a reconnect every topic resumes after its own last
+    /// event.
     pub async fn subscribe(
         &self,
         topic: &str,

@@ -524,13 +524,16 @@ impl Subscription {
         self.id
     }
 
-    /// The topic subscribed to.
+    /// The topic subscribed to, or the pattern of a wildcard subscription
+    /// (each event names its own topic: [`Event::topic`]).
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// `(epoch, start_seq)` from the server's first SubscribeOk: the topic's
     /// epoch and the first seq this subscription delivers (or resyncs to).
+    /// `(0, 0)` on a wildcard subscription, whose topics each start at
+    /// their [`Event::Joined`].
     pub fn started_at(&self) -> Option<(u64, u64)> {
         *lock(&self.first_ok)
     }
