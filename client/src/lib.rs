@@ -16,6 +16,7 @@
 //!             println!("{topic}: lost {missed}, resuming at {resume_seq}")
 //!         }
 //!         Event::Joined { topic, start_seq, .. } => println!("{topic}: from seq {start_seq}"),
+//!         Event::Left { topic } => println!("{topic} was deleted"),
 //!     }
 //! }
 //! # Ok(()) }
