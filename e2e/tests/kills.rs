@@ -494,14 +494,16 @@ async fn a_slow_subscriber_behind_a_lossy_path_is_told_exactly_and_others_get_ev
     let slow_client = bounded("connect through the relay", Client::connect(cfg))
         .await
         .expect("connects");
-    let latest = SubscribeOptions::default();
-    let mut slow = bounded("subscribe", slow_client.subscribe(TOPIC, latest.clone()))
-        .await
-        .expect("subscribed");
+    let mut slow = bounded(
+        "subscribe",
+        slow_client.subscribe(TOPIC, SubscribeOptions::default()),
+    )
+    .await
+    .expect("subscribed");
     let mut fast = Vec::new();
     for _ in 0..FAST {
         let c = support::connect(&srv).await;
-        let s = bounded("subscribe", c.subscribe(TOPIC, latest.clone()))
+        let s = bounded("subscribe", c.subscribe(TOPIC, SubscribeOptions::default()))
             .await
             .expect("subscribed");
         fast.push((c, s));
