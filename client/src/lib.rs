@@ -37,9 +37,8 @@
 //!
 //! Inside, for maintainers: `client.rs` is the API; `driver.rs` the session
 //! driver (Hello, (re)subscribe, control stream, liveness pings,
-//! reconnect), whose I/O goes
-//! through its `Transport`/`Connection` traits (QUIC in `transport.rs`, a
-//! scripted fake in its tests); `subscription.rs` owns all subscription
+//! reconnect), whose I/O goes through its `Transport`/`Connection` traits
+//! (QUIC in `transport.rs`, a scripted fake in its tests); `subscription.rs` owns all subscription
 //! state (the registry, the user's stream, the stream reader);
 //! `publisher.rs` the publish streams; `shared.rs` what they share;
 //! `command.rs` what handles ask of the driver; `cli/` the `lapwing` CLI.

@@ -112,6 +112,25 @@ impl Ledger {
         self.next = Some(resume_seq);
     }
 
+    /// A (re)join: the first position, or after a reconnect the seq the
+    /// topic continues from, which must be the next one (a resync would
+    /// follow for anything in between).
+    fn joined(&mut self, epoch: u64, start_seq: u64, t: &Totals) {
+        match self.next {
+            None => {
+                self.epoch = Some(epoch);
+                self.start = Some(start_seq);
+                self.next = Some(start_seq);
+            }
+            Some(next) if self.epoch == Some(epoch) && start_seq > next => {
+                Totals::add(&t.silent, start_seq - next);
+                self.missed += start_seq - next;
+                self.next = Some(start_seq);
+            }
+            Some(_) => {}
+        }
+    }
+
     /// At retirement: the counts cover the window exactly (they do by
     /// construction unless an event was out of order).
     fn retire(&self, head: Option<u64>, t: &Totals) {
@@ -155,6 +174,12 @@ enum Got {
         missed: u64,
         resume_seq: u64,
         changed: bool,
+    },
+    /// Where a topic's events start (wildcard subscriptions announce it;
+    /// a single-topic one learns it from its SubscribeOk).
+    Joined {
+        epoch: u64,
+        start_seq: u64,
     },
     Ended(String),
 }
@@ -212,6 +237,7 @@ async fn account(
                 resume_seq,
                 changed,
             } => ledger.resync(epoch, missed, resume_seq, changed, &totals),
+            Got::Joined { epoch, start_seq } => ledger.joined(epoch, start_seq, &totals),
             Got::Ended(why) => {
                 eprintln!("soak: a subscription on {topic} ended: {why}");
                 Totals::add(&totals.errors, 1);
@@ -264,6 +290,9 @@ pub(crate) async fn quic_client(
                     resume_seq,
                     changed: reason == ResyncReason::EpochChanged,
                 },
+                Ok(Event::Joined {
+                    epoch, start_seq, ..
+                }) => Got::Joined { epoch, start_seq },
                 Err(e) => Got::Ended(e.to_string()),
             });
             account(topic, start, slow, ctl, totals, events).await;
@@ -324,6 +353,12 @@ pub(crate) async fn grpc_client(
                     resume_seq: r.resume_seq,
                     changed: r.reason() == lapwing_proto::v1::ResyncReason::EpochChanged,
                 },
+                Ok(Delivery {
+                    kind: Some(delivery::Kind::Joined(j)),
+                }) => Got::Joined {
+                    epoch: j.epoch,
+                    start_seq: j.start_seq,
+                },
                 Ok(Delivery { kind: None }) => Got::Ended("empty delivery".into()),
                 Err(status) => Got::Ended(format!("{status}")),
             });
@@ -363,5 +398,22 @@ mod tests {
         );
         l.retire(Some(31), &t);
         assert_eq!(Totals::get(&t.unfinished), 1, "seq 30 never came");
+    }
+
+    #[test]
+    fn a_join_sets_the_start_and_a_rejoin_past_the_next_seq_is_a_gap() {
+        let t = Totals::default();
+        let mut l = Ledger::default();
+        l.joined(3, 40, &t);
+        l.message(3, 40, &t);
+        l.joined(3, 41, &t);
+        l.message(3, 41, &t);
+        assert_eq!(Totals::get(&t.silent), 0);
+        l.joined(3, 45, &t);
+        assert_eq!(Totals::get(&t.silent), 3, "42..=44 skipped without a resync");
+        l.message(3, 45, &t);
+        l.retire(Some(46), &t);
+        assert_eq!(Totals::get(&t.silent), 3, "counted once");
+        assert_eq!(Totals::get(&t.unfinished), 0);
     }
 }
