@@ -410,7 +410,11 @@ mod tests {
         l.message(3, 41, &t);
         assert_eq!(Totals::get(&t.silent), 0);
         l.joined(3, 45, &t);
-        assert_eq!(Totals::get(&t.silent), 3, "42..=44 skipped without a resync");
+        assert_eq!(
+            Totals::get(&t.silent),
+            3,
+            "42..=44 skipped without a resync"
+        );
         l.message(3, 45, &t);
         l.retire(Some(46), &t);
         assert_eq!(Totals::get(&t.silent), 3, "counted once");
