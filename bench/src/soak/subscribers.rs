@@ -293,6 +293,9 @@ pub(crate) async fn quic_client(
                 Ok(Event::Joined {
                     epoch, start_seq, ..
                 }) => Got::Joined { epoch, start_seq },
+                // A topic leaving (wildcards) or anything newer: not
+                // expected on a single-topic subscription.
+                Ok(other) => Got::Ended(format!("unexpected event {other:?}")),
                 Err(e) => Got::Ended(e.to_string()),
             });
             account(topic, start, slow, ctl, totals, events).await;
@@ -360,6 +363,7 @@ pub(crate) async fn grpc_client(
                     start_seq: j.start_seq,
                 },
                 Ok(Delivery { kind: None }) => Got::Ended("empty delivery".into()),
+                Ok(other) => Got::Ended(format!("unexpected delivery {other:?}")),
                 Err(status) => Got::Ended(format!("{status}")),
             });
             account(topic, start, slow, ctl, totals, events).await;
