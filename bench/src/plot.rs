@@ -203,3 +203,52 @@ pub fn latency(summary: &[CellSummary], path: &Path) -> anyhow::Result<()> {
     root.present()?;
     Ok(())
 }
+
+/// One line of a [`timeline`] panel: `(seconds, value)` points.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// The panel's caption and y axis.
+    pub title: String,
+    /// The unit on the y axis.
+    pub unit: String,
+    /// `(seconds since start, value)`.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Panels stacked vertically, each one series against time (the soak's RSS
+/// and throughput); linear axes from zero, so a slow drift shows as a slope.
+pub fn timeline(title: &str, series: &[Series], path: &Path) -> anyhow::Result<()> {
+    let colors = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0x94, 0x67, 0xbd),
+    ];
+    let root =
+        SVGBackend::new(path, (900, 260 * series.len().max(1) as u32 + 30)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 20))?;
+    let panels = root.split_evenly((series.len().max(1), 1));
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    for (i, (panel, s)) in panels.iter().zip(series).enumerate() {
+        let y_max = s.points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(&s.title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(s.unit.as_str())
+            .draw()?;
+        let color = colors[i % colors.len()];
+        chart.draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -69,6 +69,21 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest wait between two reconnect attempts.
     pub max_backoff: Duration,
+    /// How long a `Ping` on the control stream may go unanswered before the
+    /// connection counts as dead (`None`: no liveness check, only QUIC's
+    /// 10 s idle timeout). The driver pings every half of it. A dead
+    /// connection is closed and the client reconnects and resumes; each
+    /// reconnect attempt is then also bounded by it (and by
+    /// `connect_timeout`), and an attempt that timed out is followed by
+    /// another after about 100 ms rather than a growing backoff, so that one
+    /// succeeds soon after a partition heals. quinn backs its own probes off
+    /// exponentially (a connection that survives a 5 s partition resumed
+    /// about 7.6 s after the heal); with the default of 2 s, delivery resumed
+    /// within about a second of the heal (`e2e/tests/faults.rs`). Raise it
+    /// for paths with round trips near a second or a client that may stall
+    /// for that long; too low a value costs reconnects (each resumes
+    /// exactly, so it is never a loss).
+    pub liveness_timeout: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -77,7 +92,8 @@ impl ClientConfig {
     pub const MAX_CLIENT_NAME_BYTES: usize = 256;
 
     /// A config with the defaults: server name `localhost`, no token,
-    /// reconnect on, 256 KiB stream window, 4096-event subscription buffer.
+    /// reconnect on, 256 KiB stream window, 4096-event subscription buffer,
+    /// a 2 s liveness timeout.
     pub fn new(server: impl Into<String>, trust: Trust) -> Self {
         Self {
             server: server.into(),
@@ -90,14 +106,21 @@ impl ClientConfig {
             subscription_buffer_events: 4096,
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            liveness_timeout: Some(Duration::from_secs(2)),
             client_certificate: None,
         }
     }
 
     /// Checks what can be checked before connecting; [`crate::Client::connect`]
     /// calls it first. Fails with [`ClientError::ClientNameTooLong`] for a
-    /// `client_name` over [`ClientConfig::MAX_CLIENT_NAME_BYTES`].
+    /// `client_name` over [`ClientConfig::MAX_CLIENT_NAME_BYTES`], and with
+    /// [`ClientError::InvalidConfig`] for a zero `liveness_timeout`.
     pub fn validate(&self) -> Result<(), ClientError> {
+        if self.liveness_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ClientError::InvalidConfig(
+                "liveness_timeout must be above zero (None turns the check off)",
+            ));
+        }
         if self.client_name.len() > Self::MAX_CLIENT_NAME_BYTES {
             return Err(ClientError::ClientNameTooLong {
                 len: self.client_name.len(),

@@ -1,8 +1,10 @@
 //! The session driver: one task per client that owns the connection for
 //! the client's lifetime. It says Hello, (re)subscribes every subscription
 //! from its resume position, answers the control stream, spawns a reader
-//! per server-opened subscription stream, and when the connection is lost
-//! reconnects with backoff (or after the server's `GoAway` delay).
+//! per server-opened subscription stream, pings the server to notice a dead
+//! path within [`crate::ClientConfig::liveness_timeout`], and when the
+//! connection is lost reconnects with backoff (or after the server's
+//! `GoAway` delay).
 //!
 //! All of its I/O goes through [`Transport`] and [`Connection`]: QUIC in
 //! [`crate::transport`], and a scripted fake in this module's tests, which
@@ -211,7 +213,7 @@ pub(crate) async fn drive<T: Transport>(
                     },
                 }
             }
-            match tokio::time::timeout(shared.cfg.connect_timeout, establish(&transport, &shared))
+            match tokio::time::timeout(attempt_timeout(&shared.cfg), establish(&transport, &shared))
                 .await
             {
                 Ok(Ok(s)) => break s,
@@ -220,10 +222,18 @@ pub(crate) async fn drive<T: Transport>(
                     give_up_for_good(&shared, &e);
                     return;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "reconnect failed"),
-                Err(_) => tracing::debug!("reconnect timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "reconnect failed");
+                    delay = (delay * 2).clamp(FIRST_BACKOFF, shared.cfg.max_backoff);
+                }
+                Err(_) => {
+                    // Nothing answered: the attempt itself waited, so the
+                    // next one starts soon (a fresh handshake, not quinn's
+                    // backed-off retransmission of the old one).
+                    tracing::debug!("reconnect timed out");
+                    delay = FIRST_BACKOFF;
+                }
             }
-            delay = (delay * 2).clamp(FIRST_BACKOFF, shared.cfg.max_backoff);
         };
     }
 }
@@ -239,6 +249,59 @@ fn give_up_for_good(shared: &Shared, error: &ClientError) {
         },
         None => ClientError::Protocol(format!("connection lost: {error}")),
     });
+}
+
+/// How long one reconnect attempt (connect + Hello/Welcome) may take: the
+/// liveness timeout when there is one (a path that heals is then found by
+/// the next short attempt), never more than `connect_timeout`.
+fn attempt_timeout(cfg: &crate::ClientConfig) -> Duration {
+    cfg.liveness_timeout
+        .map_or(cfg.connect_timeout, |l| l.min(cfg.connect_timeout))
+}
+
+/// The liveness check of one session: a `Ping` every half of
+/// [`crate::ClientConfig::liveness_timeout`] while none is outstanding; an
+/// outstanding one older than the timeout means the connection is dead.
+struct Liveness {
+    timeout: Duration,
+    /// The nonce of the outstanding Ping, if one is.
+    awaiting: Option<u64>,
+    nonce: u64,
+    /// When to act next: send a Ping, or (one outstanding) give up.
+    at: tokio::time::Instant,
+}
+
+impl Liveness {
+    fn new(timeout: Duration) -> Self {
+        Liveness {
+            timeout,
+            awaiting: None,
+            nonce: 0,
+            at: tokio::time::Instant::now() + timeout / 2,
+        }
+    }
+
+    /// The deadline passed: a Ping to send, or `Err` when the outstanding
+    /// one was not answered in time.
+    fn due(&mut self) -> Result<v1::ControlRequest, ClientError> {
+        if self.awaiting.is_some() {
+            return Err(ClientError::Unresponsive(self.timeout));
+        }
+        self.nonce += 1;
+        self.awaiting = Some(self.nonce);
+        self.at = tokio::time::Instant::now() + self.timeout;
+        Ok(v1::ControlRequest {
+            kind: Some(control_request::Kind::Ping(v1::Ping { nonce: self.nonce })),
+        })
+    }
+
+    /// A Pong arrived.
+    fn pong(&mut self, nonce: u64) {
+        if self.awaiting == Some(nonce) {
+            self.awaiting = None;
+            self.at = tokio::time::Instant::now() + self.timeout / 2;
+        }
+    }
 }
 
 /// ±25 % so that many clients do not reconnect in lockstep.
@@ -276,6 +339,10 @@ async fn run_session<C: Connection>(
     // (Re)subscribe everything not yet sent on this connection, in one write.
     let mut buf = BytesMut::new();
     shared.subs.encode_unsent(generation, &mut buf);
+    let mut liveness = shared.cfg.liveness_timeout.map(Liveness::new);
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    let probe = tokio::time::sleep_until(liveness.as_ref().map_or_else(far, |l| l.at));
+    tokio::pin!(probe);
     let mut end = None;
     if !buf.is_empty() {
         if let Err(e) = ctrl_send.write_all(&buf).await {
@@ -291,6 +358,12 @@ async fn run_session<C: Connection>(
         None => loop {
             tokio::select! {
                 frame = ctrl_recv.next() => match frame {
+                    Some(Ok(v1::ControlResponse { kind: Some(control_response::Kind::Pong(p)) })) => {
+                        if let Some(l) = liveness.as_mut() {
+                            l.pong(p.nonce);
+                            probe.as_mut().reset(l.at);
+                        }
+                    }
                     Some(Ok(resp)) => handle_control(shared, resp, &mut go_away),
                     Some(Err(FrameError::Io(e))) => {
                         // The connection went away (server stopped, network
@@ -347,6 +420,24 @@ async fn run_session<C: Connection>(
                     }
                 },
                 Some(_) = readers.join_next(), if !readers.is_empty() => {}
+                () = &mut probe, if liveness.is_some() => {
+                    let Some(l) = liveness.as_mut() else { continue };
+                    match l.due() {
+                        Ok(ping) => {
+                            probe.as_mut().reset(l.at);
+                            let mut buf = BytesMut::new();
+                            encode_frame(&ping, &mut buf);
+                            if let Err(e) = ctrl_send.write_all(&buf).await {
+                                break SessionEnd::Lost { error: write_error(&conn, e), reconnect_after: go_away };
+                            }
+                        }
+                        Err(error) => {
+                            tracing::info!(%error, "connection unresponsive; reconnecting");
+                            conn.close(ErrorCode::Timeout.close_code(), b"unresponsive");
+                            break SessionEnd::Lost { error, reconnect_after: go_away };
+                        }
+                    }
+                }
             }
         },
     };
@@ -379,6 +470,7 @@ fn handle_control(shared: &Shared, resp: v1::ControlResponse, go_away: &mut Opti
             tracing::info!(reason = %g.reason, after_ms = g.reconnect_after_ms, "server going away");
             *go_away = Some(Duration::from_millis(u64::from(g.reconnect_after_ms)));
         }
+        // Pongs are the liveness check's, in `run_session`.
         Some(Kind::Unsubscribed(_) | Kind::Pong(_)) | None => {}
         Some(Kind::Welcome(w)) => tracing::warn!(?w, "unexpected second Welcome"),
     }
@@ -429,8 +521,21 @@ mod tests {
         }
     }
 
-    /// A subscription or control stream's receiving half.
-    struct FakeRecv(DuplexStream);
+    /// A subscription or control stream's receiving half. Like a QUIC
+    /// stream, it fails as soon as its connection is closed (by either side).
+    struct FakeRecv {
+        pipe: DuplexStream,
+        gone: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    }
+
+    impl FakeRecv {
+        fn new(pipe: DuplexStream, gone: &CancellationToken) -> Self {
+            FakeRecv {
+                pipe,
+                gone: Box::pin(gone.clone().cancelled_owned()),
+            }
+        }
+    }
 
     impl tokio::io::AsyncRead for FakeRecv {
         fn poll_read(
@@ -438,7 +543,10 @@ mod tests {
             cx: &mut std::task::Context<'_>,
             buf: &mut tokio::io::ReadBuf<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+            if self.gone.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionAborted.into()));
+            }
+            std::pin::Pin::new(&mut self.pipe).poll_read(cx, buf)
         }
     }
 
@@ -508,7 +616,7 @@ mod tests {
             let (streams_tx, streams_rx) = mpsc::unbounded_channel();
             let gone = CancellationToken::new();
             let conn = FakeConn {
-                control: Mutex::new(Some((client_send, FakeRecv(client_recv)))),
+                control: Mutex::new(Some((client_send, FakeRecv::new(client_recv, &gone)))),
                 streams: tokio::sync::Mutex::new(streams_rx),
                 gone: gone.clone(),
             };
@@ -588,7 +696,9 @@ mod tests {
                 encode_frame(&delivery, &mut buf);
             }
             server.write_all(&buf).await.unwrap();
-            self.streams.send(FakeRecv(client)).unwrap();
+            self.streams
+                .send(FakeRecv::new(client, &self.gone))
+                .unwrap();
             self.open.push(server);
         }
 
@@ -613,6 +723,16 @@ mod tests {
         let mut cfg = ClientConfig::new("fake:1", Trust::Insecure);
         cfg.client_name = "driver-test".into();
         cfg.max_backoff = Duration::from_millis(500);
+        // The scripted server answers only what a test expects; the
+        // liveness tests turn the check on themselves.
+        cfg.liveness_timeout = None;
+        cfg
+    }
+
+    /// `config()` with the liveness check on, at `timeout`.
+    fn lively(timeout: Duration) -> ClientConfig {
+        let mut cfg = config();
+        cfg.liveness_timeout = Some(timeout);
         cfg
     }
 
@@ -858,5 +978,107 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The liveness check: a server that stops answering (the path is
+    /// partitioned: nothing is closed, nothing arrives) is declared dead
+    /// `liveness_timeout` after the unanswered Ping, not after QUIC's idle
+    /// timeout; the driver reconnects at once and resumes after the last
+    /// event, and the new session pings again.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_ping_ends_the_session_and_the_client_resumes() {
+        let timeout = Duration::from_secs(2);
+        let (client, mut server, mut attempts) = start(lively(timeout)).await;
+        let mut sub = subscribe(&client, &mut server, Start::Latest, 0).await;
+        server.stream(sub.id(), 0..3).await;
+        for want in 0..3 {
+            assert_eq!(next_seq(&mut sub).await, want);
+        }
+        // Answer two Pings: the connection lives on.
+        for _ in 0..2 {
+            match server.request().await {
+                control_request::Kind::Ping(p) => {
+                    server
+                        .respond(control_response::Kind::Pong(v1::Pong { nonce: p.nonce }))
+                        .await;
+                }
+                other => panic!("expected Ping, got {other:?}"),
+            }
+        }
+        // The third goes unanswered.
+        let unanswered = match server.request().await {
+            control_request::Kind::Ping(_) => Instant::now(),
+            other => panic!("expected Ping, got {other:?}"),
+        };
+        let attempt = attempts.next().await;
+        let waited = attempt.at - unanswered;
+        assert!(
+            waited >= timeout && waited <= timeout + FIRST_BACKOFF.mul_f64(1.25),
+            "reconnected {waited:?} after the unanswered Ping (timeout {timeout:?})"
+        );
+        assert!(server.gone.is_cancelled(), "the dead connection was closed");
+        let mut server = FakeServer::accept(attempt).await;
+        let (id, start) = server.subscribe_request().await;
+        assert_eq!(
+            (id, start),
+            (
+                sub.id(),
+                Start::After {
+                    epoch: EPOCH,
+                    seq: 2
+                }
+            )
+        );
+        assert!(
+            matches!(server.request().await, control_request::Kind::Ping(_)),
+            "the new session pings too"
+        );
+    }
+
+    /// Pings that are answered never end a session, however long it idles.
+    #[tokio::test(start_paused = true)]
+    async fn answered_pings_keep_an_idle_session() {
+        let (_client, mut server, mut attempts) = start(lively(Duration::from_secs(2))).await;
+        let began = Instant::now();
+        let mut pings = 0;
+        while Instant::now() - began < Duration::from_secs(60) {
+            match server.request().await {
+                control_request::Kind::Ping(p) => {
+                    pings += 1;
+                    server
+                        .respond(control_response::Kind::Pong(v1::Pong { nonce: p.nonce }))
+                        .await;
+                }
+                other => panic!("expected Ping, got {other:?}"),
+            }
+        }
+        assert!(
+            (55..=65).contains(&pings),
+            "one Ping a second (half the timeout): {pings} in 60 s"
+        );
+        assert!(attempts.0.try_recv().is_err(), "no reconnect");
+    }
+
+    /// A reconnect attempt nobody answers (the path is still partitioned)
+    /// is given up after the liveness timeout, and the next starts about
+    /// 100 ms later instead of after a growing backoff: one succeeds soon
+    /// after the path heals.
+    #[tokio::test(start_paused = true)]
+    async fn silent_reconnect_attempts_are_short_and_repeated() {
+        let timeout = Duration::from_secs(2);
+        let mut cfg = lively(timeout);
+        cfg.max_backoff = Duration::from_secs(5);
+        let (_client, server, mut attempts) = start(cfg).await;
+        server.vanish();
+        let mut unanswered = Vec::new();
+        let mut previous = attempts.next().await;
+        for _ in 0..4 {
+            let attempt = attempts.next().await;
+            assert_jittered(attempt.at - previous.at - timeout, FIRST_BACKOFF);
+            // Kept, not dropped: the attempt stays unanswered.
+            unanswered.push(std::mem::replace(&mut previous, attempt));
+        }
+        let server = FakeServer::accept(previous).await;
+        drop((server, unanswered));
     }
 }

@@ -86,6 +86,15 @@ pub enum ClientError {
         /// [`crate::ClientConfig::MAX_CLIENT_NAME_BYTES`].
         max: usize,
     },
+    /// A setting of [`crate::ClientConfig`] is out of range (the text says
+    /// which).
+    #[error("invalid client config: {0}")]
+    InvalidConfig(&'static str),
+    /// The server did not answer a `Ping` within
+    /// [`crate::ClientConfig::liveness_timeout`]: the connection counts as
+    /// dead (the client reconnects and resumes).
+    #[error("no answer to a ping within {0:?}")]
+    Unresponsive(std::time::Duration),
     /// A topic name breaks the naming rules (checked before sending).
     #[error(transparent)]
     InvalidTopic(#[from] TopicError),

@@ -28,12 +28,17 @@
 //! reconnects with backoff and resumes every subscription after the last
 //! `{epoch, seq}` in its buffer (a wildcard subscription: every topic after
 //! its own); whatever the server can no longer replay arrives as
-//! [`Event::Resync`]. See `proto/PROTOCOL.md`.
+//! [`Event::Resync`]. A path that stops answering without closing (a
+//! partition, a killed server) is noticed by the liveness check: a `Ping`
+//! on the control stream unanswered for [`ClientConfig::liveness_timeout`]
+//! (2 s by default) ends the connection, and short, repeated reconnect
+//! attempts find the path again soon after it heals. See
+//! `proto/PROTOCOL.md`.
 //!
 //! Inside, for maintainers: `client.rs` is the API; `driver.rs` the session
-//! driver (Hello, (re)subscribe, control stream, reconnect), whose I/O goes
-//! through its `Transport`/`Connection` traits (QUIC in `transport.rs`, a
-//! scripted fake in its tests); `subscription.rs` owns all subscription
+//! driver (Hello, (re)subscribe, control stream, liveness pings,
+//! reconnect), whose I/O goes through its `Transport`/`Connection` traits
+//! (QUIC in `transport.rs`, a scripted fake in its tests); `subscription.rs` owns all subscription
 //! state (the registry, the user's stream, the stream reader);
 //! `publisher.rs` the publish streams; `shared.rs` what they share;
 //! `command.rs` what handles ask of the driver; `cli/` the `lapwing` CLI.

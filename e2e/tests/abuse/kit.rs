@@ -92,16 +92,17 @@ impl Spec {
         self
     }
 
-    fn toml(&self, data_dir: &std::path::Path) -> String {
+    fn toml(&self, data_dir: &std::path::Path, quic: Option<SocketAddr>) -> String {
         let pre_fix = std::env::var_os(PRE_FIX_ENV).is_some();
         let mut t = String::new();
         t.push_str(&format!(
             "data_dir = {:?}\nlog_format = \"json\"\n",
             data_dir
         ));
-        t.push_str(
-            "[listen]\nquic = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
-        );
+        let quic = quic.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        t.push_str(&format!(
+            "[listen]\nquic = \"{quic}\"\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
+        ));
         let section =
             |t: &mut String, name: &str, keys: &mut dyn Iterator<Item = &(&str, String)>| {
                 t.push_str(&format!("[{name}]\n"));
@@ -161,9 +162,44 @@ const LOG_KEEP: usize = 20_000;
 
 impl ServerProcess {
     pub fn start(spec: &Spec) -> ServerProcess {
+        ServerProcess::start_in(spec, tempfile::tempdir().expect("tempdir"), None)
+    }
+
+    /// SIGKILLs the server (no GoAway, no flush: the process just ends)
+    /// and starts a new one on the same data directory (so the same
+    /// certificate) and QUIC port, as a supervisor restarting a crashed
+    /// server would. The other listeners get new ports.
+    pub fn kill_and_restart(self, spec: &Spec) -> ServerProcess {
+        let quic = self.quic;
+        let dir = self.kill();
+        ServerProcess::start_in(spec, dir, Some(quic))
+    }
+
+    /// SIGKILLs the server and waits for it to be gone; returns its data
+    /// directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
         let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self._dir, dir)
+    }
+
+    /// The process id (for `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn open_fds(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.child.id());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("server process gone? {path}: {e}"))
+            .count()
+    }
+
+    fn start_in(spec: &Spec, dir: tempfile::TempDir, quic: Option<SocketAddr>) -> ServerProcess {
         let config = dir.path().join("lapwing.toml");
-        let toml = spec.toml(dir.path());
+        let toml = spec.toml(dir.path(), quic);
         std::fs::write(&config, &toml).expect("write config");
         let mut cmd = Command::new(server_binary());
         cmd.arg("--config")
