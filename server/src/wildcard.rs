@@ -223,8 +223,9 @@ impl Wildcard {
         }
     }
 
-    /// Emits pending `Joined` events, then reads up to `limits` from the
-    /// topics in turn (see the module docs on fairness).
+    /// Emits `Left` for topics deleted since the last call and `Joined` for
+    /// new ones, then reads up to `limits` from the topics in turn (see the
+    /// module docs on fairness).
     pub fn next_batch(
         &mut self,
         limits: BatchLimits,
