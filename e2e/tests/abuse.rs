@@ -228,12 +228,7 @@ async fn ring_budget_refuses_the_17th_topic() {
     canary.finish().await;
     let metrics = server.metrics().await;
     // Summed over any labels the metric has.
-    let samples: Vec<f64> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("lapwing_topics_refused_total"))
-        .filter(|rest| rest.starts_with([' ', '{']))
-        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse().ok())
-        .collect();
+    let samples = lapwing_proto::exposition::samples(&metrics, "lapwing_topics_refused_total");
     assert!(
         !samples.is_empty(),
         "no lapwing_topics_refused_total in /metrics"

@@ -33,17 +33,7 @@ use tokio::sync::watch;
 /// idle timeout is 3 s; see `lapwing-victim`).
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// The value of a metric in Prometheus text: the sum over its series.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use lapwing_proto::exposition::sum as metric;
 
 async fn connections(server: &ServerProcess) -> Vec<ConnectionInfo> {
     let mut admin = AdminClient::new(server.channel().await);

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod defaults;
+pub mod exposition;
 pub mod fingerprint;
 pub mod frame;
 pub mod message;

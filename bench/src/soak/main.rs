@@ -48,7 +48,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use server::{metric, Server};
+use lapwing_proto::exposition::sum as metric;
+use server::Server;
 use subscribers::{Control, Totals};
 
 #[derive(Debug, Parser)]

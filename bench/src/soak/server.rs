@@ -161,15 +161,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
-/// A metric's value: the sum over its series (0 when absent).
-pub(crate) fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
