@@ -1,5 +1,6 @@
 //! The gRPC edge end to end, with a tonic client: the Bus contract (round
-//! trip, QUIC <-> gRPC on one topic, exact resyncs for a slow reader),
+//! trip, QUIC <-> gRPC on one topic, exact resyncs for a slow reader, a
+//! path that stalls and then resets),
 //! Admin auth and stats, health and reflection, TLS.
 
 mod support;
@@ -297,6 +298,171 @@ async fn slow_grpc_subscriber_gets_exact_resyncs() {
     assert_eq!(sub.1.missed, ledger.missed);
     assert_eq!((sub.1.next_seq, sub.1.lag), (N, 0));
     drop(stream);
+    srv.shutdown().await;
+}
+
+/// A gRPC subscriber behind a TCP path that stalls and then resets
+/// (`lapwing_e2e::tcp_relay`), the gRPC side of the fault tests: while the
+/// path is stalled the publisher and a direct subscriber of the same topic
+/// carry on untouched and the ring moves past the stalled one; the reset
+/// ends its connection on the server too; it resubscribes after the last
+/// message it got, and a NOT_RETAINED resync accounts exactly for what the
+/// ring no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_then_reset_grpc_path_resumes_exactly() {
+    use lapwing_e2e::tcp_relay::TcpRelay;
+
+    let (srv, _dir) = server(|_| {});
+    let mut admin = AdminClient::new(channel(&srv).await);
+    // 1 MiB of ring: 256 of the 4 KiB messages below, so the 2 000 sent
+    // while the path is stalled certainly move the ring past the stalled
+    // subscriber, while the direct one (reading as they come) keeps up.
+    const RING: u64 = 1024 * 1024;
+    bounded(
+        "create topic",
+        admin.create_topic(CreateTopicRequest {
+            name: "stall".into(),
+            ring_bytes: RING,
+            max_message_bytes: 8 * 1024,
+        }),
+    )
+    .await
+    .unwrap();
+    let relay = TcpRelay::start(srv.grpc_addr()).await.unwrap();
+    let through_relay = || async {
+        let url = format!("http://{}", relay.addr());
+        let ch = bounded(
+            "connect through the relay",
+            Channel::from_shared(url).unwrap().connect(),
+        )
+        .await
+        .expect("gRPC channel through the relay");
+        BusClient::new(ch)
+    };
+    let mut far_bus = through_relay().await;
+    let (mut far, epoch, start) = subscribe(&mut far_bus, "stall", oldest()).await;
+    let mut near_bus = BusClient::new(channel(&srv).await);
+    let (mut near, _, _) = subscribe(&mut near_bus, "stall", oldest()).await;
+    let (mut far_ledger, mut near_ledger) =
+        (Ledger::starting_at(start), Ledger::starting_at(start));
+    let subscribers_of = |srv: &lapwing_server::ServerHandle| {
+        srv.connections()
+            .list()
+            .iter()
+            .flat_map(|c| c.info().subscriptions)
+            .filter(|s| s.topic == "stall")
+            .count()
+    };
+    assert_eq!(subscribers_of(&srv), 2);
+
+    let mut bus = BusClient::new(channel(&srv).await);
+    let payload = Bytes::from(vec![5u8; 4096]);
+    let send = |n: u64| {
+        let payload = payload.clone();
+        futures::stream::iter((0..n).map(move |_| PublishRequest {
+            topic: "stall".into(),
+            payload: payload.clone(),
+        }))
+    };
+    // Before the fault: both get everything.
+    const BEFORE: u64 = 100;
+    let summary = bounded("publish", bus.publish_stream(send(BEFORE)))
+        .await
+        .unwrap();
+    assert_eq!(summary.into_inner().published, BEFORE);
+    while far_ledger.next < BEFORE {
+        far_ledger.record(&next_delivery(&mut far).await);
+    }
+    while near_ledger.next < BEFORE {
+        near_ledger.record(&next_delivery(&mut near).await);
+    }
+
+    // The stall: publishes in batches, each read by the direct subscriber
+    // before the next, so only the stalled path can fall behind.
+    relay.stall();
+    const DURING: u64 = 2_000;
+    for _ in 0..DURING / 100 {
+        let summary = bounded("publish during the stall", bus.publish_stream(send(100)))
+            .await
+            .expect("the publisher is not held up by a stalled subscriber");
+        assert_eq!(summary.into_inner().published, 100);
+        let head = near_ledger.next + 100;
+        while near_ledger.next < head {
+            near_ledger.record(&next_delivery(&mut near).await);
+        }
+    }
+    let total = BEFORE + DURING;
+    assert_eq!(
+        (near_ledger.delivered, near_ledger.missed),
+        (total, 0),
+        "the direct subscriber is untouched by the stalled one"
+    );
+    let topic = admin
+        .get_topic(GetTopicRequest {
+            name: "stall".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(topic.head_seq, total);
+    assert!(
+        topic.oldest_retained_seq > BEFORE,
+        "2 000 x 4 KiB through a 1 MiB ring: the stalled subscriber's next \
+         message is gone (oldest retained {})",
+        topic.oldest_retained_seq
+    );
+
+    // The reset: the client's stream fails, and the server lets go of the
+    // connection and its subscription.
+    relay.reset();
+    let ended = bounded("the far stream ends", async {
+        loop {
+            match far.message().await {
+                Ok(Some(d)) => far_ledger.record(&d.kind.expect("delivery has a kind")),
+                Ok(None) => break None,
+                Err(status) => break Some(status),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_some(), "a reset path is an error, not a clean end");
+    assert_eq!(far_ledger.next, BEFORE, "nothing crossed the stall");
+    bounded("the server drops the reset connection", async {
+        while subscribers_of(&srv) != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // Resume after the last message, through the relay again.
+    let mut far_bus = through_relay().await;
+    let after = Some(StartPosition {
+        kind: Some(start_position::Kind::After(start_position::After {
+            epoch,
+            seq: far_ledger.next - 1,
+        })),
+    });
+    let (mut far, _, _) = subscribe(&mut far_bus, "stall", after).await;
+    while far_ledger.next < total {
+        far_ledger.record(&next_delivery(&mut far).await);
+    }
+    assert_eq!(
+        far_ledger.delivered + far_ledger.missed,
+        total,
+        "delivered + missed == published, across the stall and the reset"
+    );
+    assert_eq!(far_ledger.resyncs.len(), 1);
+    let resync = &far_ledger.resyncs[0];
+    assert_eq!(resync.reason, ResyncReason::NotRetained as i32);
+    assert_eq!(
+        (BEFORE + resync.missed, resync.resume_seq),
+        (topic.oldest_retained_seq, topic.oldest_retained_seq),
+        "the resync names exactly what the ring no longer holds"
+    );
+    let stats = relay.stats();
+    assert_eq!(stats.reset.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stats.accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
+    drop((far, near));
     srv.shutdown().await;
 }
 
