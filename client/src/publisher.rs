@@ -180,8 +180,9 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
         }
         if finish.is_some() {
             if let Some(mut s) = stream.take() {
-                if s.finish().is_ok() {
-                    match tokio::time::timeout(Duration::from_secs(5), s.stopped()).await {
+                match s.finish() {
+                    Ok(()) => match tokio::time::timeout(Duration::from_secs(5), s.stopped()).await
+                    {
                         Ok(Ok(None)) => {}
                         Ok(Ok(Some(code))) => dropped.add(0, || {
                             format!("the server stopped the publish stream (code {code})")
@@ -192,14 +193,28 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
                         // Slow to acknowledge is not lost: the bytes were
                         // written, and the wait is only a courtesy.
                         Err(_) => tracing::debug!("no receipt for the publish stream within 5 s"),
-                    }
+                    },
+                    // The connection went away under a stream that still
+                    // took writes (quinn forgets its streams when the
+                    // connection closes): what it buffered is unconfirmed,
+                    // so it counts as dropped, never as delivered.
+                    Err(e) => dropped.add(0, || {
+                        format!("the publish stream closed before it was finished: {e}")
+                    }),
                 }
             }
         }
+        // A drop is reported to whoever waits now, or kept for the next
+        // flush or finish: a publish written on its own (no waiter in its
+        // batch) must not lose its drop to the reset.
+        let mut answered = false;
         for reply in replies.drain(..).chain(finish.take()) {
             let _ = reply.send(dropped.result());
+            answered = true;
         }
-        dropped.reset();
+        if answered {
+            dropped.reset();
+        }
     }
     if let Some(mut s) = stream {
         let _ = s.finish();
