@@ -151,8 +151,8 @@ impl Client {
         self.default_publisher.flush().await
     }
 
-    /// Flushes the default publisher, waits (briefly) until the server has
-    /// received it, and closes the connection normally. Fails like
+    /// Flushes the default publisher, waits (at most 10 s) until the server
+    /// confirms it published all of it, and closes the connection normally. Fails like
     /// [`Publisher::finish`] when fire-and-forget publishes were dropped.
     pub async fn close(self) -> Result<(), ClientError> {
         let flushed = self.default_publisher.finish().await;

@@ -327,6 +327,7 @@ async fn run_session<C: Connection>(
         mut ctrl_recv,
     } = session;
     shared.conn_tx.send_modify(|s| s.conn = conn.quic());
+    let quic_id = conn.quic().map(|c| c.stable_id());
     let max_frame = shared.max_frame_bytes();
     let mut readers = JoinSet::new();
     let mut go_away: Option<Duration> = None;
@@ -364,7 +365,7 @@ async fn run_session<C: Connection>(
                             probe.as_mut().reset(l.at);
                         }
                     }
-                    Some(Ok(resp)) => handle_control(shared, resp, &mut go_away),
+                    Some(Ok(resp)) => handle_control(shared, quic_id, resp, &mut go_away),
                     Some(Err(FrameError::Io(e))) => {
                         // The connection went away (server stopped, network
                         // lost): the ordinary reason to reconnect, not a bad frame.
@@ -454,9 +455,19 @@ async fn run_session<C: Connection>(
     end
 }
 
-fn handle_control(shared: &Shared, resp: v1::ControlResponse, go_away: &mut Option<Duration>) {
+fn handle_control(
+    shared: &Shared,
+    quic_id: Option<usize>,
+    resp: v1::ControlResponse,
+    go_away: &mut Option<Duration>,
+) {
     use control_response::Kind;
     match resp.kind {
+        Some(Kind::PublishStreamDone(done)) => {
+            if let Some(conn) = quic_id {
+                shared.receipts.done(conn, &done);
+            }
+        }
         Some(Kind::SubscribeOk(ok)) => shared.subs.accepted(&ok),
         Some(Kind::Error(e)) if e.subscription_id != 0 => {
             tracing::debug!(error = ?e, "subscription error");

@@ -2,7 +2,7 @@
 //! task that batches whatever is queued into one write; and one bidi stream
 //! per connection for acknowledged publishes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub struct PublishAck {
 const QUEUE: usize = 4096;
 /// Stop adding frames to one write at about this many bytes.
 const MAX_WRITE_BYTES: usize = 256 * 1024;
+/// How long [`Publisher::finish`] waits for the server's receipt.
+const RECEIPT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 enum PubCmd {
@@ -70,6 +72,58 @@ impl Dropped {
 
     fn reset(&mut self) {
         *self = Dropped::default();
+    }
+}
+
+/// Fire-and-forget streams finished and waiting for the server's
+/// `PublishStreamDone`, by (connection, stream id). QUIC's acknowledgement
+/// of a stream's bytes says only that they reached the server's QUIC stack,
+/// not that the server read them before closing the connection; the
+/// receipt says every frame was handled.
+#[derive(Debug, Default)]
+pub(crate) struct StreamReceipts {
+    waiting: std::sync::Mutex<HashMap<(usize, u64), oneshot::Sender<u64>>>,
+}
+
+impl StreamReceipts {
+    /// Waits for the receipt of `stream` on `conn` (register before
+    /// finishing the stream, so the receipt cannot come first).
+    fn expect(&self, conn: &quinn::Connection, stream: &quinn::SendStream) -> Receipt<'_> {
+        let key = (conn.stable_id(), u64::from(stream.id()));
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(key, tx);
+        Receipt {
+            receipts: self,
+            key,
+            rx,
+        }
+    }
+
+    /// A `PublishStreamDone` arrived on connection `conn`.
+    pub(crate) fn done(&self, conn: usize, done: &v1::PublishStreamDone) {
+        match self.lock().remove(&(conn, done.stream_id)) {
+            Some(tx) => {
+                let _ = tx.send(done.frames);
+            }
+            None => tracing::debug!(?done, "receipt for a stream nobody waits on"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, u64), oneshot::Sender<u64>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One awaited receipt; dropping it forgets the stream.
+struct Receipt<'a> {
+    receipts: &'a StreamReceipts,
+    key: (usize, u64),
+    rx: oneshot::Receiver<u64>,
+}
+
+impl Drop for Receipt<'_> {
+    fn drop(&mut self) {
+        self.receipts.lock().remove(&self.key);
     }
 }
 
@@ -117,12 +171,13 @@ impl Publisher {
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
-    /// Flushes, ends the stream and waits (at most a few seconds) until the
-    /// server has received everything. The handle keeps working afterwards
-    /// (on a new stream).
+    /// Flushes, ends the stream and waits (at most 10 s) until
+    /// the server confirms it handled every frame on it. The handle keeps
+    /// working afterwards (on a new stream).
     ///
-    /// Fails like [`Publisher::flush`], and also when the connection broke
-    /// or the server stopped the stream before it confirmed receipt.
+    /// Fails like [`Publisher::flush`], and also when the connection broke,
+    /// the server stopped the stream, or no confirmation came in time: the
+    /// publishes since the last answer are then not known to be published.
     pub async fn finish(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -135,7 +190,7 @@ impl Publisher {
 
 async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
     let mut conn_rx = shared.conn_tx.subscribe();
-    let mut stream: Option<quinn::SendStream> = None;
+    let mut stream: Option<(quinn::Connection, quinn::SendStream)> = None;
     let mut buf = BytesMut::new();
     let mut replies = Vec::new();
     let mut finish = None;
@@ -161,7 +216,7 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
                 stream = open_stream(&shared, &mut conn_rx).await;
             }
             match &mut stream {
-                Some(s) => {
+                Some((_, s)) => {
                     if let Err(e) = s.write_all(&buf).await {
                         tracing::debug!(error = %e, dropped_bytes = buf.len(), "publish stream lost");
                         dropped.add(buf.len(), || format!("publish stream write failed: {e}"));
@@ -179,28 +234,9 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
             buf.clear();
         }
         if finish.is_some() {
-            if let Some(mut s) = stream.take() {
-                match s.finish() {
-                    Ok(()) => match tokio::time::timeout(Duration::from_secs(5), s.stopped()).await
-                    {
-                        Ok(Ok(None)) => {}
-                        Ok(Ok(Some(code))) => dropped.add(0, || {
-                            format!("the server stopped the publish stream (code {code})")
-                        }),
-                        Ok(Err(e)) => dropped.add(0, || {
-                            format!("the publish stream ended before the server confirmed it: {e}")
-                        }),
-                        // Slow to acknowledge is not lost: the bytes were
-                        // written, and the wait is only a courtesy.
-                        Err(_) => tracing::debug!("no receipt for the publish stream within 5 s"),
-                    },
-                    // The connection went away under a stream that still
-                    // took writes (quinn forgets its streams when the
-                    // connection closes): what it buffered is unconfirmed,
-                    // so it counts as dropped, never as delivered.
-                    Err(e) => dropped.add(0, || {
-                        format!("the publish stream closed before it was finished: {e}")
-                    }),
+            if let Some((conn, s)) = stream.take() {
+                if let Err(reason) = confirm(&shared.receipts, &conn, s).await {
+                    dropped.add(0, || reason);
                 }
             }
         }
@@ -216,21 +252,60 @@ async fn run_publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<PubCmd>) {
             dropped.reset();
         }
     }
-    if let Some(mut s) = stream {
+    if let Some((_, mut s)) = stream {
         let _ = s.finish();
+    }
+}
+
+/// Finishes `stream` and waits for the server's receipt of it: `Err` says
+/// why its publishes are not known to be published.
+async fn confirm(
+    receipts: &StreamReceipts,
+    conn: &quinn::Connection,
+    mut stream: quinn::SendStream,
+) -> Result<(), String> {
+    let mut receipt = receipts.expect(conn, &stream);
+    if let Err(e) = stream.finish() {
+        // quinn forgets a stream when its connection closes, so a stream
+        // that still took writes may be gone by now.
+        return Err(format!(
+            "the publish stream closed before it was finished: {e}"
+        ));
+    }
+    let stopped = async {
+        match stream.stopped().await {
+            // Every byte acknowledged by QUIC: now the receipt decides.
+            Ok(None) => std::future::pending().await,
+            Ok(Some(code)) => format!("the server stopped the publish stream (code {code})"),
+            Err(e) => format!("the publish stream ended before the server confirmed it: {e}"),
+        }
+    };
+    let waited = tokio::time::timeout(RECEIPT_WAIT, async {
+        tokio::select! {
+            got = &mut receipt.rx => got.map(|_| ()).map_err(|_| "the receipt was dropped".to_owned()),
+            reason = stopped => Err(reason),
+            e = conn.closed() => Err(format!("the connection ended before the server confirmed the publish stream: {e}")),
+        }
+    })
+    .await;
+    match waited {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the server did not confirm the publish stream within {RECEIPT_WAIT:?}"
+        )),
     }
 }
 
 async fn open_stream(
     shared: &Shared,
     conn_rx: &mut tokio::sync::watch::Receiver<ConnState>,
-) -> Option<quinn::SendStream> {
+) -> Option<(quinn::Connection, quinn::SendStream)> {
     // A stream can fail to open only when the connection just broke; the
     // driver then installs a new one, so try a few times.
     for _ in 0..3 {
         let conn = shared.connection(conn_rx).await.ok()?;
         match conn.open_uni().await {
-            Ok(s) => return Some(s),
+            Ok(s) => return Some((conn, s)),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot open a publish stream");
                 conn_rx.mark_changed();

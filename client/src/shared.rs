@@ -1,6 +1,7 @@
 //! State shared by the session driver, the publish tasks and the user's
 //! handles: the current connection (as a `watch`), the subscription
-//! registry, and the limits from the latest Welcome.
+//! registry, the limits from the latest Welcome, and the publish streams
+//! waiting for the server's receipt.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use lapwing_proto::{validate_topic, ErrorCode};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::command::Cmd;
+use crate::publisher::StreamReceipts;
 use crate::subscription::Subscriptions;
 use crate::{ClientConfig, ClientError};
 
@@ -35,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) max_frame_bytes: AtomicUsize,
     /// Errors the server reported for fire-and-forget publishes.
     pub(crate) async_errors: broadcast::Sender<(ErrorCode, String)>,
+    /// Finished publish streams waiting for the server's receipt.
+    pub(crate) receipts: StreamReceipts,
 }
 
 impl Shared {
@@ -46,6 +50,7 @@ impl Shared {
             max_message_bytes: AtomicUsize::new(usize::MAX),
             max_frame_bytes: AtomicUsize::new(lapwing_proto::PRE_HELLO_MAX_FRAME_BYTES),
             async_errors: broadcast::channel(64).0,
+            receipts: StreamReceipts::default(),
             cfg,
         }
     }

@@ -15,6 +15,32 @@ fn payload_of(event: &Event) -> &[u8] {
     }
 }
 
+/// `Publisher::finish` answers once the server has *published* every frame
+/// of the stream (its PublishStreamDone), not once QUIC acknowledged the
+/// bytes: a server that closes the connection in between would otherwise
+/// lose them with `finish` saying Ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_returns_once_the_server_has_published_everything() {
+    let (srv, _dir) = server(|_| {});
+    let client = connect(&srv).await;
+    let publisher = client.publisher();
+    let payload = Bytes::from(vec![1u8; 512]);
+    for round in 1..=3u64 {
+        for _ in 0..2_000 {
+            publisher.publish("fin.t", payload.clone()).await.unwrap();
+        }
+        bounded("finish", publisher.finish()).await.unwrap();
+        let head = srv.registry().get("fin.t").expect("topic created").head();
+        assert_eq!(
+            head,
+            round * 2_000,
+            "finish said Ok before the server published it all"
+        );
+    }
+    client.close().await.unwrap();
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_fire_and_forget_and_acked() {
     let (srv, _dir) = server(|_| {});

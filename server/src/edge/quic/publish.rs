@@ -1,7 +1,8 @@
 //! Publish streams opened by the client.
 //!
 //! Uni streams are fire-and-forget: errors come back as Error frames on
-//! the control stream. Bidi streams (after the control stream) are acked:
+//! the control stream, and so does a PublishStreamDone once the client has
+//! finished a stream and every frame in it is handled. Bidi streams (after the control stream) are acked:
 //! one PublishResult per Publish, in order. A message-level error (too
 //! large, bad topic, a budget used up) refuses that one message and the
 //! stream goes on; a frame-level error (undecodable, length over the limit,
@@ -14,7 +15,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::FutureExt;
-use lapwing_proto::v1::{publish_result, Publish, PublishResult};
+use lapwing_proto::v1::{
+    self, control_response, publish_result, ControlResponse, Publish, PublishResult,
+};
 use lapwing_proto::FrameError;
 use quinn::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
@@ -81,15 +84,35 @@ pub(super) async fn fire_and_forget(
     mut publisher: TopicPublisher,
     progress: FrameProgress,
 ) {
+    let stream_id = u64::from(recv.id());
     let mut frames = frames(recv, &shared, progress);
+    let mut handled = 0;
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
             _ = cancel.cancelled() => return,
         };
         match sort(frame) {
-            Read::End => return,
+            Read::End => {
+                // Unlike an error report this waits for room on the control
+                // stream: the client's `finish` counts on it, and the stream
+                // is over, so waiting holds up nothing else.
+                let done = ControlResponse {
+                    kind: Some(control_response::Kind::PublishStreamDone(
+                        v1::PublishStreamDone {
+                            stream_id,
+                            frames: handled,
+                        },
+                    )),
+                };
+                tokio::select! {
+                    _ = control.send(done) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                return;
+            }
             Read::Frame(p) => {
+                handled += 1;
                 if let Err(err) = publisher.publish(&p.topic, &p.payload) {
                     debug!(error = %err, "publish refused");
                     report(&control, &err);
