@@ -90,6 +90,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
+    return_large_frees();
     let args = Args::parse();
     let config = load(&args)?;
     init_logging(config.log_format);
@@ -98,6 +99,28 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// Makes glibc's malloc serve every allocation of 64 KiB or more (a
+/// topic's ring, large frame buffers) from its own mapping and give it back
+/// to the OS when freed, and trim the heap's top above 128 KiB free.
+///
+/// By default glibc raises its mmap threshold each time such a block is
+/// freed (up to 32 MiB), so after the first deleted topic or closed
+/// connection the next large buffers come from the heap, where topic and
+/// connection churn fragments it and RSS creeps up for minutes (the soak's
+/// 10-minute run: +10.5 % over minute 2 while the live state was flat).
+/// Setting the threshold fixes it and turns that adjustment off. A process
+/// setting, so it is the binary's, not the library's (tests embed the
+/// server in their own process). Not under musl, which has no mallopt.
+fn return_large_frees() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM; each SIGHUP reloads the
