@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lapwing_proto::defaults;
 
-use crate::ClientError;
+use crate::{BufferOverflow, ClientError};
 
 /// How the client decides that it talks to the right server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +61,16 @@ pub struct ClientConfig {
     /// server with thousands of subscribers in bounded memory.
     pub stream_receive_window: u32,
     /// Events a subscription buffers for a consumer that has not asked for
-    /// them yet. Large for throughput; small for a consumer that reads
-    /// slowly on purpose, so it learns of a lap (a resync) soon after it
-    /// happens instead of after working through a long backlog.
+    /// them yet. Large for throughput and bursts; small for a consumer that
+    /// reads slowly on purpose, so what it reads after a lap is close to the
+    /// head (with [`BufferOverflow::LapOldest`] it hears of the lap at its
+    /// next read either way).
     pub subscription_buffer_events: usize,
+    /// What a full subscription buffer does: lap its oldest messages into
+    /// an exact resync the consumer reads next (the default, so a slow
+    /// consumer hears of its lag at once and reads recent messages), or
+    /// push back on the stream so the server's ring laps it instead.
+    pub buffer_overflow: BufferOverflow,
     /// Limit on the first connect (TLS + Hello/Welcome).
     pub connect_timeout: Duration,
     /// Longest wait between two reconnect attempts.
@@ -104,6 +110,7 @@ impl ClientConfig {
             reconnect: true,
             stream_receive_window: 256 * 1024,
             subscription_buffer_events: 4096,
+            buffer_overflow: BufferOverflow::LapOldest,
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
             liveness_timeout: Some(Duration::from_secs(2)),

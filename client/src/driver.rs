@@ -894,13 +894,15 @@ mod tests {
     }
 
     /// The contract: a consumer that is not reading holds seq 0 in its
-    /// buffer of 1; the reader holds seq 1, waiting for room. The connection
-    /// is lost. The next Subscribe must ask for seq 1 again (not seq 3), and
-    /// the reconnect must not wait for the stuck reader.
+    /// buffer of 1, which pushes back; the reader holds seq 1, waiting for
+    /// room. The connection is lost. The next Subscribe must ask for seq 1
+    /// again (not seq 3), and the reconnect must not wait for the stuck
+    /// reader.
     #[tokio::test(start_paused = true)]
     async fn a_batch_the_consumer_has_not_taken_is_asked_for_again() {
         let mut cfg = config();
         cfg.subscription_buffer_events = 1;
+        cfg.buffer_overflow = crate::BufferOverflow::PushBack;
         let (client, mut server, mut attempts) = start(cfg).await;
         let mut sub = subscribe(&client, &mut server, Start::Latest, 0).await;
         server.stream(sub.id(), 0..3).await;

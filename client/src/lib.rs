@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod buffer;
 mod client;
 mod command;
 mod config;
@@ -58,6 +59,7 @@ mod transport;
 
 pub mod cli;
 
+pub use buffer::BufferOverflow;
 pub use client::Client;
 pub use config::{ClientCertificate, ClientConfig, Trust};
 pub use error::{code_name, ClientError};

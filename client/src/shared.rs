@@ -46,7 +46,10 @@ impl Shared {
     pub(crate) fn new(cfg: ClientConfig) -> Self {
         Shared {
             conn_tx: watch::channel(ConnState::default()).0,
-            subs: Arc::new(Subscriptions::new(cfg.subscription_buffer_events)),
+            subs: Arc::new(Subscriptions::new(
+                cfg.subscription_buffer_events,
+                cfg.buffer_overflow,
+            )),
             max_message_bytes: AtomicUsize::new(usize::MAX),
             max_frame_bytes: AtomicUsize::new(lapwing_proto::PRE_HELLO_MAX_FRAME_BYTES),
             async_errors: broadcast::channel(64).0,

@@ -34,21 +34,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::buffer::{self, BufferOverflow};
 use crate::command::Cmd;
 use crate::ClientError;
 
 /// Most events moved from the stream to the subscription in one step.
 const MAX_BATCH_EVENTS: usize = 256;
 
-/// How a subscription's event buffer ([`ClientConfig::subscription_buffer_events`])
-/// is cut into batches: `(batch size, batches in the channel)`. The reader
-/// stops reading the stream when the channel is full; QUIC flow control then
-/// pushes back and the server's ring starts to lap the subscriber.
-///
-/// [`ClientConfig::subscription_buffer_events`]: crate::ClientConfig::subscription_buffer_events
-fn buffer_shape(buffer_events: usize) -> (usize, usize) {
-    let batch = buffer_events.clamp(1, MAX_BATCH_EVENTS);
-    (batch, (buffer_events / batch).max(1))
+/// Events a reader hands to a subscription's buffer at once: at most the
+/// buffer, at most [`MAX_BATCH_EVENTS`].
+fn batch_events(buffer_events: usize) -> usize {
+    buffer_events.clamp(1, MAX_BATCH_EVENTS)
 }
 
 /// One thing that happened on a subscription, in order.
@@ -222,7 +218,7 @@ struct SubEntry {
     /// `None` for a subscription to one topic (which uses `epoch`/`next`).
     topics: Option<HashMap<Arc<str>, (u64, u64)>>,
     options: SubscribeOptions,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: buffer::Sender,
     /// Last epoch seen (from SubscribeOk or a delivery in the buffer).
     epoch: Option<u64>,
     /// Next seq expected in `epoch`.
@@ -319,7 +315,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What a stream reader takes from its subscription's entry.
 struct ReaderView {
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: buffer::Sender,
     topic: Arc<str>,
     from_zero: Option<u64>,
     wildcard: bool,
@@ -332,14 +328,17 @@ pub(crate) struct Subscriptions {
     next_id: AtomicU64,
     /// [`ClientConfig::subscription_buffer_events`](crate::ClientConfig::subscription_buffer_events).
     buffer_events: usize,
+    /// [`ClientConfig::buffer_overflow`](crate::ClientConfig::buffer_overflow).
+    overflow: BufferOverflow,
 }
 
 impl Subscriptions {
-    pub(crate) fn new(buffer_events: usize) -> Self {
+    pub(crate) fn new(buffer_events: usize, overflow: BufferOverflow) -> Self {
         Subscriptions {
             map: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             buffer_events,
+            overflow,
         }
     }
 
@@ -355,8 +354,7 @@ impl Subscriptions {
     ) -> (Subscription, oneshot::Receiver<Result<(), ClientError>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let topic: Arc<str> = topic.into();
-        let (_, batches) = buffer_shape(self.buffer_events);
-        let (tx, rx) = mpsc::channel(batches);
+        let (tx, rx) = buffer::channel(self.buffer_events, self.overflow);
         let (ok_tx, ok_rx) = oneshot::channel();
         let terminal = Arc::new(Mutex::new(None));
         let first_ok = Arc::new(Mutex::new(None));
@@ -385,7 +383,6 @@ impl Subscriptions {
             id,
             topic,
             rx,
-            batch: Vec::new().into_iter(),
             terminal,
             first_ok,
             registry: self.clone(),
@@ -509,8 +506,7 @@ impl Subscriptions {
 pub struct Subscription {
     id: u64,
     topic: Arc<str>,
-    rx: mpsc::Receiver<Vec<Event>>,
-    batch: std::vec::IntoIter<Event>,
+    rx: buffer::Receiver,
     terminal: Arc<Mutex<Option<ClientError>>>,
     first_ok: Arc<Mutex<Option<(u64, u64)>>>,
     registry: Arc<Subscriptions>,
@@ -548,18 +544,13 @@ impl Stream for Subscription {
     type Item = Result<Event, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(event) = self.batch.next() {
-                return Poll::Ready(Some(Ok(event)));
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(Ok(event))),
+            Poll::Ready(None) => {
+                let err = lock(&self.terminal).take();
+                Poll::Ready(err.map(Err))
             }
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
-                Poll::Ready(None) => {
-                    let err = lock(&self.terminal).take();
-                    return Poll::Ready(err.map(Err));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -590,7 +581,7 @@ pub(crate) async fn read_subscription_stream(
     max_frame_bytes: usize,
     session_over: CancellationToken,
 ) {
-    let (batch_events, _) = buffer_shape(subs.buffer_events);
+    let batch_events = batch_events(subs.buffer_events);
     let mut framed = FramedRead::new(
         recv,
         FrameCodec::<v1::SubscriptionStreamHeader>::new(max_frame_bytes),
@@ -776,7 +767,7 @@ mod tests {
 
     #[test]
     fn a_poisoned_registry_keeps_working() {
-        let subs = Arc::new(Subscriptions::new(16));
+        let subs = Arc::new(Subscriptions::new(16, BufferOverflow::LapOldest));
         let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
         let (sub, _verdict) = subs.register("t", SubscribeOptions::default(), cmd_tx);
         let poisoner = subs.clone();
@@ -797,7 +788,7 @@ mod tests {
     #[test]
     fn a_wildcard_resumes_every_topic_it_knows_and_starts_the_others_at_oldest() {
         use v1::control_request::Kind;
-        let subs = Arc::new(Subscriptions::new(16));
+        let subs = Arc::new(Subscriptions::new(16, BufferOverflow::LapOldest));
         let (cmd_tx, _cmd_rx) = mpsc::unbounded_channel();
         let (sub, _verdict) = subs.register("prices.>", SubscribeOptions::default(), cmd_tx);
         let frame = |generation| match subs.subscribe_frame(sub.id(), generation) {

@@ -5,7 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use lapwing_client::{ClientError, ErrorCode, Event, Start, SubscribeOptions};
+use lapwing_client::{ClientError, ErrorCode, Event, ResyncReason, Start, SubscribeOptions};
 use support::{bounded, connect, next_event, server, Ledger, STEP};
 
 fn payload_of(event: &Event) -> &[u8] {
@@ -386,6 +386,79 @@ async fn oldest_replays_what_the_ring_holds_and_disconnect_policy_ends_with_lagg
         .await
         .unwrap();
     assert_eq!(Some(ack.epoch), srv.epoch_of("old.t"));
+    srv.shutdown().await;
+}
+
+/// The slow reader, scaled down: a consumer taking 5 events/s from
+/// a topic published at 1 000 msgs/s hears of its lag at its next read
+/// once its buffer (256 events here, 4 096 by default) has been lapped: the
+/// client laps the oldest waiting messages into an exact resync
+/// (`BufferOverflow::LapOldest`, the default) instead of pushing back on
+/// the stream, where the server's resync would wait behind the backlog.
+/// Counted in reads, not seconds: 1 600 messages through a 256-event buffer
+/// must reach the consumer as a resync within its first 16 reads (3.2 s at
+/// 5 reads/s), where pushing back would have it read hundreds of old
+/// messages first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_hears_of_its_lag_at_its_next_read() {
+    const PUBLISHED: u64 = 1_600;
+    const BUFFER: usize = 256;
+    let (srv, _dir) = server(|_| {});
+    let mut cfg = support::client_config(&srv);
+    cfg.subscription_buffer_events = BUFFER;
+    let client = bounded("connect", lapwing_client::Client::connect(cfg))
+        .await
+        .unwrap();
+    let mut sub = bounded(
+        "subscribe",
+        client.subscribe("slow.reader", SubscribeOptions::default()),
+    )
+    .await
+    .unwrap();
+    let (epoch, start) = sub.started_at().unwrap();
+    let publisher = connect(&srv).await;
+    let publishing = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(std::time::Duration::from_millis(1));
+        for i in 0..PUBLISHED {
+            pace.tick().await;
+            publisher
+                .publish("slow.reader", Bytes::from(i.to_string()))
+                .await
+                .unwrap();
+        }
+        publisher.close().await.unwrap();
+    });
+    let mut ledger = Ledger::starting_at(epoch, start);
+    let mut reads = 0;
+    let mut read_pace = tokio::time::interval(std::time::Duration::from_millis(200));
+    while ledger.resyncs.is_empty() {
+        assert!(
+            reads < 16,
+            "no resync in {reads} reads: the consumer is reading an old backlog"
+        );
+        read_pace.tick().await;
+        ledger.record(&next_event(&mut sub).await);
+        reads += 1;
+    }
+    let Event::Resync {
+        reason, resume_seq, ..
+    } = ledger.resyncs[0].clone()
+    else {
+        unreachable!("resyncs holds resyncs")
+    };
+    assert_eq!(reason, ResyncReason::Lapped);
+    bounded("publishing", publishing).await.unwrap();
+    // What follows the first resync is recent: at most a buffer (and the
+    // batch the reader was handing over) behind the head at that moment.
+    ledger.follow_until(&mut sub, start + PUBLISHED - 1).await;
+    ledger.assert_accounting();
+    assert_eq!(ledger.delivered + ledger.missed, PUBLISHED);
+    assert!(
+        resume_seq > start + (reads as u64),
+        "the resync skipped to recent messages (resumes at {resume_seq})"
+    );
+    drop(sub);
+    client.close().await.unwrap();
     srv.shutdown().await;
 }
 

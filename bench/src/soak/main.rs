@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lapwing_bench::plot::{self, Series};
-use lapwing_client::{Client, ClientConfig, Trust};
+use lapwing_client::{BufferOverflow, Client, ClientConfig, Trust};
 use lapwing_proto::v1::bus_client::BusClient;
 use lapwing_proto::v1::{CreateTopicRequest, DeleteTopicRequest, GetTopicRequest, PublishRequest};
 use serde::Serialize;
@@ -192,16 +192,25 @@ impl Ctx {
                 totals,
             ))
         } else {
+            // Slow QUIC clients take turns: one whose full buffer laps its
+            // oldest messages (the client's default), one that pushes back
+            // so the server's ring laps it.
+            let overflow = if self.joined % 2 == 0 {
+                BufferOverflow::PushBack
+            } else {
+                BufferOverflow::LapOldest
+            };
+            let kind = match (slow, overflow) {
+                (false, _) => "fast",
+                (true, BufferOverflow::LapOldest) => "slow-lap",
+                (true, BufferOverflow::PushBack) => "slow-pushback",
+            };
             tokio::spawn(subscribers::quic_client(
                 self.server.quic.to_string(),
                 self.server.cert.clone(),
-                format!(
-                    "soak-{}-{}",
-                    if slow { "slow" } else { "fast" },
-                    self.joined
-                ),
+                format!("soak-{kind}-{}", self.joined),
                 topics.clone(),
-                slow,
+                slow.then_some(overflow),
                 ctl,
                 totals,
             ))

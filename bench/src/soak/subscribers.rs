@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapwing_client::{Client, ClientConfig, Event, ResyncReason, SubscribeOptions, Trust};
+use lapwing_client::{
+    BufferOverflow, Client, ClientConfig, Event, ResyncReason, SubscribeOptions, Trust,
+};
 use lapwing_proto::v1::bus_client::BusClient;
 use lapwing_proto::v1::{delivery, Delivery, SubscribeRequest};
 use tokio::sync::watch;
@@ -250,23 +252,27 @@ async fn account(
 }
 
 /// A QUIC client holding one subscription per topic in `topics`, each read
-/// by its own task; ends (and closes the client) when `ctl` says so.
+/// by its own task; ends (and closes the client) when `ctl` says so. A slow
+/// one (`slow` says how its full buffer overflows) reads 10 events/s.
 pub(crate) async fn quic_client(
     quic: String,
     cert: std::path::PathBuf,
     name: String,
     topics: Vec<String>,
-    slow: bool,
+    slow: Option<BufferOverflow>,
     ctl: Control,
     totals: Arc<Totals>,
 ) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new(quic, Trust::CaFile(cert));
     cfg.client_name = name;
-    if slow {
-        // Little room on the client: the server's ring is where it lags.
+    if let Some(overflow) = slow {
+        // Little room on the client: it laps its own buffer, or (pushing
+        // back) the server's ring is where it lags.
         cfg.subscription_buffer_events = 32;
         cfg.stream_receive_window = 32 * 1024;
+        cfg.buffer_overflow = overflow;
     }
+    let slow = slow.is_some();
     let client = Client::connect(cfg).await?;
     let mut tasks = JoinSet::new();
     for topic in topics {

@@ -48,9 +48,11 @@ pub(crate) async fn run(conn: &ConnArgs, args: SubArgs, io: &mut Io<'_>) -> anyh
     }
     let mut cfg = conn.client_config()?;
     if let Some(rate) = args.max_rate {
-        // A reader slow on purpose should see a lap soon after it happens:
-        // buffer about one second of its own pace and a 4 KiB stream window,
-        // so the server's flow control (and then its ring) holds the rest.
+        // A reader slow on purpose should see a lap soon after it happens
+        // and read recent messages after it: buffer about one second of its
+        // own pace (a full buffer laps its oldest into a resync), and a
+        // 4 KiB stream window, so a stream slower than the topic is lapped
+        // by the server's ring rather than queued.
         cfg.subscription_buffer_events = (rate.ceil() as usize).clamp(1, 4096);
         cfg.stream_receive_window = 4 * 1024;
     }
