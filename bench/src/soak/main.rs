@@ -6,7 +6,9 @@
 //! - holds `--subscribers` subscriptions (default 1 000) on both edges:
 //!   QUIC clients of 20 subscriptions each and gRPC connections of 10
 //!   Subscribe calls each, `--slow-percent` of them (default 10 %) reading
-//!   50 events/s so the topics' rings lap them;
+//!   10 events/s so they are lapped (slow QUIC clients take turns between
+//!   lapping their own 32-event buffer and pushing back, so that the
+//!   topic's ring laps them);
 //! - publishes `--rate` msgs/s (default 500) over the stable topics, half
 //!   over QUIC and half over gRPC, payloads from 16 B to 16 KiB;
 //! - every second: one QUIC client and one gRPC connection leave and a new
