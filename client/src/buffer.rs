@@ -16,6 +16,10 @@
 //!   the subscription, and its resync arrives after the buffered backlog.
 //!   It saves the bandwidth of messages the consumer would not read.
 //!
+//! A wildcard subscription always pushes back (one buffer serves all its
+//! topics, and lapping the oldest would let a hot topic take a quiet one's
+//! messages; the server laps each topic on its own).
+//!
 //! Lapping keeps the accounting exact (`proto/PROTOCOL.md`, "Accounting
 //! invariant"). The lapped events are always the oldest in the buffer, so
 //! they are folded into resyncs kept at the buffer's front, one per topic:
@@ -38,8 +42,10 @@ use tokio::sync::Notify;
 
 use crate::Event;
 
-/// What a subscription does when its consumer lets the buffer fill (see
-/// the module docs of `buffer.rs` for the whole story).
+/// What a subscription to one topic does when its consumer lets the buffer
+/// fill. A wildcard subscription always pushes back: its buffer is shared
+/// by its topics, and lapping it could take a quiet topic's messages to
+/// make room for a hot one's, where the server laps each topic on its own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BufferOverflow {
     /// New events lap the oldest waiting messages, which the consumer's

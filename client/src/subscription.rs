@@ -354,7 +354,17 @@ impl Subscriptions {
     ) -> (Subscription, oneshot::Receiver<Result<(), ClientError>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let topic: Arc<str> = topic.into();
-        let (tx, rx) = buffer::channel(self.buffer_events, self.overflow);
+        let wildcard = Pattern::parse(&topic).is_ok_and(|p| !p.is_literal());
+        // A wildcard's buffer is shared by its topics, and lapping it would
+        // take the oldest messages of whichever topic: a quiet topic's few
+        // could go to make room for a hot one's flood. Pushing back leaves
+        // the lapping to the server, which does it per topic.
+        let overflow = if wildcard {
+            BufferOverflow::PushBack
+        } else {
+            self.overflow
+        };
+        let (tx, rx) = buffer::channel(self.buffer_events, overflow);
         let (ok_tx, ok_rx) = oneshot::channel();
         let terminal = Arc::new(Mutex::new(None));
         let first_ok = Arc::new(Mutex::new(None));
@@ -362,7 +372,6 @@ impl Subscriptions {
             Start::After { epoch, seq } => (Some(epoch), Some(seq.saturating_add(1))),
             Start::Latest | Start::Oldest => (None, None),
         };
-        let wildcard = Pattern::parse(&topic).is_ok_and(|p| !p.is_literal());
         lock(&self.map).insert(
             id,
             SubEntry {

@@ -34,10 +34,12 @@ fn connection_named(srv: &lapwing_server::ServerHandle, name: &str, delivered: u
 }
 
 /// The contract across a reconnect: a consumer that is not reading has one
-/// event in its buffer (of 1) and the stream reader holds the next one,
-/// waiting for room, when an operator closes the connection. After the
-/// client reconnects and resumes, every published message arrives once, in
-/// order; nothing falls between the two sessions without a resync.
+/// event in its buffer (of 1, pushing back: a lapping buffer would count
+/// the rest as missed, exactly, without waiting) and the stream reader
+/// holds the next one, waiting for room, when an operator closes the
+/// connection. After the client reconnects and resumes, every published
+/// message arrives once, in order; nothing falls between the two sessions
+/// without a resync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_loss_under_a_paused_consumer_loses_nothing() {
     const PUBLISHED: u64 = 45;
@@ -45,6 +47,7 @@ async fn connection_loss_under_a_paused_consumer_loses_nothing() {
     let publisher = connect(&srv).await;
     let mut cfg = support::client_config(&srv);
     cfg.subscription_buffer_events = 1;
+    cfg.buffer_overflow = lapwing_client::BufferOverflow::PushBack;
     cfg.client_name = "paused-consumer".into();
     let client = bounded("connect", Client::connect(cfg)).await.unwrap();
     let mut sub = bounded(

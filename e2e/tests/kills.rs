@@ -476,9 +476,11 @@ async fn a_slow_subscriber_behind_a_lossy_path_is_told_exactly_and_others_get_ev
     let mut cfg = support::client_config(&srv);
     cfg.server = relay.addr().to_string();
     cfg.client_name = "slow".into();
-    // Little room on the client: the ring is where it falls behind.
+    // Little room on the client, which pushes back: the ring is where it
+    // falls behind (so the server's count is the whole story).
     cfg.subscription_buffer_events = 16;
     cfg.stream_receive_window = 16 * 1024;
+    cfg.buffer_overflow = lapwing_client::BufferOverflow::PushBack;
     let slow_client = bounded("connect through the relay", Client::connect(cfg))
         .await
         .expect("connects");

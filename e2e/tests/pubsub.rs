@@ -251,8 +251,11 @@ async fn slow_subscriber_gets_exact_resyncs_and_does_not_slow_a_fast_one() {
     });
 
     let mut slow_cfg = support::client_config(&srv);
-    // Small window so that the server's writes block soon.
+    // Small window and a small buffer that pushes back (the default 4 096
+    // events would hold all 2 000), so that the server's writes block soon.
     slow_cfg.stream_receive_window = 8 * 1024;
+    slow_cfg.subscription_buffer_events = 64;
+    slow_cfg.buffer_overflow = lapwing_client::BufferOverflow::PushBack;
     let slow_client = bounded("connect", lapwing_client::Client::connect(slow_cfg))
         .await
         .unwrap();
