@@ -2,14 +2,15 @@
 //!
 //! Uni streams are fire-and-forget: errors come back as Error frames on
 //! the control stream, and so does a PublishStreamDone once the client has
-//! finished a stream and every frame in it is handled. Bidi streams (after the control stream) are acked:
-//! one PublishResult per Publish, in order. A message-level error (too
-//! large, bad topic, a budget used up) refuses that one message and the
-//! stream goes on; a frame-level error (undecodable, length over the limit,
-//! a frame left incomplete past `limits.frame_timeout_ms` or over the
-//! partial-frame budget) loses frame sync, so the stream is stopped with
-//! the code. The connection stays up either way, and every message
-//! accepted before the error stays published.
+//! finished a stream and every frame in it is handled. Bidi streams (after
+//! the control stream) are acked: one PublishResult per Publish, in order.
+//! A message-level error (too large, bad topic, a budget used up) refuses
+//! that one message and the stream goes on; a frame-level error
+//! (undecodable, length over the limit, a frame left incomplete past
+//! `limits.frame_timeout_ms` or over the partial-frame budget) loses frame
+//! sync, so the stream is stopped with the code. The connection stays up
+//! either way, and every message accepted before the error stays
+//! published.
 
 use std::sync::Arc;
 
