@@ -66,11 +66,12 @@ pub struct ClientConfig {
     /// head (with [`BufferOverflow::LapOldest`] it hears of the lap at its
     /// next read either way).
     pub subscription_buffer_events: usize,
-    /// What a full buffer of a one-topic subscription does: lap its oldest
-    /// messages into an exact resync the consumer reads next (the default,
-    /// so a slow consumer hears of its lag at once and reads recent
-    /// messages), or push back on the stream so the server's ring laps it
-    /// instead. Wildcard subscriptions always push back.
+    /// What a full buffer of a one-topic subscription does: after half a
+    /// second, lap its oldest messages into an exact resync the consumer
+    /// reads next (the default, so a slow consumer hears of its lag within
+    /// about a second and reads recent messages), or push back on the
+    /// stream for as long as it takes, so the server's ring laps it instead.
+    /// Wildcard subscriptions always push back.
     pub buffer_overflow: BufferOverflow,
     /// Limit on the first connect (TLS + Hello/Welcome).
     pub connect_timeout: Duration,

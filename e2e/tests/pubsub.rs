@@ -394,8 +394,9 @@ async fn oldest_replays_what_the_ring_holds_and_disconnect_policy_ends_with_lagg
 
 /// The slow reader, scaled down: a consumer taking 5 events/s from
 /// a topic published at 1 000 msgs/s hears of its lag at its next read
-/// once its buffer (256 events here, 4 096 by default) has been lapped: the
-/// client laps the oldest waiting messages into an exact resync
+/// once its buffer (256 events here, 4 096 by default) has been full for
+/// half a second: the client laps the oldest waiting messages into an
+/// exact resync
 /// (`BufferOverflow::LapOldest`, the default) instead of pushing back on
 /// the stream, where the server's resync would wait behind the backlog.
 /// Counted in reads, not seconds: 1 600 messages through a 256-event buffer
