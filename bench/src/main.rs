@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use lapwing_client::BufferOverflow;
 
 use lapwing_bench::cpu;
 use lapwing_bench::report::{self, Meta, Report};
@@ -42,6 +43,13 @@ enum Cmd {
         /// How many.
         n: usize,
     },
+}
+
+/// `--lapwing-buffer-overflow`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Overflow {
+    Lap,
+    PushBack,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +102,11 @@ struct RunArgs {
     /// Lapwing server certificate (PEM) to trust.
     #[arg(long)]
     lapwing_ca: Option<PathBuf>,
+    /// What a lapwing-quic subscriber's full buffer does: `lap` (lap its
+    /// oldest messages into a resync, the client's default) or `push-back`
+    /// (stop reading, so the server's ring laps it).
+    #[arg(long, value_enum, default_value_t = Overflow::Lap)]
+    lapwing_buffer_overflow: Overflow,
     /// Lapwing gRPC address (host:port), plaintext HTTP/2.
     #[arg(long)]
     lapwing_grpc: Option<String>,
@@ -212,6 +225,10 @@ fn build_systems(a: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Vec<Box
                     addr,
                     ca,
                     pid: a.lapwing_pid,
+                    overflow: match a.lapwing_buffer_overflow {
+                        Overflow::Lap => BufferOverflow::LapOldest,
+                        Overflow::PushBack => BufferOverflow::PushBack,
+                    },
                 }) as Box<dyn System>
             }),
         "--lapwing/--lapwing-ca",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lapwing_client::{Client, ClientConfig, SubscribeOptions, Trust};
+use lapwing_client::{BufferOverflow, Client, ClientConfig, SubscribeOptions, Trust};
 
 use super::{BoxFut, Event, Publisher, SideChannel, Subscription, System, SystemInfo};
 use std::sync::Arc;
@@ -19,12 +19,15 @@ pub struct Lapwing {
     pub ca: PathBuf,
     /// Server pid.
     pub pid: Option<u32>,
+    /// What a subscriber's full buffer does.
+    pub overflow: BufferOverflow,
 }
 
 impl Lapwing {
     async fn connect(&self) -> anyhow::Result<Client> {
         let mut cfg = ClientConfig::new(self.addr.clone(), Trust::CaFile(self.ca.clone()));
         cfg.client_name = "lapwing-bench".into();
+        cfg.buffer_overflow = self.overflow;
         Ok(Client::connect(cfg).await?)
     }
 }
