@@ -190,7 +190,14 @@ async fn quic_wildcard_resumes_every_topic_after_a_reconnect() {
         l.assert_accounting();
         assert_eq!((l.delivered, l.missed), (delivered, 0), "{topic}");
     }
-    assert_ne!(conn(&srv), Some(first), "a new connection");
+    // The old connection may still be listed for a moment while its task
+    // ends; the subscription must be on another one.
+    assert!(
+        srv.connections().list().iter().map(|c| c.info()).any(|c| {
+            c.client_name == "wildcard-resume" && !c.subscriptions.is_empty() && c.id != first
+        }),
+        "a new connection holds the subscription"
+    );
     client.close().await.unwrap();
     srv.shutdown().await;
 }
