@@ -75,6 +75,8 @@ struct State {
     events: VecDeque<Event>,
     /// The first `folded` events are resyncs made by lapping, one per topic.
     folded: usize,
+    /// Since when a batch has not fitted (cleared when one fits).
+    full_since: Option<Instant>,
     senders: usize,
     receiver_gone: bool,
     receiver: Option<Waker>,
@@ -115,6 +117,7 @@ fn channel_lapping_after(
         state: Mutex::new(State {
             events: VecDeque::new(),
             folded: 0,
+            full_since: None,
             senders: 1,
             receiver_gone: false,
             receiver: None,
@@ -169,12 +172,12 @@ impl Drop for Sender {
 impl Sender {
     /// Hands `batch` to the consumer, whole or not at all. When it does not
     /// fit, waits for room: under `PushBack` for as long as it takes, under
-    /// `LapOldest` for at most [`LAP_AFTER`], then laps (or, while an event
-    /// that cannot be lapped is next, takes at most one batch over and
-    /// waits again). Cancel-safe: nothing is taken before it returns.
+    /// `LapOldest` until the buffer has been full for [`LAP_AFTER`], then
+    /// laps (and keeps lapping at once until a batch fits again; while an
+    /// event that cannot be lapped is next, it takes at most one batch over
+    /// and waits). Cancel-safe: nothing is taken before it returns.
     pub(crate) async fn send(&self, batch: Vec<Event>) -> Result<(), Gone> {
         let lapping = self.shared.overflow == BufferOverflow::LapOldest;
-        let mut lap_at = None;
         loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);
@@ -188,18 +191,25 @@ impl Sender {
                 }
                 let cap = self.shared.capacity;
                 let mut fits = st.events.len() + batch.len() <= cap || st.events.is_empty();
-                if !fits && lapping {
-                    let at = *lap_at.get_or_insert_with(|| Instant::now() + self.shared.lap_after);
+                let mut lapped = false;
+                if fits {
+                    st.full_since = None;
+                } else if lapping {
+                    // Once the buffer has been full for LAP_AFTER it laps at
+                    // once, until a batch fits again.
+                    let at =
+                        *st.full_since.get_or_insert_with(Instant::now) + self.shared.lap_after;
                     if Instant::now() >= at {
                         st.lap_to(cap);
                         fits = st.events.len() <= cap;
+                        lapped = true;
                     } else {
                         until = Some(at);
                     }
                 }
                 if fits {
                     st.events.extend(batch);
-                    if lap_at.is_some() {
+                    if lapped {
                         st.lap_to(cap);
                     }
                     if let Some(w) = st.receiver.take() {
@@ -430,6 +440,22 @@ mod tests {
         );
         assert_eq!(try_recv(&mut rx), Some(msg("t", 1, 2)));
 
+        // Still full (nobody read): the next batch laps at once.
+        let (tx, mut rx) = channel(2, BufferOverflow::LapOldest);
+        assert!(send_now(&tx, vec![msg("t", 1, 0), msg("t", 1, 1)]));
+        let tx = tokio::spawn(async move {
+            tx.send(vec![msg("t", 1, 2)]).await.unwrap();
+            tx
+        })
+        .await
+        .unwrap();
+        assert!(send_now(&tx, vec![msg("t", 1, 3)]), "no second wait");
+        assert_eq!(
+            try_recv(&mut rx),
+            Some(resync("t", 1, 3, 3, ResyncReason::Lapped))
+        );
+        assert_eq!(try_recv(&mut rx), Some(msg("t", 1, 3)));
+
         // A consumer that makes room in time loses nothing.
         let (tx, mut rx) = channel(2, BufferOverflow::LapOldest);
         assert!(send_now(&tx, vec![msg("t", 1, 0), msg("t", 1, 1)]));
@@ -624,7 +650,8 @@ mod tests {
             consume(&mut rx, usize::MAX, &mut ledgers).map_err(TestCaseError::fail)?;
             for topic in topics {
                 let Some(l) = ledgers.get(topic) else { continue };
-                prop_assert_eq!(l.delivered + l.missed, sent[topic], "topic {}", topic);
+                let sent = sent.get(topic).copied().unwrap_or(0);
+                prop_assert_eq!(l.delivered + l.missed, sent, "topic {}", topic);
             }
         }
     }
