@@ -63,8 +63,9 @@ pub struct ClientConfig {
     /// Events a subscription buffers for a consumer that has not asked for
     /// them yet. Large for throughput and bursts; small for a consumer that
     /// reads slowly on purpose, so what it reads after a lap is close to the
-    /// head (with [`BufferOverflow::LapOldest`] it hears of the lap at its
-    /// next read either way).
+    /// head (with [`BufferOverflow::LapOldest`] it hears of the lap about
+    /// half a second after the buffer filled either way). An emptied buffer
+    /// gives back what a burst made it allocate.
     pub subscription_buffer_events: usize,
     /// What a full buffer of a one-topic subscription does: after half a
     /// second, lap its oldest messages into an exact resync the consumer
