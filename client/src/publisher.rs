@@ -82,7 +82,7 @@ impl Dropped {
 /// receipt says every frame was handled.
 #[derive(Debug, Default)]
 pub(crate) struct StreamReceipts {
-    waiting: std::sync::Mutex<HashMap<(usize, u64), oneshot::Sender<u64>>>,
+    waiting: std::sync::Mutex<HashMap<(usize, u64), oneshot::Sender<()>>>,
 }
 
 impl StreamReceipts {
@@ -103,13 +103,13 @@ impl StreamReceipts {
     pub(crate) fn done(&self, conn: usize, done: &v1::PublishStreamDone) {
         match self.lock().remove(&(conn, done.stream_id)) {
             Some(tx) => {
-                let _ = tx.send(done.frames);
+                let _ = tx.send(());
             }
             None => tracing::debug!(?done, "receipt for a stream nobody waits on"),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, u64), oneshot::Sender<u64>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, u64), oneshot::Sender<()>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -118,7 +118,7 @@ impl StreamReceipts {
 struct Receipt<'a> {
     receipts: &'a StreamReceipts,
     key: (usize, u64),
-    rx: oneshot::Receiver<u64>,
+    rx: oneshot::Receiver<()>,
 }
 
 impl Drop for Receipt<'_> {
@@ -282,7 +282,7 @@ async fn confirm(
     };
     let waited = tokio::time::timeout(RECEIPT_WAIT, async {
         tokio::select! {
-            got = &mut receipt.rx => got.map(|_| ()).map_err(|_| "the receipt was dropped".to_owned()),
+            got = &mut receipt.rx => got.map_err(|_| "the receipt was dropped".to_owned()),
             reason = stopped => Err(reason),
             e = conn.closed() => Err(format!("the connection ended before the server confirmed the publish stream: {e}")),
         }
