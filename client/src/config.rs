@@ -35,7 +35,12 @@ pub struct ClientCertificate {
 /// Everything [`crate::Client::connect`] needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of the server's QUIC edge.
+    /// `host:port` of the server's QUIC edge; in cluster mode, several,
+    /// comma-separated (`a:7400,b:7400,c:7400`): the client connects to the
+    /// first, and each failed attempt, and each reconnect after a lost
+    /// connection, goes to the next one, where every subscription resumes
+    /// exactly (the nodes number messages alike). All must present a
+    /// certificate that [`ClientConfig::trust`] accepts for `server_name`.
     pub server: String,
     /// Name verified in the server's certificate (with [`Trust::CaFile`]).
     pub server_name: String,

@@ -24,6 +24,7 @@
 //! `proto/PROTOCOL.md` ("Transport") is the wire-level contract.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,14 +104,33 @@ pub(crate) fn transport_config(stream_receive_window: u32) -> Arc<quinn::Transpo
     Arc::new(t)
 }
 
-/// The real [`Transport`]: QUIC over one UDP endpoint.
+/// The real [`Transport`]: QUIC over one UDP endpoint, to one server or,
+/// for failover in cluster mode, to one of several (`server` is then a
+/// comma-separated list).
 #[derive(Debug)]
 pub(crate) struct QuicTransport {
     endpoint: quinn::Endpoint,
-    /// The address of the first connect; fixes the endpoint's family.
+    /// The address of the first server at the first connect; fixes the
+    /// endpoint's family.
     addr: SocketAddr,
-    server: String,
+    servers: Vec<String>,
+    /// Connect attempts so far: attempt `k` goes to `servers[k % n]`. A
+    /// failed attempt moves on to the next server, and so does the first
+    /// attempt after a lost connection: resuming is exact on any node of
+    /// a cluster, and the one that was lost may be gone.
+    attempt: AtomicUsize,
     server_name: String,
+}
+
+/// The servers of a `server` setting: `host:port`, or several,
+/// comma-separated.
+pub(crate) fn servers(server: &str) -> Vec<String> {
+    server
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl QuicTransport {
@@ -119,11 +139,17 @@ impl QuicTransport {
         let mut client_config =
             crate::tls::quic_client_config(&cfg.trust, cfg.client_certificate.as_ref())?;
         client_config.transport_config(transport_config(cfg.stream_receive_window));
-        let addr = resolve(&cfg.server).await?;
+        let servers = servers(&cfg.server);
+        let first = servers.first().ok_or_else(|| ClientError::Connect {
+            addr: cfg.server.clone(),
+            reason: "no server address".into(),
+        })?;
+        let addr = resolve(first).await?;
         Ok(QuicTransport {
             endpoint: endpoint(addr, client_config)?,
             addr,
-            server: cfg.server.clone(),
+            servers,
+            attempt: AtomicUsize::new(0),
             server_name: cfg.server_name.clone(),
         })
     }
@@ -138,27 +164,40 @@ impl Transport for QuicTransport {
     type Conn = quinn::Connection;
 
     async fn connect(&self) -> Result<quinn::Connection, ClientError> {
+        let k = self.attempt.fetch_add(1, Ordering::Relaxed) % self.servers.len();
+        let server = &self.servers[k];
         // The name is resolved again on every (re)connect: a server that
         // comes back under the same name may have a new address (containers
         // do). The endpoint's socket fixes the address family.
-        let addr = match resolve(&self.server).await {
+        let addr = match resolve(server).await {
             Ok(a) if a.is_ipv4() == self.addr.is_ipv4() => a,
-            _ => self.addr,
+            _ if k == 0 => self.addr,
+            Ok(a) => {
+                return Err(ClientError::Connect {
+                    addr: server.clone(),
+                    reason: format!("{a} is not in the address family of the first server"),
+                })
+            }
+            Err(e) => return Err(e),
         };
         let connecting = self
             .endpoint
             .connect(addr, &self.server_name)
             .map_err(|e| ClientError::Connect {
-                addr: self.server.clone(),
+                addr: server.clone(),
                 reason: e.to_string(),
             })?;
-        connecting.await.map_err(|e| match e {
+        let connected = connecting.await.map_err(|e| match e {
             quinn::ConnectionError::ApplicationClosed(_) => ClientError::Connection(e),
             other => ClientError::Connect {
-                addr: self.server.clone(),
+                addr: server.clone(),
                 reason: other.to_string(),
             },
-        })
+        });
+        if connected.is_ok() && self.servers.len() > 1 {
+            tracing::info!(server = %server, "connected");
+        }
+        connected
     }
 }
 

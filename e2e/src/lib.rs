@@ -4,5 +4,6 @@
 //! loss, duplicates, reordering, delay, partitions) and [`tcp_relay`] for
 //! gRPC (TCP: stall, then reset).
 
+pub mod nats;
 pub mod relay;
 pub mod tcp_relay;

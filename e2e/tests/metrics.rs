@@ -3,27 +3,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use lapwing_client::SubscribeOptions;
-use support::{bounded, connect, next_event, server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A plain HTTP/1.0 GET: (status code, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    bounded("HTTP GET", async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let status = buf[9..12].parse().unwrap();
-        let body = buf.split_once("\r\n\r\n").unwrap().1.to_owned();
-        (status, body)
-    })
-    .await
-}
+use support::{connect, http_get as get, next_event, server};
 
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()

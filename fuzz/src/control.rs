@@ -112,6 +112,7 @@ fn core(config: &Config) -> Arc<Core> {
         Arc::new(Connections::new(metrics())),
         config.limits.partial_frame_bytes,
         CancellationToken::new(),
+        None,
     )
 }
 

@@ -28,6 +28,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Internal
                 | ErrorCode::Timeout
+                | ErrorCode::Unavailable
         )
     }
 
@@ -54,7 +55,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for code in 1..=18u64 {
+        for code in 1..=19u64 {
             let e = ErrorCode::from_close_code(code).expect("known code");
             assert_eq!(u64::from(e.close_code()), code);
         }

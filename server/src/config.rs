@@ -106,6 +106,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Cluster mode (`[backbone]`); off without `backbone.url`.
+    pub backbone: BackboneConfig,
     /// The file this config was read from, if any: what a reload of the
     /// principals reads again. Not a key.
     #[serde(skip)]
@@ -350,6 +352,150 @@ pub struct TransportConfig {
     pub udp_buffer_bytes: usize,
 }
 
+/// Cluster mode: topics served through a NATS JetStream backbone, so that
+/// many nodes report the same `{epoch, seq}` for a message and a client can
+/// resume on any of them (ARCHITECTURE.md, "Cluster mode"). Off by default:
+/// without `url` the server is one node, as always.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackboneConfig {
+    /// NATS server URL(s), comma-separated (`nats://host:4222`,
+    /// `tls://host:4222`). Empty (the default): no backbone.
+    pub url: String,
+    /// The topics served through the backbone, as subscribe patterns
+    /// (`*` one token, `>` the rest). Default `[">"]`: every topic. A topic
+    /// outside these stays local to the node that has it.
+    pub topics: Vec<String>,
+    /// A NATS credentials file (`.creds`: JWT and nkey seed). Default none.
+    pub credentials: Option<PathBuf>,
+    /// A NATS token (instead of credentials). Default none.
+    pub token: Option<String>,
+    /// A CA file (PEM) to verify the NATS servers' TLS certificates with;
+    /// setting it requires TLS. Default none (the system roots for `tls://`).
+    pub tls_ca: Option<PathBuf>,
+    /// The subject a topic's messages are published on is
+    /// `<subject_prefix>.<topic>`. Default `lapwing`.
+    pub subject_prefix: String,
+    /// A topic's stream is named `<stream_prefix><topic, escaped>`.
+    /// Default `LAPWING_`.
+    pub stream_prefix: String,
+    /// Retention of each topic's stream, in messages (the oldest go
+    /// first). Default 1 000 000.
+    pub max_msgs: i64,
+    /// Retention of each topic's stream, in bytes. Default 1 GiB.
+    pub max_bytes: i64,
+    /// Replicas of each stream (1, 3 or 5 on a JetStream cluster).
+    /// Default 1.
+    pub replicas: usize,
+    /// `file` (survives a backbone restart; the default) or `memory`.
+    pub storage: BackboneStorage,
+    /// How long a publish waits for the backbone's acknowledgement before
+    /// it fails with UNAVAILABLE. Default 5000 ms.
+    pub ack_timeout_ms: u64,
+}
+
+/// Where the backbone keeps a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneStorage {
+    /// On disk: a backbone restart keeps every topic's history and epoch.
+    #[default]
+    File,
+    /// In memory: a backbone restart loses it (a new epoch).
+    Memory,
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            topics: vec![">".to_owned()],
+            credentials: None,
+            token: None,
+            tls_ca: None,
+            subject_prefix: "lapwing".to_owned(),
+            stream_prefix: "LAPWING_".to_owned(),
+            max_msgs: 1_000_000,
+            max_bytes: 1 << 30,
+            replicas: 1,
+            storage: BackboneStorage::File,
+            ack_timeout_ms: 5000,
+        }
+    }
+}
+
+impl BackboneConfig {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// The patterns of the topics served through the backbone (none when
+    /// cluster mode is off; invalid ones are left out, `validate` reports
+    /// them).
+    pub fn patterns(&self) -> Vec<lapwing_proto::pattern::Pattern> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        self.topics
+            .iter()
+            .filter_map(|t| lapwing_proto::pattern::Pattern::parse(t).ok())
+            .collect()
+    }
+
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        if !self.enabled() {
+            return;
+        }
+        if self.topics.is_empty() {
+            errors.push(invalid(
+                "backbone.topics",
+                "is empty: name at least one pattern (\">\": every topic), or leave backbone.url unset",
+            ));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if let Err(e) = lapwing_proto::pattern::Pattern::parse(t) {
+                errors.push(invalid(format!("backbone.topics[{i}]"), e.to_string()));
+            }
+        }
+        let token_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !self.subject_prefix.split('.').all(token_ok) {
+            errors.push(invalid(
+                "backbone.subject_prefix",
+                "must be dot-separated tokens of letters, digits, `_` and `-`",
+            ));
+        }
+        if !token_ok(&self.stream_prefix) || self.stream_prefix.len() > 32 {
+            errors.push(invalid(
+                "backbone.stream_prefix",
+                "must be 1..=32 letters, digits, `_` and `-`",
+            ));
+        }
+        if self.max_msgs < 1 {
+            errors.push(invalid("backbone.max_msgs", "must be at least 1"));
+        }
+        if self.max_bytes < 1024 {
+            errors.push(invalid("backbone.max_bytes", "must be at least 1024"));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            errors.push(invalid("backbone.replicas", "must be 1..=5"));
+        }
+        if self.ack_timeout_ms == 0 || self.ack_timeout_ms > 60_000 {
+            errors.push(invalid("backbone.ack_timeout_ms", "must be 1..=60000"));
+        }
+        if self.credentials.is_some() && self.token.is_some() {
+            errors.push(invalid(
+                "backbone.token",
+                "set one of backbone.credentials or backbone.token, not both",
+            ));
+        }
+    }
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -376,6 +522,7 @@ impl Default for Config {
             principals: Vec::new(),
             transport: TransportConfig::default(),
             shutdown: ShutdownConfig::default(),
+            backbone: BackboneConfig::default(),
             source: None,
         }
     }
@@ -582,6 +729,7 @@ impl Config {
     /// | `LAPWING_MAX_CONNECTIONS` | `limits.max_connections` |
     /// | `LAPWING_RING_BYTES` | `topic_defaults.ring_bytes` |
     /// | `LAPWING_RING_MEMORY_BYTES` | `limits.ring_memory_bytes` |
+    /// | `LAPWING_BACKBONE_URL` | `backbone.url` |
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -625,6 +773,7 @@ impl Config {
                 "LAPWING_RING_BYTES" => {
                     parse(&mut |v| set_parsed(&mut self.topic_defaults.ring_bytes, v))
                 }
+                "LAPWING_BACKBONE_URL" => self.backbone.url = value.trim().to_owned(),
                 "LAPWING_RING_MEMORY_BYTES" => {
                     parse(&mut |v| set_parsed(&mut self.limits.ring_memory_bytes, v))
                 }
@@ -831,6 +980,7 @@ impl Config {
         if self.transport.udp_buffer_bytes < 64 * 1024 {
             errors.push(invalid("transport.udp_buffer_bytes", "at least 65536"));
         }
+        self.backbone.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -15,6 +15,16 @@
 //! another epoch starts with `EPOCH_CHANGED`, laps are `LAPPED` (or
 //! `SKIPPED` under skip-to-latest); under the disconnect policy a lap ends
 //! the subscription instead ([`Step::Lagged`]).
+//!
+//! On a backbone topic (cluster mode) the drain speaks topic seqs, which
+//! are the backbone's: ring seqs plus [`Topic::base`]. A resume older than
+//! the ring's oldest is first replayed from the backbone ([`History`]):
+//! the drain reads the replay until its position reaches what the ring
+//! holds (`next >= topic.oldest_retained()`), then reads the ring from
+//! there; what the backbone no longer retains is a `NOT_RETAINED` resync,
+//! exact. Holes the feed wrote into the ring (seqs the backbone had lost
+//! before the feed reached them) are folded into `NOT_RETAINED` resyncs
+//! too.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,8 +32,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use lapwing_proto::v1::{self, LagPolicy, ResyncReason};
 use lapwing_ring::{Batch, BatchEvent, Reader, Resume, Start};
+use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use crate::topic::{split_stored, Topic};
+use crate::history::Replayed;
+use crate::topic::{split_stored, Topic, HOLE_TIME};
 
 /// Where a subscription starts (the transport-independent form of
 /// `StartPosition`).
@@ -255,6 +267,9 @@ pub enum Step {
         /// The limit.
         limit: u32,
     },
+    /// A replay from the backbone could not go on: the subscription is
+    /// over, with a retryable UNAVAILABLE ([`Drain::failure`] says why).
+    HistoryFailed,
 }
 
 /// Per-subscription accounting.
@@ -270,10 +285,17 @@ pub struct DrainStats {
 
 #[derive(Debug)]
 enum Cursor {
-    /// The topic has no ring yet (nothing published in this epoch): start
-    /// at `start` (always 0) once it has one.
+    /// The topic has no ring yet (nothing published in this epoch, or
+    /// nothing fed since this node began to follow a backbone topic):
+    /// start at topic seq `start` once it has one.
     Waiting {
         start: u64,
+    },
+    /// Replaying a backbone topic from its history; `next` is the topic
+    /// seq expected next.
+    Replaying {
+        replay: mpsc::Receiver<Replayed>,
+        next: u64,
     },
     Reading(Reader),
 }
@@ -294,12 +316,15 @@ pub struct Drain {
     stats: DrainStats,
     /// How the subscription ended, once it has: every later call returns it.
     ended: Option<Step>,
+    /// Why a replay failed ([`Step::HistoryFailed`]).
+    failure: Option<String>,
 }
 
 impl Drain {
     /// A subscription to `topic` from `start` with lag `policy`.
     pub fn new(topic: Arc<Topic>, start: StartAt, policy: LagPolicy) -> Drain {
         let epoch = topic.epoch();
+        let base = topic.base();
         let mut pending = None;
         let mut first_lag_reason = None;
         let epoch_changed = |missed_and_resume: u64| ResyncRef {
@@ -309,40 +334,63 @@ impl Drain {
             epoch,
             topic: "",
         };
-        let cursor = match topic.ring() {
-            None => {
-                // Nothing was published in this epoch: every start is seq 0.
-                if matches!(start, StartAt::From { epoch: e, .. } if e != epoch) {
-                    pending = Some(epoch_changed(0));
-                }
-                Cursor::Waiting { start: 0 }
-            }
-            Some(ring) => {
-                let ring_start = match start {
-                    StartAt::Latest => Start::Latest,
-                    StartAt::Oldest => Start::Oldest,
-                    StartAt::From { epoch: e, next } if e == epoch => {
+        let ring = topic.ring();
+        let cursor = match start {
+            StartAt::From { epoch: e, next } if e == epoch => {
+                // A seq the topic never reached is a confused client:
+                // resume at the head rather than wait for (and silently
+                // skip up to) it.
+                let next = next.min(topic.head());
+                match (topic.history(), ring) {
+                    (Some(history), _) if next < topic.oldest_retained() => Cursor::Replaying {
+                        replay: history.replay(&topic, next),
+                        next,
+                    },
+                    (_, None) => Cursor::Waiting { start: next },
+                    (_, Some(ring)) => {
                         first_lag_reason = Some(ResyncReason::NotRetained);
-                        // A seq the topic never reached is a confused
-                        // client: resume at the head rather than wait for
-                        // (and silently skip up to) it.
-                        Start::At(next.min(ring.head()))
+                        Cursor::Reading(new_reader(
+                            ring,
+                            Start::At(next.saturating_sub(base)),
+                            policy,
+                        ))
                     }
-                    StartAt::From { .. } => {
-                        // Accounting restarts at seq 0 of this epoch.
-                        let oldest = ring.oldest_retained();
-                        pending = Some(epoch_changed(oldest));
-                        Start::At(oldest)
-                    }
-                };
-                Cursor::Reading(new_reader(ring, ring_start, policy))
+                }
             }
+            StartAt::From { .. } => {
+                // Accounting restarts at seq 0 of this epoch.
+                let oldest = topic.oldest_retained();
+                pending = Some(epoch_changed(oldest));
+                match ring {
+                    None => Cursor::Waiting { start: oldest },
+                    Some(ring) => Cursor::Reading(new_reader(
+                        ring,
+                        Start::At(oldest.saturating_sub(base)),
+                        policy,
+                    )),
+                }
+            }
+            StartAt::Latest | StartAt::Oldest => match ring {
+                // Nothing in the ring yet: both are the head.
+                None => Cursor::Waiting {
+                    start: topic.head(),
+                },
+                Some(ring) => {
+                    let at = if start == StartAt::Latest {
+                        Start::Latest
+                    } else {
+                        Start::Oldest
+                    };
+                    Cursor::Reading(new_reader(ring, at, policy))
+                }
+            },
         };
         let start_seq = match (&pending, &cursor) {
             // After an epoch change the accounting restarts at seq 0.
             (Some(_), _) => 0,
             (None, Cursor::Waiting { start }) => *start,
-            (None, Cursor::Reading(r)) => r.next_seq(),
+            (None, Cursor::Replaying { next, .. }) => *next,
+            (None, Cursor::Reading(r)) => base + r.next_seq(),
         };
         topic.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         Drain {
@@ -355,6 +403,7 @@ impl Drain {
             first_lag_reason,
             stats: DrainStats::default(),
             ended: None,
+            failure: None,
         }
     }
 
@@ -379,11 +428,17 @@ impl Drain {
         self.stats
     }
 
+    /// Why a replay from the backbone failed, once it has.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
     /// Messages published and not yet read (0 past the end).
     pub fn lag(&self) -> u64 {
         let next = match &self.cursor {
             Cursor::Waiting { start } => *start,
-            Cursor::Reading(r) => r.next_seq(),
+            Cursor::Replaying { next, .. } => *next,
+            Cursor::Reading(r) => self.topic.base() + r.next_seq(),
         };
         self.topic.head().saturating_sub(next)
     }
@@ -395,6 +450,9 @@ impl Drain {
         }
         match &self.cursor {
             Cursor::Waiting { .. } => self.topic.ring().is_some(),
+            Cursor::Replaying { replay, next } => {
+                !replay.is_empty() || replay.is_closed() || *next >= self.topic.oldest_retained()
+            }
             Cursor::Reading(r) => r.has_new(),
         }
     }
@@ -419,6 +477,7 @@ impl Drain {
             return Step::TopicDeleted;
         }
         let epoch = self.topic.epoch();
+        let base = self.topic.base();
         let mut messages = 0;
         let mut resyncs = 0;
         if let Some(r) = self.pending.take() {
@@ -426,10 +485,23 @@ impl Drain {
             emit(DeliveryRef::Resync(r));
             resyncs += 1;
         }
+        if let Cursor::Replaying { .. } = self.cursor {
+            match self.replay(limits, &mut emit) {
+                Ok((m, r)) => {
+                    messages += m;
+                    resyncs += r;
+                }
+                Err(end) => return end,
+            }
+            if let Cursor::Replaying { .. } = self.cursor {
+                return delivered_or_idle(messages, resyncs);
+            }
+        }
         if let Cursor::Waiting { start } = self.cursor {
             match self.topic.ring() {
                 Some(ring) => {
-                    self.cursor = Cursor::Reading(new_reader(ring, Start::At(start), self.policy))
+                    let at = Start::At(start.saturating_sub(base));
+                    self.cursor = Cursor::Reading(new_reader(ring, at, self.policy))
                 }
                 None => return delivered_or_idle(messages, resyncs),
             }
@@ -439,11 +511,25 @@ impl Drain {
         };
         self.batch.clear();
         reader.read_batch(&mut self.batch, limits.max_messages, limits.max_bytes);
+        // A run of holes (seqs the backbone had lost before the feed
+        // reached them), reported as one NOT_RETAINED resync before the
+        // next event: (first seq, count).
+        let mut holes: Option<(u64, u64)> = None;
         for event in self.batch.iter() {
             let first_lag_reason = self.first_lag_reason.take();
             match event {
                 BatchEvent::Message { seq, payload } => {
+                    let seq = base + seq;
                     let (publish_time_unix_nanos, payload) = split_stored(payload);
+                    if publish_time_unix_nanos == HOLE_TIME {
+                        match &mut holes {
+                            Some((_, n)) => *n += 1,
+                            None => holes = Some((seq, 1)),
+                        }
+                        continue;
+                    }
+                    resyncs +=
+                        flush_holes(&mut holes, &self.topic, &mut self.stats, epoch, &mut emit);
                     emit(DeliveryRef::Message {
                         seq,
                         epoch,
@@ -455,6 +541,8 @@ impl Drain {
                     messages += 1;
                 }
                 BatchEvent::Lagged(lag) => {
+                    resyncs +=
+                        flush_holes(&mut holes, &self.topic, &mut self.stats, epoch, &mut emit);
                     let reason = match (first_lag_reason, self.policy) {
                         (Some(reason), _) => reason,
                         (None, LagPolicy::Disconnect) => {
@@ -472,7 +560,7 @@ impl Drain {
                     };
                     let resync = ResyncRef {
                         missed: lag.missed,
-                        resume_seq: lag.resume_seq,
+                        resume_seq: base + lag.resume_seq,
                         reason,
                         epoch,
                         topic: "",
@@ -488,7 +576,87 @@ impl Drain {
                 }
             }
         }
+        resyncs += flush_holes(&mut holes, &self.topic, &mut self.stats, epoch, &mut emit);
         delivered_or_idle(messages, resyncs)
+    }
+
+    /// Emits what the replay has ready, up to one batch; switches to the
+    /// ring once the position is one the ring holds. Returns (messages,
+    /// resyncs) emitted, or how the subscription ended.
+    fn replay(
+        &mut self,
+        limits: BatchLimits,
+        emit: &mut impl FnMut(DeliveryRef<'_>),
+    ) -> Result<(usize, usize), Step> {
+        let epoch = self.topic.epoch();
+        let (mut messages, mut resyncs, mut bytes) = (0, 0, 0);
+        while messages < limits.max_messages && bytes < limits.max_bytes {
+            let Cursor::Replaying { replay, next } = &mut self.cursor else {
+                break;
+            };
+            if *next >= self.topic.oldest_retained() {
+                // The ring holds it (or will: a ring not yet created starts
+                // at `base`): read on from there. A lap in between is the
+                // ring's, reported LAPPED.
+                let start = *next;
+                self.cursor = match self.topic.ring() {
+                    None => Cursor::Waiting { start },
+                    Some(ring) => Cursor::Reading(new_reader(
+                        ring,
+                        Start::At(start.saturating_sub(self.topic.base())),
+                        self.policy,
+                    )),
+                };
+                break;
+            }
+            let event = match replay.try_recv() {
+                Ok(event) => event,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    Replayed::Failed("the backbone replay ended early".into())
+                }
+            };
+            match event {
+                Replayed::Message {
+                    seq,
+                    publish_time_unix_nanos,
+                    payload,
+                } => {
+                    if seq < *next {
+                        continue; // never expected; a duplicate is not delivered twice
+                    }
+                    *next = seq + 1;
+                    bytes += payload.len();
+                    emit(DeliveryRef::Message {
+                        seq,
+                        epoch,
+                        publish_time_unix_nanos,
+                        payload: &payload,
+                        topic: "",
+                    });
+                    self.stats.delivered += 1;
+                    messages += 1;
+                }
+                Replayed::NotRetained { missed, resume_seq } => {
+                    *next = resume_seq;
+                    self.count_resync(missed);
+                    emit(DeliveryRef::Resync(ResyncRef {
+                        missed,
+                        resume_seq,
+                        reason: ResyncReason::NotRetained,
+                        epoch,
+                        topic: "",
+                    }));
+                    resyncs += 1;
+                }
+                Replayed::Failed(reason) => {
+                    self.failure = Some(reason);
+                    self.ended = Some(Step::HistoryFailed);
+                    return Err(Step::HistoryFailed);
+                }
+            }
+        }
+        Ok((messages, resyncs))
     }
 
     fn count_resync(&mut self, missed: u64) {
@@ -515,6 +683,33 @@ fn new_reader(ring: &Arc<lapwing_ring::Ring>, start: Start, policy: LagPolicy) -
         reader.set_resume(Resume::Newest);
     }
     reader
+}
+
+/// Emits a run of holes as one NOT_RETAINED resync, if there is one;
+/// returns the resyncs emitted.
+fn flush_holes(
+    holes: &mut Option<(u64, u64)>,
+    topic: &Topic,
+    stats: &mut DrainStats,
+    epoch: u64,
+    emit: &mut impl FnMut(DeliveryRef<'_>),
+) -> usize {
+    let Some((first, missed)) = holes.take() else {
+        return 0;
+    };
+    stats.missed += missed;
+    stats.resyncs += 1;
+    let c = &topic.counters;
+    c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
+    c.messages_missed.fetch_add(missed, Ordering::Relaxed);
+    emit(DeliveryRef::Resync(ResyncRef {
+        missed,
+        resume_seq: first + missed,
+        reason: ResyncReason::NotRetained,
+        epoch,
+        topic: "",
+    }));
+    1
 }
 
 fn delivered_or_idle(messages: usize, resyncs: usize) -> Step {

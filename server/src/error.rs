@@ -158,6 +158,10 @@ pub enum RequestError {
     /// A server-side failure; the request may be retried.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Cluster mode: the backbone is unreachable or the topic is not ready
+    /// on this node; retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl RequestError {
@@ -182,6 +186,7 @@ impl RequestError {
             Self::Lagged { .. } => ErrorCode::Lagged,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -221,6 +226,9 @@ impl From<RegistryError> for RequestError {
             RegistryError::AlreadyExists(name) => Self::TopicExists(name),
             RegistryError::InvalidSettings(why) => Self::InvalidArgument(why),
             RegistryError::Exhausted(e) => Self::Exhausted(e),
+            RegistryError::NotReady(name) => Self::Unavailable(format!(
+                "topic `{name}` is served through the backbone and is not ready on this node; retry"
+            )),
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct Readiness {
     pub http: Flag,
     /// Set when a graceful shutdown starts: not ready any more.
     pub shutting_down: Flag,
+    /// Cluster mode: the backbone, which must be reachable.
+    pub backbone: std::sync::OnceLock<Arc<crate::backbone::Backbone>>,
 }
 
 impl Readiness {
@@ -55,7 +57,7 @@ impl Readiness {
         if self.shutting_down.get() {
             return vec!["shutting down"];
         }
-        [
+        let mut missing: Vec<&'static str> = [
             ("quic", &self.quic),
             ("grpc", &self.grpc),
             ("http", &self.http),
@@ -63,7 +65,11 @@ impl Readiness {
         .into_iter()
         .filter(|(_, f)| !f.get())
         .map(|(name, _)| name)
-        .collect()
+        .collect();
+        if self.backbone.get().is_some_and(|b| !b.is_up()) {
+            missing.push("backbone (unreachable)");
+        }
+        missing
     }
 }
 

@@ -81,11 +81,13 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backbone;
 pub mod budget;
 pub mod config;
 pub mod connections;
 pub mod drain;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod metrics;
@@ -143,6 +145,9 @@ pub enum ServerError {
     /// A `[[topics]]` entry could not be created.
     #[error("cannot create configured topic: {0}")]
     Topic(#[from] registry::RegistryError),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Backbone(#[from] backbone::BackboneError),
 }
 
 /// A running server. Dropping it starts a graceful shutdown in the
@@ -213,6 +218,12 @@ impl ServerHandle {
     /// The topic registry (create, delete, list, stats).
     pub fn registry(&self) -> &Arc<registry::Registry> {
         &self.registry
+    }
+
+    /// What `/readyz` reports: every listener up and, in cluster mode, the
+    /// backbone reachable (not while shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.ready.not_ready().is_empty()
     }
 
     /// Reads `[[principals]]` from the config file again and puts them in
@@ -306,6 +317,14 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     let connections = Arc::new(connections::Connections::new(metrics.clone()));
     let ready = Arc::new(http::Readiness::default());
     let shutdown = CancellationToken::new();
+    let backbone = if config.backbone.enabled() {
+        let b = backbone::Backbone::start(&config.backbone, registry.clone(), shutdown.clone())?;
+        let _ = ready.backbone.set(b.clone());
+        info!(url = %config.backbone.url, topics = ?config.backbone.topics, "cluster mode: topics go through the backbone");
+        Some(b)
+    } else {
+        None
+    };
     let core = session::Core::new(
         registry.clone(),
         limits,
@@ -313,6 +332,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         connections.clone(),
         config.limits.partial_frame_bytes,
         shutdown.clone(),
+        backbone,
     );
 
     let endpoint = quic::bind(

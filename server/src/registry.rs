@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::Exhausted;
+use crate::history::History;
 use crate::topic::{check_ring_config, now_unix_nanos, Topic, TopicSettings, TopicStats};
 
 /// Why a registry operation failed.
@@ -46,6 +47,10 @@ pub enum RegistryError {
     /// Explicit create with settings that cannot make a ring.
     #[error("invalid topic settings: {0}")]
     InvalidSettings(String),
+    /// A backbone topic this node does not follow yet: only the backbone
+    /// creates it here ([`Registry::get_or_create_backbone`]).
+    #[error("topic `{0}` is served through the backbone and is not ready on this node")]
+    NotReady(String),
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +75,9 @@ pub struct Registry {
     /// The name of every topic created, for wildcard subscriptions
     /// ([`Registry::watch_created`]).
     created: broadcast::Sender<Arc<str>>,
+    /// Cluster mode: the names served through the backbone
+    /// (`backbone.topics`); never a local topic.
+    backbone: Vec<Pattern>,
 }
 
 /// Creations a wildcard subscription may fall behind by before it has to
@@ -93,7 +101,7 @@ impl CreationQuota {
         }
     }
 
-    fn take(&self) -> Result<(), Exhausted> {
+    pub(crate) fn take(&self) -> Result<(), Exhausted> {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
                 (u < self.limit).then_some(u + 1)
@@ -129,8 +137,15 @@ impl Registry {
             memory: Budget::new(config.limits.ring_memory_bytes),
             reaped: AtomicU64::new(0),
             created: broadcast::channel(CREATED_BACKLOG).0,
+            backbone: config.backbone.patterns(),
         };
-        for name in config.topics.iter().filter_map(|t| t.name.as_deref()) {
+        // A named backbone topic's settings apply when the node follows it.
+        for name in config
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_deref())
+            .filter(|name| !registry.is_backbone(name))
+        {
             let settings = registry.settings_for(name);
             registry.create(name, settings)?;
         }
@@ -160,6 +175,22 @@ impl Registry {
         }
     }
 
+    /// `limits.max_topics`.
+    pub fn max_topics(&self) -> usize {
+        self.max_topics
+    }
+
+    /// Whether `name` is served through the backbone (cluster mode).
+    pub fn is_backbone(&self, name: &str) -> bool {
+        self.backbone.iter().any(|p| p.matches(name))
+    }
+
+    /// Whether any topic `pattern` matches may be served through the
+    /// backbone.
+    pub fn overlaps_backbone(&self, pattern: &Pattern) -> bool {
+        self.backbone.iter().any(|p| p.overlaps(pattern))
+    }
+
     /// The topic, if it exists.
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.read().get(name).cloned()
@@ -183,6 +214,9 @@ impl Registry {
             return Ok(t);
         }
         validate_topic(name)?;
+        if self.is_backbone(name) {
+            return Err(RegistryError::NotReady(name.to_owned()));
+        }
         if !self.auto_create {
             return Err(RegistryError::NotFound(name.to_owned()));
         }
@@ -198,9 +232,70 @@ impl Registry {
         self.insert(&mut topics, name, settings, true)
     }
 
+    /// The backbone topic `name` in `epoch`, its ring's seq 0 being topic
+    /// seq `base`: the one this node follows already if it is in that
+    /// epoch, or a new one (replacing, and ending, one of an older epoch);
+    /// `true` when it is new, and its caller must start its feed. A
+    /// creation counts against `quota` like any other.
+    pub fn get_or_create_backbone(
+        &self,
+        name: &str,
+        quota: Option<&CreationQuota>,
+        epoch: u64,
+        base: u64,
+        history: Arc<dyn History>,
+    ) -> Result<(Arc<Topic>, bool), RegistryError> {
+        validate_topic(name)?;
+        let settings = self.settings_for(name);
+        let mut topics = self.write();
+        match topics.get(name) {
+            Some(t) if t.epoch() == epoch && !t.is_deleted() => return Ok((t.clone(), false)),
+            Some(_) => {
+                if let Some(old) = topics.remove(name) {
+                    old.mark_deleted();
+                }
+            }
+            None => {}
+        }
+        self.check_room(&topics)?;
+        if let Some(q) = quota {
+            q.take()?;
+        }
+        let name: Arc<str> = name.into();
+        let topic = Arc::new(Topic::from_backbone(
+            name.clone(),
+            settings,
+            self.memory.clone(),
+            epoch,
+            base,
+            history,
+        ));
+        topics.insert(name.clone(), topic.clone());
+        let _ = self.created.send(name);
+        Ok((topic, true))
+    }
+
+    /// Removes `topic` if it is still the one registered under its name
+    /// (a feed whose backbone stream went away); its subscriptions end.
+    pub fn remove_if_current(&self, topic: &Arc<Topic>) {
+        let mut topics = self.write();
+        if topics
+            .get(topic.name())
+            .is_some_and(|t| Arc::ptr_eq(t, topic))
+        {
+            topics.remove(topic.name());
+        }
+        topic.mark_deleted();
+    }
+
     /// Creates a topic with explicit settings (admin API).
     pub fn create(&self, name: &str, settings: TopicSettings) -> Result<Arc<Topic>, RegistryError> {
         validate_topic(name)?;
+        if self.is_backbone(name) {
+            return Err(RegistryError::InvalidSettings(format!(
+                "`{name}` is served through the backbone (backbone.topics): its stream is created on first use"
+            )));
+        }
         if settings.max_message_bytes == 0 || settings.max_message_bytes > self.max_message_bytes {
             return Err(RegistryError::InvalidSettings(format!(
                 "max_message_bytes {} is outside 1..={}",

@@ -42,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, AuthError, Directory};
+use crate::backbone::Backbone;
 use crate::budget::Budget;
 use crate::connections::{
     BatchTally, Connection, Connections, Metered, SubscriptionGuard, Tracked,
@@ -55,6 +56,10 @@ use crate::topic_publisher::TopicPublisher;
 use crate::transport::Transport;
 use crate::wildcard::{TopicPosition, Wildcard};
 use lapwing_proto::pattern::Pattern;
+
+/// How long a subscribe may wait for the backbone to make its topic ready
+/// ([`Session::prepare_subscribe`]).
+pub const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// What every session of either edge shares: the server's state and rules.
 #[derive(Debug)]
@@ -73,6 +78,8 @@ pub struct Core {
     pub shutdown: CancellationToken,
     /// Permission denials, per action (`lapwing_permission_denied_total`).
     pub denials: Arc<Denials>,
+    /// Cluster mode: the backbone the covered topics go through.
+    pub backbone: Option<Arc<Backbone>>,
     gate: Arc<Semaphore>,
 }
 
@@ -85,6 +92,7 @@ impl Core {
         connections: Arc<Connections>,
         partial_frame_bytes: usize,
         shutdown: CancellationToken,
+        backbone: Option<Arc<Backbone>>,
     ) -> Arc<Core> {
         Arc::new(Core {
             gate: Arc::new(Semaphore::new(limits.max_connections)),
@@ -95,6 +103,7 @@ impl Core {
             partial_frames: Budget::new(partial_frame_bytes),
             shutdown,
             denials: Arc::default(),
+            backbone,
         })
     }
 
@@ -232,6 +241,31 @@ impl Session {
         self.tracked.entry()
     }
 
+    /// Cluster mode: before a subscribe to a backbone topic, makes the
+    /// topic ready on this node (its stream looked up, or created within
+    /// this connection's quota; the node following it). Nothing to do for
+    /// a local topic or a pattern; [`Session::subscribe`] still checks
+    /// everything. Bounded by [`PREPARE_TIMEOUT`], so a slow backbone
+    /// cannot hold a QUIC control stream (and its pings) for long.
+    pub async fn prepare_subscribe(&self, guard: &Guard, topic: &str) -> Result<(), RequestError> {
+        let Some(backbone) = &self.core.backbone else {
+            return Ok(());
+        };
+        if lapwing_proto::validate_topic(topic).is_err() || !backbone.covers(topic) {
+            return Ok(());
+        }
+        guard.check(Permission::Subscribe, topic)?;
+        match tokio::time::timeout(PREPARE_TIMEOUT, backbone.prepare(topic, Some(&self.quota)))
+            .await
+        {
+            Ok(prepared) => prepared.map(|_| ()),
+            Err(_) => Err(RequestError::Unavailable(format!(
+                "the backbone did not answer within {} ms; retry",
+                PREPARE_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+
     /// A subscription with id `id` for `guard`'s principal, `live` being
     /// how many this connection holds now. A resume is a subscribe, and is
     /// checked the same way.
@@ -267,6 +301,12 @@ impl Session {
             let metered = Metered::drain(&drain);
             (Feed::Topic(drain), metered)
         } else {
+            if self.core.registry.overlaps_backbone(&pattern) {
+                return Err(RequestError::InvalidArgument(format!(
+                    "wildcard subscriptions over backbone topics are not supported yet: `{}` overlaps backbone.topics",
+                    params.topic
+                )));
+            }
             let resume = params
                 .resume
                 .iter()
@@ -304,7 +344,12 @@ impl Session {
     /// A publisher for one stream of this connection, publishing as
     /// `guard`'s principal.
     pub fn publisher(&self, guard: Guard) -> TopicPublisher {
-        TopicPublisher::new(self.core.registry.clone(), self.quota.clone(), guard)
+        TopicPublisher::new(
+            self.core.registry.clone(),
+            self.core.backbone.clone(),
+            self.quota.clone(),
+            guard,
+        )
     }
 
     /// Answers one control request (QUIC control stream) without I/O;
@@ -525,6 +570,13 @@ impl Subscription {
             Step::Lagged { missed } => Some(RequestError::Lagged { missed }),
             Step::TopicDeleted => Some(RequestError::TopicDeleted(self.target().to_owned())),
             Step::TooManyTopics { limit } => Some(Exhausted::WildcardTopics { limit }.into()),
+            Step::HistoryFailed => Some(RequestError::Unavailable(match &self.feed {
+                Feed::Topic(d) => d
+                    .failure()
+                    .unwrap_or("the backbone replay failed")
+                    .to_owned(),
+                Feed::Pattern(_) => "the backbone replay failed".to_owned(),
+            })),
             Step::Delivered { .. } | Step::Idle => None,
         }
     }
@@ -546,6 +598,15 @@ mod tests {
         }
     }
 
+    /// A publish to a local topic (no backbone: it never waits).
+    fn publish(
+        publisher: &mut TopicPublisher,
+        topic: &str,
+        payload: &'static [u8],
+    ) -> Result<v1::PublishAck, RequestError> {
+        futures::executor::block_on(publisher.publish(topic, &bytes::Bytes::from_static(payload)))
+    }
+
     fn core(tweak: impl FnOnce(&mut crate::Config)) -> Arc<Core> {
         let mut config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
         tweak(&mut config);
@@ -556,6 +617,7 @@ mod tests {
             Arc::new(Connections::new(Arc::new(Metrics::new()))),
             config.limits.partial_frame_bytes,
             CancellationToken::new(),
+            None,
         )
     }
 
@@ -717,9 +779,9 @@ mod tests {
         let quota = send(&session, &mut live, subscribe(2, "b"));
         assert_eq!(error_code(&quota), ErrorCode::ResourceExhausted);
         let mut publisher = session.publisher(core.authenticate("").unwrap());
-        let e = publisher.publish("c", b"x").unwrap_err();
+        let e = publish(&mut publisher, "c", b"x").unwrap_err();
         assert_eq!(e.code(), ErrorCode::ResourceExhausted);
-        publisher.publish("a", b"x").expect("an existing topic");
+        publish(&mut publisher, "a", b"x").expect("an existing topic");
     }
 
     #[test]
@@ -736,7 +798,7 @@ mod tests {
         let mut sub = session.subscribe(&guard, 7, params, 0).unwrap();
         let mut publisher = session.publisher(guard);
         for _ in 0..3 {
-            publisher.publish("a", b"m").unwrap();
+            publish(&mut publisher, "a", b"m").unwrap();
         }
         let mut seen = 0;
         let step = sub.next_batch(BatchLimits::default(), |_| seen += 1);

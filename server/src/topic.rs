@@ -15,19 +15,36 @@
 //! Each stored message is the publish time (8 bytes, little-endian Unix
 //! nanoseconds, server clock) followed by the payload, written with
 //! `publish_parts` so the payload is copied once, straight into the ring.
+//!
+//! A **backbone topic** (cluster mode, `backbone.rs`) is not written by
+//! publishers: its messages come from the backbone, in the backbone's
+//! order, through the node's feed ([`Topic::write_from_backbone`]). Its
+//! epoch is the backbone stream's, and its seqs are the backbone's: the
+//! ring's seq 0 is topic seq [`Topic::base`] (the backbone's head when this
+//! node began to follow the topic), so every node reports the same
+//! `{epoch, seq}` for a message. A seq the backbone no longer held when the
+//! feed reached it is written as a *hole* ([`Topic::write_holes`]), which a
+//! drain reports as missed (`NOT_RETAINED`), never as a message; what came
+//! before `base` is replayed from the backbone ([`History`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapwing_ring::{MpPublisher, Ring, RingConfig};
+use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Budget, Reservation};
 use crate::error::Exhausted;
+use crate::history::History;
 use crate::wakeup::Wakeup;
 
 /// Bytes the server prepends to each stored payload: the publish time.
 pub const STORED_PREFIX_BYTES: usize = 8;
+
+/// The publish time a hole is stored with: no message was ever published
+/// at the end of time, so it cannot be a real one.
+pub(crate) const HOLE_TIME: u64 = u64::MAX;
 
 /// Size settings of one topic, fixed for the life of its ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +100,10 @@ pub enum PublishError {
     /// topic exists, so this means a bug, not bad input).
     #[error("cannot create ring: {0}")]
     Ring(#[from] lapwing_ring::ConfigError),
+    /// A backbone topic is written only by its feed; publishes go to the
+    /// backbone (a routing bug if it happens).
+    #[error("topic is served from the backbone; publish there")]
+    Backbone,
 }
 
 #[derive(Debug)]
@@ -158,6 +179,12 @@ pub struct Topic {
     /// only by the reaper, never on the message path.
     idle_seen: AtomicU64,
     idle_since: AtomicU64,
+    /// A backbone topic's history before `base` (`None`: a local topic).
+    history: Option<Arc<dyn History>>,
+    /// The topic seq of ring seq 0 (0 for a local topic).
+    base: u64,
+    /// Cancelled when the topic is deleted (its feed stops).
+    gone: CancellationToken,
     pub(crate) counters: TopicCounters,
 }
 
@@ -176,10 +203,44 @@ impl Topic {
         memory: Arc<Budget>,
         auto_created: bool,
     ) -> Topic {
+        Topic::build(
+            name,
+            settings,
+            memory,
+            auto_created,
+            random_epoch(),
+            0,
+            None,
+        )
+    }
+
+    /// A backbone topic (see the module docs): `epoch` is the backbone
+    /// stream's, ring seq 0 is topic seq `base`, and `history` replays what
+    /// came before. Reaped once it has had no subscriber for the idle TTL.
+    pub(crate) fn from_backbone(
+        name: Arc<str>,
+        settings: TopicSettings,
+        memory: Arc<Budget>,
+        epoch: u64,
+        base: u64,
+        history: Arc<dyn History>,
+    ) -> Topic {
+        Topic::build(name, settings, memory, true, epoch, base, Some(history))
+    }
+
+    fn build(
+        name: Arc<str>,
+        settings: TopicSettings,
+        memory: Arc<Budget>,
+        auto_created: bool,
+        epoch: u64,
+        base: u64,
+        history: Option<Arc<dyn History>>,
+    ) -> Topic {
         let now = now_unix_nanos();
         Topic {
             name,
-            epoch: random_epoch(),
+            epoch,
             settings,
             ring: OnceLock::new(),
             ring_init: Mutex::new(()),
@@ -190,18 +251,27 @@ impl Topic {
             auto_created,
             idle_seen: AtomicU64::new(0),
             idle_since: AtomicU64::new(now),
+            history,
+            base,
+            gone: CancellationToken::new(),
             counters: TopicCounters::default(),
         }
     }
 
     /// Whether this topic has been idle (no publish, no subscriber) since
     /// at least `cutoff` (Unix nanos), as seen by successive calls at
-    /// `now`. Only auto-created topics are ever idle in this sense.
+    /// `now`. Only auto-created topics are ever idle in this sense. A
+    /// backbone topic is idle without subscribers, however busy its feed:
+    /// the node follows a topic only for its own subscribers.
     pub(crate) fn idle_before(&self, now: u64, cutoff: u64) -> bool {
         if !self.auto_created {
             return false;
         }
-        let published = self.counters.published.load(Ordering::Relaxed);
+        let published = if self.history.is_some() {
+            0
+        } else {
+            self.counters.published.load(Ordering::Relaxed)
+        };
         let busy = self.counters.subscribers.load(Ordering::Relaxed) > 0
             || self.idle_seen.swap(published, Ordering::Relaxed) != published;
         if busy {
@@ -238,12 +308,35 @@ impl Topic {
 
     /// Seq the next message will get.
     pub fn head(&self) -> u64 {
-        self.ring().map_or(0, |r| r.head())
+        self.base + self.ring().map_or(0, |r| r.head())
     }
 
     /// Oldest seq still held (best effort).
     pub fn oldest_retained(&self) -> u64 {
-        self.ring().map_or(0, |r| r.oldest_retained())
+        self.base + self.ring().map_or(0, |r| r.oldest_retained())
+    }
+
+    /// The topic seq of the ring's seq 0: 0 for a local topic; for a
+    /// backbone topic, the backbone's head when this node began to follow
+    /// it. Ring seqs plus `base` are topic seqs.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// A backbone topic's history (what came before `base`); `None` for a
+    /// local topic.
+    pub fn history(&self) -> Option<&Arc<dyn History>> {
+        self.history.as_ref()
+    }
+
+    /// Whether this topic's messages come from the backbone.
+    pub fn is_backbone(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// Resolves once the topic is deleted (or reaped).
+    pub async fn deleted(&self) {
+        self.gone.cancelled().await
     }
 
     /// Where subscribers park; woken after every publish, on ring creation
@@ -260,11 +353,40 @@ impl Topic {
 
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
+        self.gone.cancel();
         self.wakeup.wake();
     }
 
     /// Publishes one payload stamped with the current time; returns its seq.
     pub fn publish(&self, payload: &[u8]) -> Result<u64, PublishError> {
+        if self.is_backbone() {
+            return Err(PublishError::Backbone);
+        }
+        self.write(now_unix_nanos(), payload)
+    }
+
+    /// The feed's write: the backbone's next message, stamped with the
+    /// backbone's publish time; returns its topic seq.
+    pub(crate) fn write_from_backbone(
+        &self,
+        publish_time_unix_nanos: u64,
+        payload: &[u8],
+    ) -> Result<u64, PublishError> {
+        // A real time never equals the hole marker; clamp rather than lie.
+        self.write(publish_time_unix_nanos.min(HOLE_TIME - 1), payload)
+    }
+
+    /// The feed's write for `count` seqs the backbone no longer held when
+    /// the feed reached them: `count` empty entries stamped [`HOLE_TIME`],
+    /// so the ring's seqs stay the backbone's.
+    pub(crate) fn write_holes(&self, count: u64) -> Result<(), PublishError> {
+        for _ in 0..count {
+            self.write(HOLE_TIME, &[])?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, publish_time_unix_nanos: u64, payload: &[u8]) -> Result<u64, PublishError> {
         let max = self.settings.max_message_bytes;
         if payload.len() > max {
             return Err(PublishError::TooLarge {
@@ -279,8 +401,8 @@ impl Topic {
             Some(r) => r,
             None => self.init_ring()?,
         };
-        let now = now_unix_nanos().to_le_bytes();
-        let seq = match ring.publisher.publish_parts(&[&now, payload]) {
+        let time = publish_time_unix_nanos.to_le_bytes();
+        let seq = match ring.publisher.publish_parts(&[&time, payload]) {
             Ok(seq) => seq,
             Err(lapwing_ring::PublishError::TooLarge { len, max }) => {
                 // Unreachable given the check above; kept typed, not a panic.
@@ -292,7 +414,16 @@ impl Topic {
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         self.wakeup.wake();
-        Ok(seq)
+        Ok(self.base + seq)
+    }
+
+    /// Allocates the ring now (a backbone topic's, before its feed and
+    /// subscribers start: a budget refusal goes to the subscriber).
+    pub(crate) fn allocate_ring(&self) -> Result<(), PublishError> {
+        match self.ring.get() {
+            Some(_) => Ok(()),
+            None => self.init_ring().map(|_| ()),
+        }
     }
 
     #[cold]

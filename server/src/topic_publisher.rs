@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use lapwing_proto::v1::PublishAck;
 
+use crate::backbone::Backbone;
 use crate::error::RequestError;
 use crate::permissions::{Action, Guard};
 use crate::registry::{CreationQuota, Registry};
@@ -17,27 +19,68 @@ use crate::topic::{PublishError, Topic};
 #[derive(Debug)]
 pub struct TopicPublisher {
     registry: Arc<Registry>,
+    backbone: Option<Arc<Backbone>>,
     quota: Arc<CreationQuota>,
     guard: Guard,
     /// The topic used last; its name passed `guard` when it was cached, so
     /// a stream publishing to one topic checks its permission once.
     cached: Option<Arc<Topic>>,
+    /// The backbone topic published to last (its name passed `guard`).
+    backbone_topic: Option<Arc<str>>,
 }
 
 impl TopicPublisher {
     /// A publisher with an empty cache whose topic creations count against
-    /// `quota` (its connection's), publishing as `guard`'s principal.
-    pub fn new(registry: Arc<Registry>, quota: Arc<CreationQuota>, guard: Guard) -> TopicPublisher {
+    /// `quota` (its connection's), publishing as `guard`'s principal; in
+    /// cluster mode, topics the `backbone` covers are published there.
+    pub fn new(
+        registry: Arc<Registry>,
+        backbone: Option<Arc<Backbone>>,
+        quota: Arc<CreationQuota>,
+        guard: Guard,
+    ) -> TopicPublisher {
         TopicPublisher {
             registry,
+            backbone,
             quota,
             guard,
             cached: None,
+            backbone_topic: None,
         }
     }
 
-    /// Publishes `payload` to `topic`; returns its `{epoch, seq}`.
-    pub fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<PublishAck, RequestError> {
+    /// Publishes `payload` to `topic`; returns its `{epoch, seq}`. A
+    /// backbone topic's publish returns once the backbone has stored it.
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Result<PublishAck, RequestError> {
+        if let Some(backbone) = &self.backbone {
+            if backbone.covers(topic) {
+                if self.backbone_topic.as_deref() != Some(topic) {
+                    lapwing_proto::validate_topic(topic)?;
+                    self.guard.check(Action::Publish, topic)?;
+                    self.backbone_topic = Some(topic.into());
+                }
+                let max = self.registry.settings_for(topic).max_message_bytes;
+                if payload.len() > max {
+                    return Err(RequestError::MessageTooLarge {
+                        topic: topic.to_owned(),
+                        len: payload.len(),
+                        max,
+                    });
+                }
+                let ack = backbone
+                    .publish(topic, payload.clone(), Some(&self.quota))
+                    .await?;
+                return Ok(ack);
+            }
+        }
+        self.publish_local(topic, payload)
+    }
+
+    fn publish_local(&mut self, topic: &str, payload: &[u8]) -> Result<PublishAck, RequestError> {
         // A topic deleted between lookup and publish: the name now means a
         // new topic, so look it up once more (bounded: at most twice).
         for _ in 0..2 {
@@ -62,16 +105,8 @@ impl TopicPublisher {
                         seq,
                     })
                 }
-                Err(PublishError::TooLarge { len, max }) => {
-                    return Err(RequestError::MessageTooLarge {
-                        topic: topic.to_owned(),
-                        len,
-                        max,
-                    })
-                }
                 Err(PublishError::Deleted) => self.cached = None,
-                Err(PublishError::Exhausted(e)) => return Err(e.into()),
-                Err(PublishError::Ring(e)) => return Err(RequestError::Internal(e.to_string())),
+                Err(e) => return Err(publish_error(topic, e)),
             }
         }
         Err(RequestError::Internal(format!(
@@ -80,31 +115,50 @@ impl TopicPublisher {
     }
 }
 
+/// A topic's refusal of a publish, as the client hears it.
+pub(crate) fn publish_error(topic: &str, e: PublishError) -> RequestError {
+    match e {
+        PublishError::TooLarge { len, max } => RequestError::MessageTooLarge {
+            topic: topic.to_owned(),
+            len,
+            max,
+        },
+        PublishError::Deleted => RequestError::TopicDeleted(topic.to_owned()),
+        PublishError::Exhausted(e) => e.into(),
+        PublishError::Ring(e) => RequestError::Internal(e.to_string()),
+        PublishError::Backbone => RequestError::Internal(format!(
+            "topic `{topic}` is served through the backbone; its publish took the local path"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn publishes_and_follows_a_recreated_topic() {
+    #[tokio::test]
+    async fn publishes_and_follows_a_recreated_topic() {
         let config = crate::Config::for_tests(std::path::Path::new("/tmp/unused"));
         let registry = Arc::new(Registry::from_config(&config).unwrap());
         let everything = Arc::new(crate::permissions::Principal::everything("test"));
         let guard = Guard::new(everything, Arc::default());
-        let mut p = TopicPublisher::new(registry.clone(), Arc::new(CreationQuota::new(10)), guard);
-        let a = p.publish("a", b"x").unwrap();
+        let quota = Arc::new(CreationQuota::new(10));
+        let mut p = TopicPublisher::new(registry.clone(), None, quota, guard);
+        let bytes = |b: &'static [u8]| Bytes::from_static(b);
+        let a = p.publish("a", &bytes(b"x")).await.unwrap();
         assert_eq!(a.seq, 0);
-        assert_eq!(p.publish("a", b"y").unwrap().seq, 1);
+        assert_eq!(p.publish("a", &bytes(b"y")).await.unwrap().seq, 1);
         registry.delete("a").unwrap();
-        let b = p.publish("a", b"z").unwrap();
+        let b = p.publish("a", &bytes(b"z")).await.unwrap();
         assert_eq!(b.seq, 0);
         assert_ne!(a.epoch, b.epoch);
-        let too_big = vec![0u8; config.limits.max_message_bytes + 1];
+        let too_big = Bytes::from(vec![0u8; config.limits.max_message_bytes + 1]);
         assert!(matches!(
-            p.publish("a", &too_big),
+            p.publish("a", &too_big).await,
             Err(RequestError::MessageTooLarge { .. })
         ));
         assert!(matches!(
-            p.publish("bad..name", b""),
+            p.publish("bad..name", &bytes(b"")).await,
             Err(RequestError::InvalidTopic(_))
         ));
     }

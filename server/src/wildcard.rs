@@ -295,7 +295,7 @@ impl Wildcard {
                 }
                 Step::Idle => {}
                 Step::TopicDeleted => deleted = true,
-                Step::Lagged { .. } | Step::TooManyTopics { .. } => {
+                Step::Lagged { .. } | Step::TooManyTopics { .. } | Step::HistoryFailed => {
                     self.ended = Some(step);
                     return step;
                 }

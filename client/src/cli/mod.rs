@@ -44,7 +44,8 @@ pub struct Cli {
 /// How to reach and trust the server (global flags).
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
-    /// Server QUIC address.
+    /// Server QUIC address; several, comma-separated, to fail over between
+    /// the nodes of a cluster (`a:7400,b:7400,c:7400`).
     #[arg(
         long,
         global = true,

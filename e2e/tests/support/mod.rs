@@ -3,12 +3,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
 use lapwing_client::{Client, ClientConfig, Event, Subscription, Trust};
 use lapwing_server::{Config, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every await in these tests is bounded by this.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -190,4 +192,20 @@ impl Ledger {
             self.record(&event);
         }
     }
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    bounded("HTTP GET", async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let status = buf[9..12].parse().unwrap();
+        let body = buf.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, body)
+    })
+    .await
 }

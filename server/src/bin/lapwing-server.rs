@@ -41,6 +41,11 @@ struct Args {
     /// [default: 1073741824].
     #[arg(long)]
     ring_memory_bytes: Option<usize>,
+    /// Cluster mode: the NATS JetStream backbone, e.g. nats://127.0.0.1:4222
+    /// (backbone.url; comma-separated for several). Topics in
+    /// backbone.topics (default: all) go through it.
+    #[arg(long)]
+    backbone: Option<String>,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -69,6 +74,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(b) = args.ring_memory_bytes {
         config.limits.ring_memory_bytes = b;
+    }
+    if let Some(url) = &args.backbone {
+        config.backbone.url = url.trim().to_owned();
     }
     config.validate()?;
     Ok(config)

@@ -82,7 +82,10 @@ impl Bus for BusService {
         let (session, guard) = self.admit(&request)?;
         let p = request.into_inner();
         Ok(Response::new(
-            session.publisher(guard).publish(&p.topic, &p.payload)?,
+            session
+                .publisher(guard)
+                .publish(&p.topic, &p.payload)
+                .await?,
         ))
     }
 
@@ -110,7 +113,7 @@ impl Bus for BusService {
                 }
             };
             match next {
-                Ok(Some(p)) => match publisher.publish(&p.topic, &p.payload) {
+                Ok(Some(p)) => match publisher.publish(&p.topic, &p.payload).await {
                     Ok(ack) => {
                         summary.published += 1;
                         summary.last = Some(ack);
@@ -149,6 +152,7 @@ impl Bus for BusService {
             resume: &req.resume,
         };
         let id = conn.allocate_subscription_id();
+        session.prepare_subscribe(&guard, &req.topic).await?;
         let sub = session.subscribe(&guard, id, params, conn.subscription_count())?;
         let ok = sub.ok();
         debug!(topic = %req.topic, start_seq = ok.start_seq, subscription = id, "gRPC subscribe");
@@ -223,9 +227,10 @@ impl Sub {
             match step {
                 Step::Delivered { .. } => {}
                 Step::Idle => self.idle().await,
-                Step::Lagged { .. } | Step::TopicDeleted | Step::TooManyTopics { .. } => {
-                    self.end = self.sub.end(step).map(|e| status(&e))
-                }
+                Step::Lagged { .. }
+                | Step::TopicDeleted
+                | Step::TooManyTopics { .. }
+                | Step::HistoryFailed => self.end = self.sub.end(step).map(|e| status(&e)),
             }
         }
     }

@@ -192,6 +192,7 @@ pub(crate) fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::Timeout => Code::DeadlineExceeded,
         ErrorCode::TopicExists => Code::AlreadyExists,
         ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::Unavailable => Code::Unavailable,
     }
 }
 

@@ -420,6 +420,13 @@ impl Control {
         // Subscriptions that ended on their own (lagged, topic deleted)
         // free their id and their place.
         self.subs.0.retain(|_, sub| !sub.task.is_finished());
+        if let Some(control_request::Kind::Subscribe(s)) = &request.kind {
+            if let Err(e) = self.session.prepare_subscribe(&self.guard, &s.topic).await {
+                debug!(code = ?e.code(), error = %e, subscription = s.subscription_id, "subscribe refused");
+                let _ = self.tx.send(error_response(&e, s.subscription_id)).await;
+                return;
+            }
+        }
         let reply = self.session.control(&self.guard, request, &self.subs);
         match reply.action {
             Some(Action::Start(sub)) => {

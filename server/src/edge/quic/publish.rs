@@ -114,7 +114,7 @@ pub(super) async fn fire_and_forget(
             }
             Read::Frame(p) => {
                 handled += 1;
-                if let Err(err) = publisher.publish(&p.topic, &p.payload) {
+                if let Err(err) = publisher.publish(&p.topic, &p.payload).await {
                     debug!(error = %err, "publish refused");
                     report(&control, &err);
                 }
@@ -155,7 +155,7 @@ pub(super) async fn acked(
             match sort(frame) {
                 Read::End => ended = true,
                 Read::Frame(p) => {
-                    let kind = match publisher.publish(&p.topic, &p.payload) {
+                    let kind = match publisher.publish(&p.topic, &p.payload).await {
                         Ok(ack) => publish_result::Kind::Ack(ack),
                         Err(err) => {
                             debug!(error = %err, "acked publish refused");

@@ -69,9 +69,10 @@ pub(super) async fn run(
                     _ = cancel.cancelled() => break None,
                 }
             }
-            Step::Lagged { .. } | Step::TopicDeleted | Step::TooManyTopics { .. } => {
-                break sub.end(step)
-            }
+            Step::Lagged { .. }
+            | Step::TopicDeleted
+            | Step::TooManyTopics { .. }
+            | Step::HistoryFailed => break sub.end(step),
         }
     };
     let stats = sub.stats();

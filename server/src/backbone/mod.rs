@@ -1,0 +1,428 @@
+//! Cluster mode: topics served through a NATS JetStream backbone, so that
+//! every node reports the same `{epoch, seq}` for a message and a client
+//! can resume on any node.
+//!
+//! - **One stream per topic.** Topic `a.b` is the stream
+//!   `<stream_prefix>a_2Eb` (a reversible escape; a hash for very long
+//!   names) capturing the one subject `<subject_prefix>.a.b`. The stream's
+//!   sequence is the topic's seq (stream seq `s` is topic seq `s - 1`, as
+//!   Lapwing's seqs start at 0); the stream's creation time is the topic's
+//!   epoch, so it changes only when the stream is recreated, that is when
+//!   the backbone lost the topic's history. Retention is the stream's
+//!   (`max_msgs`, `max_bytes`; the oldest go first).
+//! - **Publishing** ([`Backbone::publish`]) goes to the stream and returns
+//!   when the backbone has acknowledged it, with the backbone's position.
+//! - **Fanout** stays local: a node follows a topic only while it has
+//!   subscribers for it. [`Backbone::prepare`] registers the topic with the
+//!   stream's epoch and, as `base`, the stream's head; `feed.rs` copies the
+//!   stream from there into the topic's ring, in order. One slow subscriber
+//!   never slows the backbone or another node: the ring laps it, as on a
+//!   single node.
+//! - **Resume on any node**: a resume older than the ring is replayed from
+//!   the stream (`replay.rs`, through the `History` seam of `Drain`), then
+//!   joins the ring without a gap or a duplicate; only what the stream no
+//!   longer retains is a `NOT_RETAINED` resync, exact.
+//! - **Outage**: publishes fail at once with a retryable UNAVAILABLE while
+//!   the backbone is unreachable (no message is queued behind it); rings
+//!   keep what they hold; feeds resume where they stopped once it is back,
+//!   and a seq the stream lost meanwhile is a hole, reported exactly.
+//!   `/readyz` says whether the backbone is reachable.
+
+mod feed;
+mod replay;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use lapwing_proto::v1::PublishAck;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{BackboneConfig, BackboneStorage};
+use crate::error::RequestError;
+use crate::history::{History, Replayed};
+use crate::registry::{CreationQuota, Registry};
+use crate::topic::Topic;
+
+/// Longest stream name this module makes: a file-backed stream is a
+/// directory, and file names stop at 255 bytes.
+const MAX_STREAM_NAME: usize = 200;
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    /// `backbone.url` does not parse.
+    #[error("backbone.url: {0}")]
+    Url(String),
+    /// The credentials file could not be read or parsed.
+    #[error("backbone.credentials: {0}")]
+    Credentials(std::io::Error),
+    /// The client could not be set up.
+    #[error("backbone: {0}")]
+    Connect(String),
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Backbone {
+    js: jetstream::Context,
+    config: BackboneConfig,
+    registry: Arc<Registry>,
+    /// Each topic's epoch as last looked up (publishes need it for their
+    /// acknowledgement); forgotten when a publish finds the stream gone.
+    epochs: Mutex<HashMap<Arc<str>, u64>>,
+    /// Bumped on every (re)connection, so feeds restart their consumers at
+    /// once instead of waiting for missed heartbeats.
+    connected: watch::Receiver<u64>,
+    up: Arc<AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl Backbone {
+    /// A backbone client for `config` (which must be enabled). Connects in
+    /// the background and keeps reconnecting: a server whose backbone is
+    /// down starts, reports not ready, and refuses publishes with
+    /// UNAVAILABLE until it is up. Must be called within a tokio runtime.
+    pub fn start(
+        config: &BackboneConfig,
+        registry: Arc<Registry>,
+        stop: CancellationToken,
+    ) -> Result<Arc<Backbone>, BackboneError> {
+        let addrs = config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| BackboneError::Url(format!("`{u}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, connected) = watch::channel(0u64);
+        let up = Arc::new(AtomicBool::new(false));
+        let events_up = up.clone();
+        let mut options = async_nats::ConnectOptions::new()
+            .name("lapwing-server")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((50u64 << attempts.min(5)).min(1000))
+            })
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                let up = events_up.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            up.store(true, Ordering::Release);
+                            tx.send_modify(|g| *g += 1);
+                            info!("backbone connected");
+                        }
+                        async_nats::Event::Disconnected => {
+                            up.store(false, Ordering::Release);
+                            warn!("backbone disconnected; reconnecting");
+                        }
+                        other => info!(event = %other, "backbone event"),
+                    }
+                }
+            });
+        if let Some(path) = &config.credentials {
+            let text = std::fs::read_to_string(path).map_err(BackboneError::Credentials)?;
+            options = options
+                .credentials(&text)
+                .map_err(BackboneError::Credentials)?;
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        // With `retry_on_initial_connect` this only spawns the connection
+        // task: nothing in it waits on the network.
+        let client = futures::executor::block_on(options.connect(addrs))
+            .map_err(|e| BackboneError::Connect(e.to_string()))?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(Duration::from_millis(config.ack_timeout_ms));
+        Ok(Arc::new(Backbone {
+            js,
+            config: config.clone(),
+            registry,
+            epochs: Mutex::new(HashMap::new()),
+            connected,
+            up,
+            stop,
+        }))
+    }
+
+    /// Whether the backbone is reachable now (`/readyz`).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Whether `topic` is served through the backbone.
+    pub fn covers(&self, topic: &str) -> bool {
+        self.registry.is_backbone(topic)
+    }
+
+    /// The stream that holds `topic`.
+    pub fn stream_name(&self, topic: &str) -> String {
+        stream_name(&self.config.stream_prefix, topic)
+    }
+
+    /// The subject `topic`'s messages are published on.
+    pub fn subject(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.config.subject_prefix)
+    }
+
+    fn unreachable(&self) -> RequestError {
+        RequestError::Unavailable(format!(
+            "the backbone ({}) is unreachable; nothing was published, retry",
+            self.config.url
+        ))
+    }
+
+    /// The stream of `topic`, created (counted against `quota`) if it
+    /// does not exist yet.
+    async fn ensure_stream(
+        &self,
+        topic: &str,
+        quota: Option<&CreationQuota>,
+    ) -> Result<stream::Stream, RequestError> {
+        if !self.is_up() {
+            return Err(self.unreachable());
+        }
+        let name = self.stream_name(topic);
+        match self.js.get_stream(&name).await {
+            Ok(s) => return Ok(s),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(unavailable("looking up the topic's stream", e)),
+        }
+        if let Some(q) = quota {
+            q.take()?;
+        }
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![self.subject(topic)],
+            max_messages: self.config.max_msgs,
+            max_bytes: self.config.max_bytes,
+            num_replicas: self.config.replicas,
+            storage: match self.config.storage {
+                BackboneStorage::File => stream::StorageType::File,
+                BackboneStorage::Memory => stream::StorageType::Memory,
+            },
+            discard: stream::DiscardPolicy::Old,
+            retention: stream::RetentionPolicy::Limits,
+            description: Some(format!("Lapwing topic {topic}")),
+            ..Default::default()
+        };
+        // Another node may create it at the same moment: then it exists.
+        match self.js.get_or_create_stream(config).await {
+            Ok(s) => Ok(s),
+            Err(e) => Err(unavailable("creating the topic's stream", e)),
+        }
+    }
+
+    /// The backbone topic `topic` on this node, following it first if
+    /// this node does not yet (the stream is created if needed, counted
+    /// against `quota`). Subscribing needs this before `Drain::new`.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        topic: &str,
+        quota: Option<&CreationQuota>,
+    ) -> Result<Arc<Topic>, RequestError> {
+        if let Some(t) = self.registry.get(topic).filter(|t| !t.is_deleted()) {
+            return Ok(t);
+        }
+        lapwing_proto::validate_topic(topic)?;
+        let stream = self.ensure_stream(topic, quota).await?;
+        let info = stream.cached_info();
+        let epoch = epoch_of(info);
+        // Stream seq `last + 1` is topic seq `last`: the next message.
+        let base = info.state.last_sequence;
+        let history: Arc<dyn History> = self.clone();
+        let (t, created) = self
+            .registry
+            .get_or_create_backbone(topic, None, epoch, base, history)?;
+        self.remember(&t);
+        if created {
+            if let Err(e) = t.allocate_ring() {
+                self.registry.remove_if_current(&t);
+                return Err(crate::topic_publisher::publish_error(topic, e));
+            }
+            tokio::spawn(feed::run(self.clone(), t.clone(), base + 1));
+        }
+        Ok(t)
+    }
+
+    fn remember(&self, topic: &Topic) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded like the registry: forget them all rather than grow.
+        if epochs.len() >= self.registry.max_topics() {
+            epochs.clear();
+        }
+        epochs.insert(topic.name().into(), topic.epoch());
+    }
+
+    fn epoch_known(&self, topic: &str) -> Option<u64> {
+        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        epochs.get(topic).copied()
+    }
+
+    fn forget(&self, topic: &str) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        epochs.remove(topic);
+    }
+
+    /// Publishes `payload` to `topic` through the backbone; returns once
+    /// the backbone has stored it, with its `{epoch, seq}`. UNAVAILABLE
+    /// (retryable) when the backbone is unreachable or does not answer
+    /// within `backbone.ack_timeout_ms`: after a timeout the message may
+    /// still have been stored, so a retry may publish it twice.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        quota: Option<&CreationQuota>,
+    ) -> Result<PublishAck, RequestError> {
+        let timeout = Duration::from_millis(self.config.ack_timeout_ms);
+        // At most twice: once more if the stream had been deleted.
+        for _ in 0..2 {
+            if !self.is_up() {
+                return Err(self.unreachable());
+            }
+            let epoch = match self.epoch_known(topic) {
+                Some(epoch) => epoch,
+                None => {
+                    let stream = self.ensure_stream(topic, quota).await?;
+                    let epoch = epoch_of(stream.cached_info());
+                    let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+                    if epochs.len() >= self.registry.max_topics() {
+                        epochs.clear();
+                    }
+                    epochs.insert(topic.into(), epoch);
+                    epoch
+                }
+            };
+            let acked = tokio::time::timeout(timeout, async {
+                self.js
+                    .publish(self.subject(topic), payload.clone())
+                    .await?
+                    .await
+            })
+            .await;
+            match acked {
+                Ok(Ok(ack)) => {
+                    return Ok(PublishAck {
+                        epoch,
+                        seq: ack.sequence.saturating_sub(1),
+                    })
+                }
+                Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                    self.forget(topic);
+                }
+                Ok(Err(e)) => return Err(unavailable("publishing", e)),
+                Err(_) => {
+                    return Err(RequestError::Unavailable(format!(
+                        "no acknowledgement from the backbone within {} ms (backbone.ack_timeout_ms); the message may or may not be stored",
+                        self.config.ack_timeout_ms
+                    )))
+                }
+            }
+        }
+        Err(RequestError::Unavailable(format!(
+            "topic `{topic}`'s stream was deleted while publishing; retry"
+        )))
+    }
+
+    /// Stops every feed and replay (server shutdown).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl History for Backbone {
+    fn replay(&self, topic: &Arc<Topic>, next: u64) -> mpsc::Receiver<Replayed> {
+        replay::start(
+            self.js.clone(),
+            self.stream_name(topic.name()),
+            topic.clone(),
+            next,
+            self.stop.clone(),
+        )
+    }
+}
+
+/// A topic's epoch: its stream's creation time (Unix nanos, never 0).
+fn epoch_of(info: &stream::Info) -> u64 {
+    u64::try_from(info.created.unix_timestamp_nanos())
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+fn unavailable(doing: &str, e: impl std::fmt::Display) -> RequestError {
+    RequestError::Unavailable(format!("backbone error {doing}: {e}; retry"))
+}
+
+/// `prefix` + `topic` escaped to what a stream name may hold (`.` is
+/// `_2E`, `_` is `_5F`, so the mapping is one to one); a name that would
+/// be longer than [`MAX_STREAM_NAME`] is `prefix` + `H_` + a SHA-256
+/// prefix of the topic instead (an escaped name never has `_` followed by
+/// `H`).
+fn stream_name(prefix: &str, topic: &str) -> String {
+    let escaped_len = topic.len() + 2 * topic.matches(['.', '_']).count();
+    if prefix.len() + escaped_len > MAX_STREAM_NAME {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(topic.as_bytes());
+        let hex: String = digest[..20].iter().map(|b| format!("{b:02x}")).collect();
+        return format!("{prefix}H_{hex}");
+    }
+    let mut name = String::with_capacity(prefix.len() + escaped_len);
+    name.push_str(prefix);
+    for c in topic.chars() {
+        match c {
+            '.' => name.push_str("_2E"),
+            '_' => name.push_str("_5F"),
+            c => name.push(c),
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_are_one_to_one_and_bounded() {
+        assert_eq!(stream_name("LW_", "a.b"), "LW_a_2Eb");
+        assert_eq!(stream_name("LW_", "a_b"), "LW_a_5Fb");
+        assert_ne!(stream_name("LW_", "a.b"), stream_name("LW_", "a_2Eb"));
+        let long = format!("{}.{}", "a".repeat(127), "b".repeat(127));
+        let name = stream_name("LW_", &long);
+        assert!(name.len() <= MAX_STREAM_NAME, "{name}");
+        assert!(name.starts_with("LW_H_"));
+        assert_ne!(name, stream_name("LW_", &long.replace('b', "c")));
+        for name in [stream_name("LW_", "x.y-z_1"), name] {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{name}"
+            );
+        }
+    }
+}

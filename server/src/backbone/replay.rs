@@ -1,0 +1,151 @@
+//! One subscription's replay of a backbone topic from its stream: what a
+//! resume asks for that the node's ring no longer (or never) held.
+//!
+//! It reads the stream's state first: seqs before the stream's first
+//! retained one are gone, and reported at once as one `NOT_RETAINED` gap
+//! with its exact count. Then an ordered consumer delivers from there, and
+//! each message goes to the drain with its topic seq (stream seq − 1); a
+//! seq the stream dropped while the replay ran is a gap too. The channel
+//! is bounded, so a replay is never further ahead of its subscriber than
+//! [`REPLAY_AHEAD`] events; the drain drops the receiver once it reaches
+//! what the ring holds, which ends the replay.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::{self, stream::Stream};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{epoch_of, is_not_found};
+use crate::history::Replayed;
+use crate::topic::Topic;
+
+/// Events a replay may hold for its subscriber.
+pub(super) const REPLAY_AHEAD: usize = 64;
+
+/// Starts replaying `topic` (stream `stream_name`) from topic seq `next`.
+pub(super) fn start(
+    js: jetstream::Context,
+    stream_name: String,
+    topic: Arc<Topic>,
+    next: u64,
+    stop: CancellationToken,
+) -> mpsc::Receiver<Replayed> {
+    let (tx, rx) = mpsc::channel(REPLAY_AHEAD);
+    tokio::spawn(async move {
+        let wake = topic.clone();
+        let send = |event: Replayed| {
+            let tx = tx.clone();
+            let wake = wake.clone();
+            async move {
+                let sent = tx.send(event).await.is_ok();
+                wake.wakeup().wake();
+                sent
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tx.closed() => {}
+            failed = run(&js, &stream_name, &topic, next, &send) => {
+                if let Err(why) = failed {
+                    send(Replayed::Failed(why)).await;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn run<F, Fut>(
+    js: &jetstream::Context,
+    stream_name: &str,
+    topic: &Topic,
+    mut next: u64,
+    send: &F,
+) -> Result<(), String>
+where
+    F: Fn(Replayed) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut stream: Stream = match js.get_stream(stream_name).await {
+        Ok(s) => s,
+        Err(e) if is_not_found(&e) => {
+            return Err(format!(
+                "topic `{}`'s backbone stream is gone; resubscribe",
+                topic.name()
+            ))
+        }
+        Err(e) => return Err(format!("the backbone is unreachable: {e}; retry")),
+    };
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| format!("the backbone is unreachable: {e}; retry"))?;
+    if epoch_of(info) != topic.epoch() {
+        return Err(format!(
+            "topic `{}`'s backbone stream was replaced; resubscribe",
+            topic.name()
+        ));
+    }
+    // Stream seq `first` is topic seq `first - 1`; an empty stream's
+    // `first` is one past its last.
+    let first = info.state.first_sequence.saturating_sub(1);
+    if next < first {
+        let gap = Replayed::NotRetained {
+            missed: first - next,
+            resume_seq: first,
+        };
+        if !send(gap).await {
+            return Ok(());
+        }
+        next = first;
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: next + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot replay from the backbone: {e}; retry"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("cannot replay from the backbone: {e}; retry"))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| format!("the backbone replay failed: {e}; retry"))?;
+        let (stream_seq, published) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
+            ),
+            Err(e) => return Err(format!("the backbone replay failed: {e}; retry")),
+        };
+        let seq = stream_seq.saturating_sub(1);
+        if seq < next {
+            continue;
+        }
+        if seq > next {
+            let gap = Replayed::NotRetained {
+                missed: seq - next,
+                resume_seq: seq,
+            };
+            if !send(gap).await {
+                return Ok(());
+            }
+        }
+        let event = Replayed::Message {
+            seq,
+            publish_time_unix_nanos: published,
+            payload: message.message.payload.clone(),
+        };
+        if !send(event).await {
+            return Ok(());
+        }
+        next = seq + 1;
+    }
+    Err("the backbone replay ended early; retry".into())
+}
