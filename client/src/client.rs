@@ -61,6 +61,7 @@ impl Client {
         .await
         .map_err(|_| ClientError::Timeout("connecting to the server"))??;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let _ = shared.later.set(cmd_tx.downgrade());
         tokio::spawn(driver::drive(shared.clone(), transport, session, cmd_rx));
         let handle = Handle { shared, cmd_tx };
         let (acked_tx, acked_rx) = mpsc::channel(1024);

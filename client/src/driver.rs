@@ -33,6 +33,8 @@ use crate::ClientError;
 /// First wait before reconnecting after a loss (without a `GoAway` delay);
 /// it doubles per failed attempt up to [`crate::ClientConfig::max_backoff`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause before a resubscribe refused with a retryable error is sent again.
+const RESUBSCRIBE_RETRY: Duration = Duration::from_millis(250);
 /// How long the end of a session waits for its stream readers to finish.
 const READERS_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for the connection's close reason after the server
@@ -470,8 +472,24 @@ fn handle_control(
         }
         Some(Kind::SubscribeOk(ok)) => shared.subs.accepted(&ok),
         Some(Kind::Error(e)) if e.subscription_id != 0 => {
-            tracing::debug!(error = ?e, "subscription error");
-            shared.subs.fail(e.subscription_id, ClientError::server(e));
+            let id = e.subscription_id;
+            if e.code().is_retryable() && shared.subs.retry_later(id) {
+                // A resume refused for now (in cluster mode: the node's
+                // backbone is unreachable): the subscription lives on and
+                // asks again, from where it is, after a pause.
+                tracing::info!(code = ?e.code(), message = %e.message, subscription = id,
+                    "resubscribe refused for now; retrying");
+                let later = shared.later.get().cloned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RESUBSCRIBE_RETRY).await;
+                    if let Some(tx) = later.and_then(|w| w.upgrade()) {
+                        let _ = tx.send(Cmd::Subscribe(id));
+                    }
+                });
+            } else {
+                tracing::debug!(error = ?e, "subscription error");
+                shared.subs.fail(id, ClientError::server(e));
+            }
         }
         Some(Kind::Error(e)) => {
             tracing::warn!(code = ?e.code(), message = %e.message, "server error");
@@ -935,6 +953,60 @@ mod tests {
         server.stream(sub.id(), 1..3).await;
         for want in 0..3 {
             assert_eq!(next_seq(&mut sub).await, want, "no gap, no duplicate");
+        }
+    }
+
+    /// A resume refused with a retryable error (a cluster node whose
+    /// backbone is down says UNAVAILABLE) keeps the subscription: it is
+    /// asked for again, from the same position, after a pause, and goes on
+    /// without a gap. A first subscribe refused that way fails for its
+    /// caller instead.
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_refused_for_now_is_asked_for_again() {
+        let (client, mut server, mut attempts) = start(config()).await;
+        let mut sub = subscribe(&client, &mut server, Start::Latest, 0).await;
+        server.stream(sub.id(), 0..3).await;
+        for want in 0..3 {
+            assert_eq!(next_seq(&mut sub).await, want);
+        }
+        server.vanish();
+        let mut server = FakeServer::accept(attempts.next().await).await;
+        let resume = Start::After {
+            epoch: EPOCH,
+            seq: 2,
+        };
+        let unavailable = |id| {
+            control_response::Kind::Error(v1::Error {
+                code: ErrorCode::Unavailable as i32,
+                message: "backbone unreachable".into(),
+                subscription_id: id,
+            })
+        };
+        for _ in 0..2 {
+            let (id, start) = server.subscribe_request().await;
+            assert_eq!((id, start), (sub.id(), resume));
+            let refused_at = Instant::now();
+            server.respond(unavailable(id)).await;
+            let (again, start) = server.subscribe_request().await;
+            assert_eq!((again, start), (sub.id(), resume));
+            assert!(Instant::now() - refused_at >= RESUBSCRIBE_RETRY);
+            server.respond(unavailable(id)).await;
+        }
+        let (id, _) = server.subscribe_request().await;
+        server.subscribe_ok(id, 3).await;
+        server.stream(id, 3..5).await;
+        for want in 3..5 {
+            assert_eq!(next_seq(&mut sub).await, want, "no gap, no duplicate");
+        }
+        let options = SubscribeOptions::default();
+        let refuse = async {
+            let (id, _) = server.subscribe_request().await;
+            server.respond(unavailable(id)).await;
+        };
+        let (first, ()) = tokio::join!(client.subscribe("u", options), refuse);
+        match first {
+            Err(e) => assert_eq!(e.code(), Some(ErrorCode::Unavailable)),
+            Ok(_) => panic!("a first subscribe refused for now is the caller's error"),
         }
     }
 

@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) async_errors: broadcast::Sender<(ErrorCode, String)>,
     /// Finished publish streams waiting for the server's receipt.
     pub(crate) receipts: StreamReceipts,
+    /// The driver's own way to ask itself for a resubscribe later (weak:
+    /// it must not keep the client alive once every handle is gone).
+    pub(crate) later: std::sync::OnceLock<mpsc::WeakUnboundedSender<Cmd>>,
 }
 
 impl Shared {
@@ -54,6 +57,7 @@ impl Shared {
             max_frame_bytes: AtomicUsize::new(lapwing_proto::PRE_HELLO_MAX_FRAME_BYTES),
             async_errors: broadcast::channel(64).0,
             receipts: StreamReceipts::default(),
+            later: std::sync::OnceLock::new(),
             cfg,
         }
     }

@@ -419,6 +419,21 @@ impl Subscriptions {
             .map(|e| e.subscribe_frame(id, generation))
     }
 
+    /// The server refused to resume subscription `id` with an error that
+    /// retrying can cure (its node is not ready for the topic, or its
+    /// backbone is unreachable): keeps it, to be sent again. `false` when
+    /// there is nothing to keep: a first subscribe, whose caller hears the
+    /// error, or an unknown id.
+    pub(crate) fn retry_later(&self, id: u64) -> bool {
+        match lock(&self.map).get_mut(&id) {
+            Some(entry) if entry.pending_ok.is_none() => {
+                entry.sent_generation = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The server accepted a Subscribe: answer the caller (the first time)
     /// and learn the start position if none is known yet.
     pub(crate) fn accepted(&self, ok: &v1::SubscribeOk) {
