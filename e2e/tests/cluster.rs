@@ -436,3 +436,43 @@ async fn a_topic_outside_the_backbone_stays_local() {
         other => panic!("expected node 1's own message, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_and_forget_publishes_reach_every_node_in_order() {
+    if !nats::available("fire_and_forget_publishes_reach_every_node_in_order") {
+        return;
+    }
+    let cluster = Cluster::start(2, |_| {}).await;
+    let (a, b) = (cluster.client(0).await, cluster.client(1).await);
+    let mut on_b = bounded(
+        "subscribe",
+        b.subscribe("c.fast", SubscribeOptions::default()),
+    )
+    .await
+    .expect("subscribe");
+    // Pipelined: the publishing node keeps many acknowledgements pending.
+    const N: u64 = 2000;
+    let publisher = a.publisher();
+    for i in 0..N {
+        publisher
+            .publish("c.fast", format!("m{i}"))
+            .await
+            .expect("publish");
+    }
+    bounded("finish", publisher.finish())
+        .await
+        .expect("every publish acknowledged by the backbone");
+    let mut ledger = Ledger::default();
+    for i in 0..N {
+        let event = next_event(&mut on_b).await;
+        ledger.record(&event);
+        match event {
+            Event::Message { payload, .. } => {
+                assert_eq!(payload.as_ref(), format!("m{i}").as_bytes())
+            }
+            other => panic!("expected message {i}, got {other:?}"),
+        }
+    }
+    ledger.assert_accounting();
+    assert_eq!((ledger.start, ledger.delivered), (Some(0), N));
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lapwing_proto::v1::PublishAck;
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, Pending};
 use crate::error::RequestError;
 use crate::permissions::{Action, Guard};
 use crate::registry::{CreationQuota, Registry};
@@ -56,6 +56,19 @@ impl TopicPublisher {
         topic: &str,
         payload: &Bytes,
     ) -> Result<PublishAck, RequestError> {
+        self.submit(topic, payload).await?.ack().await
+    }
+
+    /// Publishes `payload` to `topic` as far as it goes without waiting: a
+    /// local topic's publish is done; a backbone topic's has been sent and
+    /// its acknowledgement is still to come ([`Submitted::ack`]). A stream
+    /// keeps many in flight and so pipelines the backbone's round trips;
+    /// messages of one publisher reach the backbone in the order submitted.
+    pub async fn submit(
+        &mut self,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Result<Submitted, RequestError> {
         if let Some(backbone) = &self.backbone {
             if backbone.covers(topic) {
                 if self.backbone_topic.as_deref() != Some(topic) {
@@ -71,13 +84,13 @@ impl TopicPublisher {
                         max,
                     });
                 }
-                let ack = backbone
-                    .publish(topic, payload.clone(), Some(&self.quota))
+                let pending = backbone
+                    .submit(topic, payload.clone(), Some(&self.quota))
                     .await?;
-                return Ok(ack);
+                return Ok(Submitted::Pending(pending));
             }
         }
-        self.publish_local(topic, payload)
+        self.publish_local(topic, payload).map(Submitted::Done)
     }
 
     fn publish_local(&mut self, topic: &str, payload: &[u8]) -> Result<PublishAck, RequestError> {
@@ -112,6 +125,26 @@ impl TopicPublisher {
         Err(RequestError::Internal(format!(
             "topic `{topic}` was deleted while publishing; retry"
         )))
+    }
+}
+
+/// A publish as far as [`TopicPublisher::submit`] took it.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Published (a local topic).
+    Done(PublishAck),
+    /// Sent to the backbone; its acknowledgement is to come.
+    Pending(Pending),
+}
+
+impl Submitted {
+    /// The publish's `{epoch, seq}`, once the backbone (if any) has
+    /// acknowledged it.
+    pub async fn ack(self) -> Result<PublishAck, RequestError> {
+        match self {
+            Submitted::Done(ack) => Ok(ack),
+            Submitted::Pending(p) => p.ack().await,
+        }
     }
 }
 

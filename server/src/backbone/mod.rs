@@ -10,8 +10,9 @@
 //!   epoch, so it changes only when the stream is recreated, that is when
 //!   the backbone lost the topic's history. Retention is the stream's
 //!   (`max_msgs`, `max_bytes`; the oldest go first).
-//! - **Publishing** ([`Backbone::publish`]) goes to the stream and returns
-//!   when the backbone has acknowledged it, with the backbone's position.
+//! - **Publishing** ([`Backbone::submit`], then [`Pending::ack`]) goes to
+//!   the stream and is acknowledged by the backbone with its position; a
+//!   publish stream keeps many in flight, so the round trips overlap.
 //! - **Fanout** stays local: a node follows a topic only while it has
 //!   subscribers for it. [`Backbone::prepare`] registers the topic with the
 //!   stream's epoch and, as `base`, the stream's head; `feed.rs` copies the
@@ -250,7 +251,7 @@ impl Backbone {
         let (t, created) = self
             .registry
             .get_or_create_backbone(topic, None, epoch, base, history)?;
-        self.remember(&t);
+        self.remember_epoch(t.name(), t.epoch());
         if created {
             if let Err(e) = t.allocate_ring() {
                 self.registry.remove_if_current(&t);
@@ -259,15 +260,6 @@ impl Backbone {
             tokio::spawn(feed::run(self.clone(), t.clone(), base + 1));
         }
         Ok(t)
-    }
-
-    fn remember(&self, topic: &Topic) {
-        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded like the registry: forget them all rather than grow.
-        if epochs.len() >= self.registry.max_topics() {
-            epochs.clear();
-        }
-        epochs.insert(topic.name().into(), topic.epoch());
     }
 
     fn epoch_known(&self, topic: &str) -> Option<u64> {
@@ -280,70 +272,94 @@ impl Backbone {
         epochs.remove(topic);
     }
 
-    /// Publishes `payload` to `topic` through the backbone; returns once
-    /// the backbone has stored it, with its `{epoch, seq}`. UNAVAILABLE
-    /// (retryable) when the backbone is unreachable or does not answer
-    /// within `backbone.ack_timeout_ms`: after a timeout the message may
-    /// still have been stored, so a retry may publish it twice.
-    pub async fn publish(
-        &self,
+    /// Sends `payload` to `topic`'s stream and returns without waiting
+    /// for the backbone's acknowledgement: [`Pending::ack`] waits for it.
+    /// Many can be in flight at once (a publish stream pipelines them);
+    /// the backbone stores them in the order they were sent. UNAVAILABLE
+    /// (retryable) at once when the backbone is unreachable.
+    pub async fn submit(
+        self: &Arc<Self>,
         topic: &str,
         payload: Bytes,
         quota: Option<&CreationQuota>,
-    ) -> Result<PublishAck, RequestError> {
-        let timeout = Duration::from_millis(self.config.ack_timeout_ms);
-        // At most twice: once more if the stream had been deleted.
-        for _ in 0..2 {
-            if !self.is_up() {
-                return Err(self.unreachable());
-            }
-            let epoch = match self.epoch_known(topic) {
-                Some(epoch) => epoch,
-                None => {
-                    let stream = self.ensure_stream(topic, quota).await?;
-                    let epoch = epoch_of(stream.cached_info());
-                    let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-                    if epochs.len() >= self.registry.max_topics() {
-                        epochs.clear();
-                    }
-                    epochs.insert(topic.into(), epoch);
-                    epoch
-                }
-            };
-            let acked = tokio::time::timeout(timeout, async {
-                self.js
-                    .publish(self.subject(topic), payload.clone())
-                    .await?
-                    .await
-            })
-            .await;
-            match acked {
-                Ok(Ok(ack)) => {
-                    return Ok(PublishAck {
-                        epoch,
-                        seq: ack.sequence.saturating_sub(1),
-                    })
-                }
-                Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
-                    self.forget(topic);
-                }
-                Ok(Err(e)) => return Err(unavailable("publishing", e)),
-                Err(_) => {
-                    return Err(RequestError::Unavailable(format!(
-                        "no acknowledgement from the backbone within {} ms (backbone.ack_timeout_ms); the message may or may not be stored",
-                        self.config.ack_timeout_ms
-                    )))
-                }
-            }
+    ) -> Result<Pending, RequestError> {
+        if !self.is_up() {
+            return Err(self.unreachable());
         }
-        Err(RequestError::Unavailable(format!(
-            "topic `{topic}`'s stream was deleted while publishing; retry"
-        )))
+        let epoch = match self.epoch_known(topic) {
+            Some(epoch) => epoch,
+            None => {
+                let stream = self.ensure_stream(topic, quota).await?;
+                let epoch = epoch_of(stream.cached_info());
+                self.remember_epoch(topic, epoch);
+                epoch
+            }
+        };
+        let ack = self
+            .js
+            .publish(self.subject(topic), payload)
+            .await
+            .map_err(|e| unavailable("publishing", e))?;
+        Ok(Pending {
+            ack,
+            epoch,
+            timeout_ms: self.config.ack_timeout_ms,
+            backbone: self.clone(),
+            topic: topic.into(),
+        })
+    }
+
+    fn remember_epoch(&self, topic: &str, epoch: u64) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded like the registry: forget them all rather than grow.
+        if epochs.len() >= self.registry.max_topics() {
+            epochs.clear();
+        }
+        epochs.insert(topic.into(), epoch);
     }
 
     /// Stops every feed and replay (server shutdown).
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// A publish sent to the backbone, its acknowledgement still to come.
+#[derive(Debug)]
+pub struct Pending {
+    ack: jetstream::context::PublishAckFuture,
+    epoch: u64,
+    timeout_ms: u64,
+    backbone: Arc<Backbone>,
+    topic: Arc<str>,
+}
+
+impl Pending {
+    /// Waits for the backbone's acknowledgement (at most
+    /// `backbone.ack_timeout_ms`): the message's `{epoch, seq}`. After a
+    /// timeout the message may still have been stored, so a retry may
+    /// publish it twice.
+    pub async fn ack(self) -> Result<PublishAck, RequestError> {
+        let timeout = Duration::from_millis(self.timeout_ms);
+        match tokio::time::timeout(timeout, std::future::IntoFuture::into_future(self.ack)).await {
+            Ok(Ok(ack)) => Ok(PublishAck {
+                epoch: self.epoch,
+                seq: ack.sequence.saturating_sub(1),
+            }),
+            Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                // The next publish looks the stream up (or creates it) again.
+                self.backbone.forget(&self.topic);
+                Err(RequestError::Unavailable(format!(
+                    "topic `{}`'s backbone stream was deleted; nothing was published, retry",
+                    self.topic
+                )))
+            }
+            Ok(Err(e)) => Err(unavailable("publishing", e)),
+            Err(_) => Err(RequestError::Unavailable(format!(
+                "no acknowledgement from the backbone within {} ms (backbone.ack_timeout_ms); the message may or may not be stored",
+                self.timeout_ms
+            ))),
+        }
     }
 }
 

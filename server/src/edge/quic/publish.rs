@@ -15,7 +15,8 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures::FutureExt;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use lapwing_proto::v1::{
     self, control_response, publish_result, ControlResponse, Publish, PublishResult,
 };
@@ -28,10 +29,14 @@ use super::control::{error_response, ControlTx};
 use super::{code, Shared};
 use crate::error::RequestError;
 use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
-use crate::topic_publisher::TopicPublisher;
+use crate::topic_publisher::{Submitted, TopicPublisher};
 
 /// Publish frames handled per write on an acked stream.
 const ACK_BATCH: usize = 64;
+/// Backbone publishes (cluster mode) a fire-and-forget stream keeps in
+/// flight, their acknowledgements pending: the round trips overlap, and
+/// the stream is read no further ahead than this.
+const IN_FLIGHT: usize = 256;
 /// Initial read buffer of a publish stream (it grows with the frames).
 const PUBLISH_READ_BUFFER: usize = 8 * 1024;
 
@@ -88,13 +93,32 @@ pub(super) async fn fire_and_forget(
     let stream_id = u64::from(recv.id());
     let mut frames = frames(recv, &shared, progress);
     let mut handled = 0;
+    // Backbone publishes whose acknowledgement is still to come (a local
+    // topic's publish is done when `submit` returns).
+    let mut in_flight = FuturesOrdered::new();
     loop {
         let frame = tokio::select! {
-            frame = frames.next() => frame,
+            frame = frames.next(), if in_flight.len() < IN_FLIGHT => frame,
+            Some(acked) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(err) = acked {
+                    report(&control, &err);
+                }
+                continue;
+            }
             _ = cancel.cancelled() => return,
         };
         match sort(frame) {
             Read::End => {
+                // The receipt says every frame is handled: every
+                // acknowledgement first.
+                while let Some(acked) = tokio::select! {
+                    acked = in_flight.next() => acked,
+                    _ = cancel.cancelled() => return,
+                } {
+                    if let Err(err) = acked {
+                        report(&control, &err);
+                    }
+                }
                 // Unlike an error report this waits for room on the control
                 // stream: the client's `finish` counts on it, and the stream
                 // is over, so waiting holds up nothing else.
@@ -114,9 +138,13 @@ pub(super) async fn fire_and_forget(
             }
             Read::Frame(p) => {
                 handled += 1;
-                if let Err(err) = publisher.publish(&p.topic, &p.payload).await {
-                    debug!(error = %err, "publish refused");
-                    report(&control, &err);
+                match publisher.submit(&p.topic, &p.payload).await {
+                    Ok(Submitted::Done(_)) => {}
+                    Ok(pending) => in_flight.push_back(pending.ack()),
+                    Err(err) => {
+                        debug!(error = %err, "publish refused");
+                        report(&control, &err);
+                    }
                 }
             }
             Read::Stop(err) => {
@@ -147,29 +175,37 @@ pub(super) async fn acked(
             _ = cancel.cancelled() => return,
         };
         let mut next = Some(first);
-        let mut handled = 0;
+        let mut submitted = Vec::new();
         let mut fatal = None;
         let mut ended = false;
-        // Answer every frame already received, then write once.
+        // Submit every frame already received (backbone publishes then
+        // wait for their acknowledgements together), answer them in
+        // order, then write once.
         while let Some(frame) = next.take() {
             match sort(frame) {
                 Read::End => ended = true,
                 Read::Frame(p) => {
-                    let kind = match publisher.publish(&p.topic, &p.payload).await {
-                        Ok(ack) => publish_result::Kind::Ack(ack),
-                        Err(err) => {
-                            debug!(error = %err, "acked publish refused");
-                            publish_result::Kind::Error(err.to_wire(0))
-                        }
-                    };
-                    lapwing_proto::encode_frame(&PublishResult { kind: Some(kind) }, &mut out);
-                    handled += 1;
-                    if handled < ACK_BATCH {
+                    submitted.push(publisher.submit(&p.topic, &p.payload).await);
+                    if submitted.len() < ACK_BATCH {
                         next = frames.next().now_or_never();
                     }
                 }
                 Read::Stop(err) => fatal = Some(err),
             }
+        }
+        for s in submitted {
+            let acked = match s {
+                Ok(s) => s.ack().await,
+                Err(err) => Err(err),
+            };
+            let kind = match acked {
+                Ok(ack) => publish_result::Kind::Ack(ack),
+                Err(err) => {
+                    debug!(error = %err, "acked publish refused");
+                    publish_result::Kind::Error(err.to_wire(0))
+                }
+            };
+            lapwing_proto::encode_frame(&PublishResult { kind: Some(kind) }, &mut out);
         }
         if let Some(err) = &fatal {
             let result = PublishResult {
