@@ -476,3 +476,65 @@ async fn fire_and_forget_publishes_reach_every_node_in_order() {
     ledger.assert_accounting();
     assert_eq!((ledger.start, ledger.delivered), (Some(0), N));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_follows_backbone_topics_created_on_other_nodes() {
+    if !nats::available("a_wildcard_follows_backbone_topics_created_on_other_nodes") {
+        return;
+    }
+    let cluster = Cluster::start(2, |_| {}).await;
+    let (a, b) = (cluster.client(0).await, cluster.client(1).await);
+    // A topic that exists on the backbone (created through node 0) before
+    // the subscription, which starts at latest.
+    for i in 0..5 {
+        bounded("publish", a.publish_acked("c.w.old", format!("o{i}")))
+            .await
+            .expect("publish");
+    }
+    let mut sub = bounded(
+        "subscribe",
+        b.subscribe("c.w.*", SubscribeOptions::default()),
+    )
+    .await
+    .expect("a wildcard subscribe over backbone topics");
+    let mut ledgers: std::collections::HashMap<String, Ledger> = Default::default();
+    fn record(ledgers: &mut std::collections::HashMap<String, Ledger>, event: &Event) {
+        ledgers
+            .entry(event.topic().to_owned())
+            .or_default()
+            .record(event);
+    }
+    match next_event(&mut sub).await {
+        e @ Event::Joined { start_seq: 5, .. } if e.topic() == "c.w.old" => {
+            record(&mut ledgers, &e)
+        }
+        other => panic!("expected c.w.old joined at its head, got {other:?}"),
+    }
+    // More on the old topic, and a new topic, both through node 0 only.
+    for i in 5..8 {
+        bounded("publish", a.publish_acked("c.w.old", format!("o{i}")))
+            .await
+            .expect("publish");
+    }
+    for i in 0..4 {
+        bounded("publish", a.publish_acked("c.w.new", format!("n{i}")))
+            .await
+            .expect("publish");
+    }
+    let done = |l: &std::collections::HashMap<String, Ledger>| {
+        l.get("c.w.old").is_some_and(|l| l.next == Some(8))
+            && l.get("c.w.new").is_some_and(|l| l.next == Some(4))
+    };
+    while !done(&ledgers) {
+        let event = next_event(&mut sub).await;
+        record(&mut ledgers, &event);
+    }
+    let new = &ledgers["c.w.new"];
+    assert_eq!(
+        (new.start, new.delivered, new.missed),
+        (Some(0), 4, 0),
+        "a topic created after the subscription is followed from its first message"
+    );
+    let old = &ledgers["c.w.old"];
+    assert_eq!((old.start, old.delivered, old.missed), (Some(5), 3, 0));
+}

@@ -78,6 +78,11 @@ pub struct Registry {
     /// Cluster mode: the names served through the backbone
     /// (`backbone.topics`); never a local topic.
     backbone: Vec<Pattern>,
+    /// The patterns of live wildcard subscriptions, with how many hold
+    /// each: in cluster mode the backbone makes this node follow every
+    /// backbone topic one of them matches, including topics created on
+    /// other nodes ([`Registry::wanted`]).
+    interests: std::sync::Mutex<HashMap<Arc<str>, (Pattern, usize)>>,
 }
 
 /// Creations a wildcard subscription may fall behind by before it has to
@@ -138,6 +143,7 @@ impl Registry {
             reaped: AtomicU64::new(0),
             created: broadcast::channel(CREATED_BACKLOG).0,
             backbone: config.backbone.patterns(),
+            interests: std::sync::Mutex::new(HashMap::new()),
         };
         // A named backbone topic's settings apply when the node follows it.
         for name in config
@@ -173,6 +179,39 @@ impl Registry {
             },
             None => self.defaults,
         }
+    }
+
+    /// A wildcard subscription to `pattern` begins: topics it matches are
+    /// wanted on this node until the matching [`Registry::lose_interest`].
+    pub fn add_interest(&self, pattern: &Pattern) {
+        let mut interests = self.interests.lock().unwrap_or_else(|p| p.into_inner());
+        interests
+            .entry(pattern.as_str().into())
+            .or_insert_with(|| (pattern.clone(), 0))
+            .1 += 1;
+    }
+
+    /// A wildcard subscription to `pattern` ended.
+    pub fn lose_interest(&self, pattern: &Pattern) {
+        let mut interests = self.interests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, n)) = interests.get_mut(pattern.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                interests.remove(pattern.as_str());
+            }
+        }
+    }
+
+    /// Whether a live wildcard subscription matches `topic`.
+    pub fn wanted(&self, topic: &str) -> bool {
+        let interests = self.interests.lock().unwrap_or_else(|p| p.into_inner());
+        interests.values().any(|(p, _)| p.matches(topic))
+    }
+
+    /// The patterns of the live wildcard subscriptions.
+    pub fn interests(&self) -> Vec<Pattern> {
+        let interests = self.interests.lock().unwrap_or_else(|p| p.into_inner());
+        interests.values().map(|(p, _)| p.clone()).collect()
     }
 
     /// `limits.max_topics`.

@@ -243,22 +243,33 @@ impl Session {
 
     /// Cluster mode: before a subscribe to a backbone topic, makes the
     /// topic ready on this node (its stream looked up, or created within
-    /// this connection's quota; the node following it). Nothing to do for
-    /// a local topic or a pattern; [`Session::subscribe`] still checks
-    /// everything. Bounded by [`PREPARE_TIMEOUT`], so a slow backbone
-    /// cannot hold a QUIC control stream (and its pings) for long.
+    /// this connection's quota; the node following it); before a wildcard
+    /// subscribe, every backbone topic it matches. Nothing to do for a
+    /// local topic; [`Session::subscribe`] still checks everything.
+    /// Bounded by [`PREPARE_TIMEOUT`], so a slow backbone cannot hold a
+    /// QUIC control stream (and its pings) for long.
     pub async fn prepare_subscribe(&self, guard: &Guard, topic: &str) -> Result<(), RequestError> {
         let Some(backbone) = &self.core.backbone else {
             return Ok(());
         };
-        if lapwing_proto::validate_topic(topic).is_err() || !backbone.covers(topic) {
+        let Ok(pattern) = Pattern::parse(topic) else {
+            return Ok(());
+        };
+        let literal = pattern.is_literal();
+        if literal && !backbone.covers(topic) {
             return Ok(());
         }
         guard.check(Permission::Subscribe, topic)?;
-        match tokio::time::timeout(PREPARE_TIMEOUT, backbone.prepare(topic, Some(&self.quota)))
-            .await
-        {
-            Ok(prepared) => prepared.map(|_| ()),
+        let limit = self.core.limits.max_topics_per_wildcard;
+        let prepared = async {
+            if literal {
+                backbone.prepare(topic, Some(&self.quota)).await.map(|_| ())
+            } else {
+                backbone.prepare_pattern(&pattern, limit).await
+            }
+        };
+        match tokio::time::timeout(PREPARE_TIMEOUT, prepared).await {
+            Ok(prepared) => prepared,
             Err(_) => Err(RequestError::Unavailable(format!(
                 "the backbone did not answer within {} ms; retry",
                 PREPARE_TIMEOUT.as_millis()
@@ -301,12 +312,6 @@ impl Session {
             let metered = Metered::drain(&drain);
             (Feed::Topic(drain), metered)
         } else {
-            if self.core.registry.overlaps_backbone(&pattern) {
-                return Err(RequestError::InvalidArgument(format!(
-                    "wildcard subscriptions over backbone topics are not supported yet: `{}` overlaps backbone.topics",
-                    params.topic
-                )));
-            }
             let resume = params
                 .resume
                 .iter()

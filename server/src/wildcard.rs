@@ -94,6 +94,12 @@ pub struct Wildcard {
     ended: Option<Step>,
 }
 
+impl Drop for Wildcard {
+    fn drop(&mut self) {
+        self.registry.lose_interest(&self.pattern);
+    }
+}
+
 impl Wildcard {
     /// A subscription to every topic `pattern` matches: the ones that
     /// exist start at `start` (latest or oldest) unless `resume` names
@@ -133,6 +139,7 @@ impl Wildcard {
         if existing.len() > limit as usize {
             return Err(Exhausted::WildcardTopics { limit }.into());
         }
+        registry.add_interest(&pattern);
         let mut sub = Wildcard {
             pattern,
             registry,

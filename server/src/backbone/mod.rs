@@ -29,6 +29,7 @@
 //!   and a seq the stream lost meanwhile is a hole, reported exactly.
 //!   `/readyz` says whether the backbone is reachable.
 
+mod discovery;
 mod feed;
 mod replay;
 
@@ -39,6 +40,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use futures::StreamExt;
+use lapwing_proto::pattern::Pattern;
 use lapwing_proto::v1::PublishAck;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -71,6 +74,7 @@ pub enum BackboneError {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Backbone {
+    client: async_nats::Client,
     js: jetstream::Context,
     config: BackboneConfig,
     registry: Arc<Registry>,
@@ -149,9 +153,10 @@ impl Backbone {
         // task: nothing in it waits on the network.
         let client = futures::executor::block_on(options.connect(addrs))
             .map_err(|e| BackboneError::Connect(e.to_string()))?;
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(config.ack_timeout_ms));
-        Ok(Arc::new(Backbone {
+        let backbone = Arc::new(Backbone {
+            client: client.clone(),
             js,
             config: config.clone(),
             registry,
@@ -159,7 +164,9 @@ impl Backbone {
             connected,
             up,
             stop,
-        }))
+        });
+        tokio::spawn(discovery::run(backbone.clone()));
+        Ok(backbone)
     }
 
     /// Whether the backbone is reachable now (`/readyz`).
@@ -309,6 +316,102 @@ impl Backbone {
         })
     }
 
+    /// Before a wildcard subscription to `pattern`: makes this node follow
+    /// every backbone topic it matches (at most `limit`, else
+    /// RESOURCE_EXHAUSTED as for local topics), so the subscription's scan
+    /// of the registry finds them all and starts them where it starts.
+    /// Topics created later reach it through `discovery.rs`.
+    pub async fn prepare_pattern(
+        self: &Arc<Self>,
+        pattern: &Pattern,
+        limit: u32,
+    ) -> Result<(), RequestError> {
+        if !self.registry.overlaps_backbone(pattern) {
+            return Ok(());
+        }
+        if !self.is_up() {
+            return Err(self.unreachable());
+        }
+        let topics = self.topics_matching(pattern).await?;
+        if topics.len() > limit as usize {
+            return Err(crate::error::Exhausted::WildcardTopics { limit }.into());
+        }
+        let mut prepared = futures::stream::iter(topics)
+            .map(|topic| async move { self.prepare(&topic, None).await })
+            .buffer_unordered(8);
+        while let Some(p) = prepared.next().await {
+            p?;
+        }
+        Ok(())
+    }
+
+    /// The backbone topics `pattern` matches, from the backbone's list of
+    /// streams (filtered by subject on the backbone's side).
+    async fn topics_matching(&self, pattern: &Pattern) -> Result<Vec<String>, RequestError> {
+        #[derive(serde::Serialize)]
+        struct NamesRequest<'a> {
+            offset: usize,
+            subject: &'a str,
+        }
+        #[derive(serde::Deserialize)]
+        struct NamesPage {
+            total: usize,
+            streams: Option<Vec<String>>,
+        }
+        let subject = self.subject(pattern.as_str());
+        let mut topics = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page: jetstream::response::Response<NamesPage> = self
+                .js
+                .request(
+                    "STREAM.NAMES",
+                    &NamesRequest {
+                        offset,
+                        subject: &subject,
+                    },
+                )
+                .await
+                .map_err(|e| unavailable("listing streams", e))?;
+            let page = match page {
+                jetstream::response::Response::Ok(p) => p,
+                jetstream::response::Response::Err { error } => {
+                    return Err(unavailable("listing streams", error))
+                }
+            };
+            let names = page.streams.unwrap_or_default();
+            if names.is_empty() {
+                break;
+            }
+            offset += names.len();
+            for name in names {
+                if let Some(topic) = self.topic_of_stream(&name).await {
+                    if self.registry.is_backbone(&topic) && pattern.matches(&topic) {
+                        topics.push(topic);
+                    }
+                }
+            }
+            if offset >= page.total {
+                break;
+            }
+        }
+        Ok(topics)
+    }
+
+    /// The topic a stream of ours holds (`None`: not one of ours).
+    async fn topic_of_stream(&self, name: &str) -> Option<String> {
+        let rest = name.strip_prefix(&self.config.stream_prefix)?;
+        if rest.starts_with("H_") {
+            // A hashed name: the topic is in the stream's subject.
+            let stream = self.js.get_stream(name).await.ok()?;
+            let subject = stream.cached_info().config.subjects.first()?.clone();
+            return subject
+                .strip_prefix(&format!("{}.", self.config.subject_prefix))
+                .map(str::to_owned);
+        }
+        unescape(rest)
+    }
+
     fn remember_epoch(&self, topic: &str, epoch: u64) {
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded like the registry: forget them all rather than grow.
@@ -419,9 +522,40 @@ fn stream_name(prefix: &str, topic: &str) -> String {
     name
 }
 
+/// The topic an escaped stream name stands for (see [`stream_name`]).
+fn unescape(escaped: &str) -> Option<String> {
+    let mut topic = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(i) = rest.find('_') {
+        topic.push_str(&rest[..i]);
+        match rest.get(i + 1..i + 3)? {
+            "2E" => topic.push('.'),
+            "5F" => topic.push('_'),
+            _ => return None,
+        }
+        rest = &rest[i + 3..];
+    }
+    topic.push_str(rest);
+    lapwing_proto::validate_topic(&topic).ok()?;
+    Some(topic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_names_give_their_topic_back() {
+        for topic in ["a", "a.b", "a_b.c_d", "x-1._2E"] {
+            let name = stream_name("LW_", topic);
+            assert_eq!(
+                unescape(name.strip_prefix("LW_").unwrap()).as_deref(),
+                Some(topic)
+            );
+        }
+        assert_eq!(unescape("a_ZZb"), None);
+        assert_eq!(unescape("a_2"), None);
+    }
 
     #[test]
     fn stream_names_are_one_to_one_and_bounded() {
