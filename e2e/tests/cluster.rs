@@ -232,6 +232,12 @@ async fn a_resume_older_than_the_ring_is_replayed_from_the_backbone() {
             .expect("publish");
         follow(&mut sub, &mut ledger, ack.seq).await;
         assert_eq!(ledger.seqs.last(), Some(&ack.seq));
+        // The operator sees it too.
+        let (_, text) = http_get(cluster.nodes[node].http_addr(), "/metrics").await;
+        let metric = |name| lapwing_proto::exposition::sum(&text, name);
+        assert_eq!(metric("lapwing_backbone_up"), 1.0, "{text}");
+        assert!(metric("lapwing_backbone_replays_total") >= 1.0, "{text}");
+        assert!(metric("lapwing_backbone_fed_total") >= 1.0, "{text}");
     }
 }
 

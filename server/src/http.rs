@@ -122,6 +122,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         s.connections.counts(),
         &s.partial_frames,
         &s.denials,
+        s.ready.backbone.get().map(|b| b.stats()),
     );
     (
         [(

@@ -25,6 +25,7 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
+use crate::backbone::BackboneStats;
 use crate::budget::Budget;
 use crate::permissions::{Action, Denials};
 use crate::registry::Registry;
@@ -115,6 +116,19 @@ pub struct Metrics {
     /// Serialises scrapes so the absolute counter values stay monotonic.
     scrape: Mutex<(u64, u64)>,
     started: Instant,
+    /// Cluster mode's series, registered at the first scrape that has a
+    /// backbone (a single node does not list them).
+    cluster: std::sync::OnceLock<ClusterMetrics>,
+}
+
+/// Cluster mode's series.
+struct ClusterMetrics {
+    up: Gauge,
+    followed: Gauge,
+    fed: Counter,
+    holes: Counter,
+    replays: Counter,
+    replays_failed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -292,7 +306,47 @@ impl Metrics {
             retired: Retired::default(),
             scrape: Mutex::new((0, 0)),
             started: Instant::now(),
+            cluster: std::sync::OnceLock::new(),
             recorder,
+        }
+    }
+
+    fn register_cluster(&self) -> ClusterMetrics {
+        let r = &self.recorder;
+        let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let gauge = |name: &'static str, help: &'static str| {
+            r.describe_gauge(name.into(), None, help.into());
+            r.register_gauge(&Key::from_static_name(name), &meta)
+        };
+        let counter = |name: &'static str, help: &'static str| {
+            r.describe_counter(name.into(), None, help.into());
+            r.register_counter(&Key::from_static_name(name), &meta)
+        };
+        ClusterMetrics {
+            up: gauge(
+                "lapwing_backbone_up",
+                "Cluster mode: 1 while the NATS JetStream backbone is reachable.",
+            ),
+            followed: gauge(
+                "lapwing_backbone_topics",
+                "Cluster mode: backbone topics this node follows (has subscribers for).",
+            ),
+            fed: counter(
+                "lapwing_backbone_fed_total",
+                "Cluster mode: messages copied from the backbone into this node's rings.",
+            ),
+            holes: counter(
+                "lapwing_backbone_holes_total",
+                "Cluster mode: seqs the backbone no longer held when this node's feed reached them (reported NOT_RETAINED).",
+            ),
+            replays: counter(
+                "lapwing_backbone_replays_total",
+                "Cluster mode: resumes older than this node's ring, replayed from the backbone.",
+            ),
+            replays_failed: counter(
+                "lapwing_backbone_replays_failed_total",
+                "Cluster mode: replays that failed (their subscription ended with UNAVAILABLE).",
+            ),
         }
     }
 
@@ -345,7 +399,17 @@ impl Metrics {
         counts: [(u64, u64); 2],
         partial_frames: &Budget,
         denials: &Denials,
+        backbone: Option<BackboneStats>,
     ) -> String {
+        if let Some(stats) = backbone {
+            let c = self.cluster.get_or_init(|| self.register_cluster());
+            c.up.set(if stats.up { 1.0 } else { 0.0 });
+            c.followed.set(stats.followed as f64);
+            c.fed.absolute(stats.fed);
+            c.holes.absolute(stats.holes);
+            c.replays.absolute(stats.replays);
+            c.replays_failed.absolute(stats.replays_failed);
+        }
         let totals = self.totals(registry);
         let (published, bytes) = (totals.published, totals.published_bytes);
         {
@@ -399,6 +463,11 @@ mod tests {
             conns.counts(),
             &Budget::new(1 << 20),
             &Denials::default(),
+            None,
+        );
+        assert!(
+            !text.contains("lapwing_backbone"),
+            "a single node lists no cluster series"
         );
         for line in [
             "lapwing_messages_published_total 1",
@@ -417,15 +486,35 @@ mod tests {
         // Deleting a topic does not make the total go down.
         m.retire_topic(&t.stats());
         registry.delete("a").unwrap();
+        let cluster = BackboneStats {
+            up: true,
+            followed: 2,
+            fed: 40,
+            holes: 3,
+            replays: 5,
+            replays_failed: 1,
+        };
         let text = m.render(
             &registry,
             conns.counts(),
             &Budget::new(1 << 20),
             &Denials::default(),
+            Some(cluster),
         );
         assert!(
             text.contains("lapwing_messages_published_total 1"),
             "{text}"
         );
+        for line in [
+            "lapwing_backbone_up 1",
+            "lapwing_backbone_topics 2",
+            "lapwing_backbone_fed_total 40",
+            "lapwing_backbone_holes_total 3",
+            "lapwing_backbone_replays_total 5",
+            "lapwing_backbone_replays_failed_total 1",
+            "# HELP lapwing_backbone_up",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
     }
 }

@@ -214,6 +214,11 @@ impl Registry {
         interests.values().map(|(p, _)| p.clone()).collect()
     }
 
+    /// Backbone topics this node follows now.
+    pub fn backbone_topics(&self) -> usize {
+        self.read().values().filter(|t| t.is_backbone()).count()
+    }
+
     /// `limits.max_topics`.
     pub fn max_topics(&self) -> usize {
         self.max_topics

@@ -14,6 +14,7 @@
 //! node: its subscriptions end, and a resume lands in the new epoch with
 //! `EPOCH_CHANGED`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +123,9 @@ async fn follow(backbone: &Backbone, topic: &Topic, next: &mut u64) -> Ended {
         if seq < *next {
             continue;
         }
+        let c = &backbone.counters;
+        c.holes.fetch_add(seq - *next, Ordering::Relaxed);
+        c.fed.fetch_add(1, Ordering::Relaxed);
         let written = topic
             .write_holes(seq - *next)
             .and_then(|()| topic.write_from_backbone(published, &message.payload));

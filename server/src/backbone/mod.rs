@@ -34,7 +34,7 @@ mod feed;
 mod replay;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,33 @@ pub struct Backbone {
     connected: watch::Receiver<u64>,
     up: Arc<AtomicBool>,
     stop: CancellationToken,
+    counters: Arc<Counters>,
+}
+
+/// What the feeds and replays did, for `/metrics`.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) fed: AtomicU64,
+    pub(super) holes: AtomicU64,
+    pub(super) replays: AtomicU64,
+    pub(super) replays_failed: AtomicU64,
+}
+
+/// A snapshot of the backbone's state and counters (`/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackboneStats {
+    /// Whether the backbone is reachable.
+    pub up: bool,
+    /// Backbone topics this node follows now.
+    pub followed: u64,
+    /// Messages the feeds copied from the backbone into rings.
+    pub fed: u64,
+    /// Seqs the feeds found gone from the backbone (holes).
+    pub holes: u64,
+    /// Resumes replayed from the backbone.
+    pub replays: u64,
+    /// Replays that failed (their subscription ended with UNAVAILABLE).
+    pub replays_failed: u64,
 }
 
 impl Backbone {
@@ -164,6 +191,7 @@ impl Backbone {
             connected,
             up,
             stop,
+            counters: Arc::default(),
         });
         tokio::spawn(discovery::run(backbone.clone()));
         Ok(backbone)
@@ -172,6 +200,19 @@ impl Backbone {
     /// Whether the backbone is reachable now (`/readyz`).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// State and counters, for `/metrics`.
+    pub fn stats(&self) -> BackboneStats {
+        let c = &self.counters;
+        BackboneStats {
+            up: self.is_up(),
+            followed: self.registry.backbone_topics() as u64,
+            fed: c.fed.load(Ordering::Relaxed),
+            holes: c.holes.load(Ordering::Relaxed),
+            replays: c.replays.load(Ordering::Relaxed),
+            replays_failed: c.replays_failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether `topic` is served through the backbone.
@@ -468,12 +509,14 @@ impl Pending {
 
 impl History for Backbone {
     fn replay(&self, topic: &Arc<Topic>, next: u64) -> mpsc::Receiver<Replayed> {
+        self.counters.replays.fetch_add(1, Ordering::Relaxed);
         replay::start(
             self.js.clone(),
             self.stream_name(topic.name()),
             topic.clone(),
             next,
             self.stop.clone(),
+            self.counters.clone(),
         )
     }
 }

@@ -10,6 +10,7 @@
 //! [`REPLAY_AHEAD`] events; the drain drops the receiver once it reaches
 //! what the ring holds, which ends the replay.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
@@ -18,7 +19,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{epoch_of, is_not_found};
+use super::{epoch_of, is_not_found, Counters};
 use crate::history::Replayed;
 use crate::topic::Topic;
 
@@ -32,6 +33,7 @@ pub(super) fn start(
     topic: Arc<Topic>,
     next: u64,
     stop: CancellationToken,
+    counters: Arc<Counters>,
 ) -> mpsc::Receiver<Replayed> {
     let (tx, rx) = mpsc::channel(REPLAY_AHEAD);
     tokio::spawn(async move {
@@ -50,6 +52,7 @@ pub(super) fn start(
             _ = tx.closed() => {}
             failed = run(&js, &stream_name, &topic, next, &send) => {
                 if let Err(why) = failed {
+                    counters.replays_failed.fetch_add(1, Ordering::Relaxed);
                     send(Replayed::Failed(why)).await;
                 }
             }
