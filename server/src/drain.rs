@@ -723,6 +723,7 @@ fn delivered_or_idle(messages: usize, resyncs: usize) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::History;
     use crate::topic::TopicSettings;
     use bytes::Bytes;
     use lapwing_proto::FrameCodec;
@@ -788,6 +789,177 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A backbone's history for tests: the replay of topic seq `next` on
+    /// is what `script` says, sent at once (the channel is large enough).
+    #[derive(Debug)]
+    struct ScriptedHistory {
+        script: Vec<Replayed>,
+        asked: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl History for ScriptedHistory {
+        fn replay(&self, _topic: &Arc<Topic>, next: u64) -> mpsc::Receiver<Replayed> {
+            self.asked.lock().unwrap().push(next);
+            let (tx, rx) = mpsc::channel(self.script.len().max(1));
+            for event in &self.script {
+                tx.try_send(event.clone()).unwrap();
+            }
+            rx
+        }
+    }
+
+    /// A backbone topic whose ring starts at topic seq `base`.
+    fn backbone_topic(
+        base: u64,
+        ring_bytes: usize,
+        script: Vec<Replayed>,
+    ) -> (Arc<Topic>, Arc<ScriptedHistory>) {
+        let history = Arc::new(ScriptedHistory {
+            script,
+            asked: Default::default(),
+        });
+        let settings = TopicSettings {
+            ring_bytes,
+            max_message_bytes: 256,
+        };
+        let t = Topic::from_backbone(
+            "t".into(),
+            settings,
+            crate::budget::Budget::unlimited(),
+            7,
+            base,
+            history.clone(),
+        );
+        (Arc::new(t), history)
+    }
+
+    /// What the feed writes: the backbone's messages from the ring's head on.
+    fn feed_n(t: &Topic, n: u64) {
+        for _ in 0..n {
+            let seq = t.head();
+            assert_eq!(
+                t.write_from_backbone(1, format!("m{seq}").as_bytes())
+                    .unwrap(),
+                seq
+            );
+        }
+    }
+
+    fn replayed(seq: u64) -> Replayed {
+        Replayed::Message {
+            seq,
+            publish_time_unix_nanos: 1,
+            payload: Bytes::from(format!("m{seq}")),
+        }
+    }
+
+    #[test]
+    fn a_backbone_topic_speaks_the_backbone_seqs() {
+        let (t, history) = backbone_topic(1000, 64 * 1024, Vec::new());
+        assert_eq!((t.head(), t.oldest_retained()), (1000, 1000));
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        assert_eq!(d.start_seq(), 1000, "latest is the backbone's head");
+        feed_n(&t, 5);
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs, (1000..1005).collect::<Vec<_>>());
+        // A resume the ring holds reads the ring; nothing asks the backbone.
+        let mut r = Drain::new(
+            t.clone(),
+            StartAt::From {
+                epoch: 7,
+                next: 1002,
+            },
+            LagPolicy::ResumeOldest,
+        );
+        let mut o = Observed::default();
+        o.drain(&mut r, BatchLimits::default());
+        assert_eq!(o.seqs, vec![1002, 1003, 1004]);
+        assert!(history.asked.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_resume_before_the_ring_is_replayed_then_joins_the_ring() {
+        // The backbone lost seqs 0..3; it holds 3.. ; the ring begins at 10.
+        let mut script = vec![Replayed::NotRetained {
+            missed: 2,
+            resume_seq: 3,
+        }];
+        script.extend((3..10).map(replayed));
+        // The replay goes on past the ring's start; the drain must switch
+        // to the ring at 10 and never deliver the replay's 10 and 11 too.
+        script.extend((10..12).map(replayed));
+        let (t, history) = backbone_topic(10, 64 * 1024, script);
+        feed_n(&t, 4); // ring: 10..14
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::From { epoch: 7, next: 1 },
+            LagPolicy::ResumeOldest,
+        );
+        assert_eq!(d.start_seq(), 1);
+        assert!(d.has_new());
+        let mut o = Observed::default();
+        o.next = Some(1);
+        assert_eq!(o.drain(&mut d, BatchLimits::default()), Step::Idle);
+        assert_eq!(*history.asked.lock().unwrap(), vec![1]);
+        assert_eq!(
+            o.seqs,
+            (3..14).collect::<Vec<_>>(),
+            "replayed 3..10, then the ring"
+        );
+        assert_eq!(o.resyncs.len(), 1);
+        assert_eq!(o.resyncs[0].reason, ResyncReason::NotRetained as i32);
+        assert_eq!((o.resyncs[0].missed, o.resyncs[0].resume_seq), (2, 3));
+        assert_eq!(
+            d.stats(),
+            DrainStats {
+                delivered: 11,
+                missed: 2,
+                resyncs: 1
+            }
+        );
+        feed_n(&t, 2);
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs.last(), Some(&15), "and on, live");
+    }
+
+    #[test]
+    fn a_replay_that_fails_ends_the_subscription_with_its_reason() {
+        let script = vec![replayed(0), Replayed::Failed("backbone gone".into())];
+        let (t, _) = backbone_topic(10, 64 * 1024, script);
+        let mut d = Drain::new(
+            t,
+            StartAt::From { epoch: 7, next: 0 },
+            LagPolicy::ResumeOldest,
+        );
+        let mut o = Observed::default();
+        assert_eq!(o.drain(&mut d, BatchLimits::default()), Step::HistoryFailed);
+        assert_eq!(o.seqs, vec![0]);
+        assert_eq!(d.failure(), Some("backbone gone"));
+    }
+
+    #[test]
+    fn holes_are_not_retained_resyncs_with_exact_counts() {
+        let (t, _) = backbone_topic(100, 64 * 1024, Vec::new());
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        feed_n(&t, 2); // 100, 101
+        t.write_holes(3).unwrap(); // 102..105 gone from the backbone
+        feed_n(&t, 1); // 105
+        t.write_holes(2).unwrap(); // 106, 107: the batch ends with a hole run
+        let mut o = Observed::default();
+        o.next = Some(100);
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs, vec![100, 101, 105]);
+        let gaps: Vec<(u64, u64, i32)> = o
+            .resyncs
+            .iter()
+            .map(|r| (r.missed, r.resume_seq, r.reason))
+            .collect();
+        let not_retained = ResyncReason::NotRetained as i32;
+        assert_eq!(gaps, vec![(3, 105, not_retained), (2, 108, not_retained)]);
+        assert_eq!(d.stats().missed + d.stats().delivered, 8);
     }
 
     #[test]
