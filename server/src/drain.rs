@@ -900,8 +900,10 @@ mod tests {
         );
         assert_eq!(d.start_seq(), 1);
         assert!(d.has_new());
-        let mut o = Observed::default();
-        o.next = Some(1);
+        let mut o = Observed {
+            next: Some(1),
+            ..Observed::default()
+        };
         assert_eq!(o.drain(&mut d, BatchLimits::default()), Step::Idle);
         assert_eq!(*history.asked.lock().unwrap(), vec![1]);
         assert_eq!(
@@ -948,8 +950,10 @@ mod tests {
         t.write_holes(3).unwrap(); // 102..105 gone from the backbone
         feed_n(&t, 1); // 105
         t.write_holes(2).unwrap(); // 106, 107: the batch ends with a hole run
-        let mut o = Observed::default();
-        o.next = Some(100);
+        let mut o = Observed {
+            next: Some(100),
+            ..Observed::default()
+        };
         o.drain(&mut d, BatchLimits::default());
         assert_eq!(o.seqs, vec![100, 101, 105]);
         let gaps: Vec<(u64, u64, i32)> = o
