@@ -544,3 +544,90 @@ async fn a_wildcard_follows_backbone_topics_created_on_other_nodes() {
     let old = &ledgers["c.w.old"];
     assert_eq!((old.start, old.delivered, old.missed), (Some(5), 3, 0));
 }
+
+/// `LAPWING_LONG=1`: the long version of the repeated-kill test.
+fn long() -> bool {
+    std::env::var("LAPWING_LONG").is_ok_and(|v| v == "1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_survives_its_nodes_being_killed_in_turn() {
+    if !nats::available("a_subscriber_survives_its_nodes_being_killed_in_turn") {
+        return;
+    }
+    // The publisher's node is in this process; the subscriber's two nodes
+    // are processes, SIGKILLed and restarted (same port) in turn while
+    // messages flow. CI: 2 rounds; LAPWING_LONG=1: 10 rounds.
+    let rounds: u64 = if long() { 10 } else { 2 };
+    let per_round: u64 = if long() { 5_000 } else { 1_000 };
+    let cluster = Cluster::start(1, |_| {}).await;
+    let spec = kit::Spec::new()
+        .env("LAPWING_BACKBONE_URL", cluster.nats.url())
+        .env("LAPWING_TLS_CERT", cluster.cert.display())
+        .env("LAPWING_TLS_KEY", cluster.key.display());
+    let mut nodes = vec![
+        kit::ServerProcess::start(&spec),
+        kit::ServerProcess::start(&spec),
+    ];
+    for node in &nodes {
+        bounded("a node is ready", async {
+            while http_get(node.http, "/readyz").await.0 != 200 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    let cfg = ClientConfig::new(
+        format!("{},{}", nodes[0].quic, nodes[1].quic),
+        Trust::CaFile(cluster.cert.clone()),
+    );
+    let subscriber = bounded("connect", Client::connect(cfg))
+        .await
+        .expect("connects");
+    let mut sub = bounded(
+        "subscribe",
+        subscriber.subscribe("c.turns", SubscribeOptions::default()),
+    )
+    .await
+    .expect("subscribe");
+    let publisher = cluster.client(0).await;
+    // Publishing (and killing) runs beside the reader, which keeps up, so
+    // the client's buffer never has to lap anything.
+    let mut publishing = tokio::spawn(async move {
+        let mut last = None;
+        for round in 0..rounds {
+            // Half the round's messages, a node killed (the one the client
+            // is on: the first in its list, then the other), the rest.
+            for i in 0..per_round {
+                if i == per_round / 2 {
+                    let k = (round % 2) as usize;
+                    let victim = nodes.remove(k);
+                    nodes.insert(k, victim.kill_and_restart(&spec));
+                }
+                let ack = bounded(
+                    "publish",
+                    publisher.publish_acked("c.turns", format!("r{round}m{i}")),
+                )
+                .await
+                .expect("publish through the publisher's node");
+                last = Some(ack);
+            }
+        }
+        (last.expect("published"), nodes)
+    });
+    let mut ledger = Ledger::default();
+    let (last, _nodes) = loop {
+        tokio::select! {
+            event = next_event(&mut sub) => ledger.record(&event),
+            done = &mut publishing => break done.expect("publisher"),
+        }
+    };
+    follow(&mut sub, &mut ledger, last.seq).await;
+    assert_eq!(ledger.epoch, Some(last.epoch));
+    assert_eq!(
+        (ledger.delivered, ledger.missed),
+        (rounds * per_round, 0),
+        "every message once, none missed ({:?})",
+        ledger.resyncs
+    );
+}
