@@ -276,6 +276,22 @@ async fn only_what_the_backbone_dropped_is_not_retained() {
         other => panic!("expected one NOT_RETAINED resync, got {other:?}"),
     }
     assert_eq!(ledger.delivered, 100);
+    // `oldest` is the backbone's oldest, on a node that never had it.
+    let mut sub = bounded(
+        "subscribe at oldest",
+        b.subscribe(
+            "c.kept",
+            SubscribeOptions {
+                start: Start::Oldest,
+                ..SubscribeOptions::default()
+            },
+        ),
+    )
+    .await
+    .expect("subscribe");
+    let mut ledger = Ledger::starting_at(epoch, N - 100);
+    follow(&mut sub, &mut ledger, N - 1).await;
+    assert_eq!((ledger.delivered, ledger.missed), (100, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -339,8 +339,13 @@ impl Drain {
             StartAt::From { epoch: e, next } if e == epoch => {
                 // A seq the topic never reached is a confused client:
                 // resume at the head rather than wait for (and silently
-                // skip up to) it.
-                let next = next.min(topic.head());
+                // skip up to) it. A backbone topic's head is the
+                // backbone's, not how far this node's feed has got: a
+                // client failing over from a node whose feed was ahead
+                // resumes past this ring's head and waits there for the
+                // feed (clamping it to the ring's head would deliver
+                // what it has again).
+                let next = next.min(topic.known_head());
                 match (topic.history(), ring) {
                     (Some(history), _) if next < topic.oldest_retained() => Cursor::Replaying {
                         replay: history.replay(&topic, next),
@@ -348,7 +353,13 @@ impl Drain {
                     },
                     (_, None) => Cursor::Waiting { start: next },
                     (_, Some(ring)) => {
-                        first_lag_reason = Some(ResyncReason::NotRetained);
+                        // A lap before the first read: on a single node
+                        // the seqs are gone for good; on a backbone topic
+                        // only from this ring (the backbone may hold
+                        // them), so it is the ring's lap, LAPPED.
+                        if !topic.is_backbone() {
+                            first_lag_reason = Some(ResyncReason::NotRetained);
+                        }
                         Cursor::Reading(new_reader(
                             ring,
                             Start::At(next.saturating_sub(base)),
@@ -368,6 +379,22 @@ impl Drain {
                         Start::At(oldest.saturating_sub(base)),
                         policy,
                     )),
+                }
+            }
+            // A backbone topic's oldest is the backbone's: replayed up to
+            // the ring.
+            StartAt::Oldest
+                if topic
+                    .known_first()
+                    .is_some_and(|first| first < topic.oldest_retained()) =>
+            {
+                let first = topic.known_first().unwrap_or(0);
+                match topic.history() {
+                    Some(history) => Cursor::Replaying {
+                        replay: history.replay(&topic, first),
+                        next: first,
+                    },
+                    None => Cursor::Waiting { start: first },
                 }
             }
             StartAt::Latest | StartAt::Oldest => match ring {
@@ -637,7 +664,19 @@ impl Drain {
                     self.stats.delivered += 1;
                     messages += 1;
                 }
-                Replayed::NotRetained { missed, resume_seq } => {
+                Replayed::NotRetained {
+                    mut missed,
+                    mut resume_seq,
+                } => {
+                    // The backbone lost them, but this node's ring may
+                    // still hold the end of the range (a ring that keeps
+                    // more than the stream retains): report only what
+                    // neither has, then read the ring.
+                    let ring_oldest = self.topic.oldest_retained();
+                    if ring_oldest > *next && ring_oldest < resume_seq {
+                        missed = ring_oldest - *next;
+                        resume_seq = ring_oldest;
+                    }
                     *next = resume_seq;
                     self.count_resync(missed);
                     emit(DeliveryRef::Resync(ResyncRef {
@@ -925,6 +964,100 @@ mod tests {
         feed_n(&t, 2);
         o.drain(&mut d, BatchLimits::default());
         assert_eq!(o.seqs.last(), Some(&15), "and on, live");
+    }
+
+    #[test]
+    fn a_resume_past_this_nodes_feed_waits_for_it_instead_of_repeating() {
+        // verification/cluster.tla's finding: the client has seqs up to 15
+        // from another node whose feed was ahead; this node's feed is at 14.
+        let (t, _) = backbone_topic(10, 64 * 1024, Vec::new());
+        feed_n(&t, 4); // ring: 10..14
+        t.raise_known_head(20); // the backbone's head, looked up
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::From { epoch: 7, next: 16 },
+            LagPolicy::ResumeOldest,
+        );
+        assert_eq!(d.start_seq(), 16, "not clamped to this node's head");
+        let mut o = Observed {
+            next: Some(16),
+            ..Observed::default()
+        };
+        assert_eq!(o.drain(&mut d, BatchLimits::default()), Step::Idle);
+        feed_n(&t, 4); // 14..18
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.seqs, vec![16, 17], "no seq delivered twice");
+        // Past the backbone's head too: a confused client, clamped.
+        let d = Drain::new(
+            t.clone(),
+            StartAt::From { epoch: 7, next: 99 },
+            LagPolicy::ResumeOldest,
+        );
+        assert_eq!(d.start_seq(), 20);
+    }
+
+    #[test]
+    fn a_lap_before_the_first_read_of_a_backbone_topic_is_the_rings() {
+        // The backbone still holds what this ring lapped: LAPPED, not
+        // NOT_RETAINED (verification/cluster.tla's second finding).
+        let (t, _) = backbone_topic(0, 4 * 1024, Vec::new());
+        feed_n(&t, 2);
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::From { epoch: 7, next: 1 },
+            LagPolicy::ResumeOldest,
+        );
+        feed_n(&t, 200);
+        let mut o = Observed {
+            next: Some(1),
+            ..Observed::default()
+        };
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(o.resyncs[0].reason, ResyncReason::Lapped as i32);
+        assert_eq!(o.seqs.len() as u64 + o.missed, 201);
+    }
+
+    #[test]
+    fn what_the_backbone_lost_and_the_ring_holds_is_delivered_from_the_ring() {
+        // The stream retains 12.. ; this node's ring still holds 10..14.
+        // A resume at 2 misses 2..10 only (verification/cluster.tla's third
+        // finding), then reads 10.. from the ring.
+        let script = vec![
+            Replayed::NotRetained {
+                missed: 10,
+                resume_seq: 12,
+            },
+            replayed(12),
+        ];
+        let (t, _) = backbone_topic(10, 64 * 1024, script);
+        feed_n(&t, 4);
+        let mut d = Drain::new(
+            t.clone(),
+            StartAt::From { epoch: 7, next: 2 },
+            LagPolicy::ResumeOldest,
+        );
+        let mut o = Observed {
+            next: Some(2),
+            ..Observed::default()
+        };
+        o.drain(&mut d, BatchLimits::default());
+        let gaps: Vec<(u64, u64)> = o.resyncs.iter().map(|r| (r.missed, r.resume_seq)).collect();
+        assert_eq!(gaps, vec![(8, 10)]);
+        assert_eq!(o.seqs, vec![10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn oldest_on_a_backbone_topic_is_the_backbones_oldest() {
+        let (t, history) = backbone_topic(10, 64 * 1024, (3..12).map(replayed).collect());
+        feed_n(&t, 4); // ring: 10..14
+        t.note_known_first(3);
+        let mut d = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::ResumeOldest);
+        assert_eq!(d.start_seq(), 3);
+        let mut o = Observed::default();
+        o.drain(&mut d, BatchLimits::default());
+        assert_eq!(*history.asked.lock().unwrap(), vec![3]);
+        assert_eq!(o.seqs, (3..14).collect::<Vec<_>>());
+        assert!(o.resyncs.is_empty());
     }
 
     #[test]

@@ -66,8 +66,10 @@ impl Readiness {
         .filter(|(_, f)| !f.get())
         .map(|(name, _)| name)
         .collect();
-        if self.backbone.get().is_some_and(|b| !b.is_up()) {
-            missing.push("backbone (unreachable)");
+        match self.backbone.get() {
+            Some(b) if !b.is_up() => missing.push("backbone (unreachable)"),
+            Some(b) if !b.is_ready() => missing.push("backbone (JetStream not answering)"),
+            _ => {}
         }
         missing
     }

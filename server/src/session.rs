@@ -248,7 +248,12 @@ impl Session {
     /// local topic; [`Session::subscribe`] still checks everything.
     /// Bounded by [`PREPARE_TIMEOUT`], so a slow backbone cannot hold a
     /// QUIC control stream (and its pings) for long.
-    pub async fn prepare_subscribe(&self, guard: &Guard, topic: &str) -> Result<(), RequestError> {
+    pub async fn prepare_subscribe(
+        &self,
+        guard: &Guard,
+        topic: &str,
+        start: StartAt,
+    ) -> Result<(), RequestError> {
         let Some(backbone) = &self.core.backbone else {
             return Ok(());
         };
@@ -263,7 +268,8 @@ impl Session {
         let limit = self.core.limits.max_topics_per_wildcard;
         let prepared = async {
             if literal {
-                backbone.prepare(topic, Some(&self.quota)).await.map(|_| ())
+                let t = backbone.prepare(topic, Some(&self.quota)).await?;
+                backbone.refresh(&t, start).await
             } else {
                 backbone.prepare_pattern(&pattern, limit).await
             }

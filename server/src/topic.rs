@@ -185,6 +185,13 @@ pub struct Topic {
     base: u64,
     /// Cancelled when the topic is deleted (its feed stops).
     gone: CancellationToken,
+    /// A backbone topic's head as last known (the backbone's, at least as
+    /// far as the feed has got): raised by the feed and by a fresh look at
+    /// the stream ([`Topic::raise_known_head`]), never lowered.
+    known_head: AtomicU64,
+    /// A backbone topic's oldest retained seq as last looked up
+    /// (`u64::MAX`: not looked up): where `oldest` starts.
+    known_first: AtomicU64,
     pub(crate) counters: TopicCounters,
 }
 
@@ -254,6 +261,8 @@ impl Topic {
             history,
             base,
             gone: CancellationToken::new(),
+            known_head: AtomicU64::new(base),
+            known_first: AtomicU64::new(u64::MAX),
             counters: TopicCounters::default(),
         }
     }
@@ -321,6 +330,35 @@ impl Topic {
     /// it. Ring seqs plus `base` are topic seqs.
     pub fn base(&self) -> u64 {
         self.base
+    }
+
+    /// The head to clamp a resume to: this node's head for a local topic;
+    /// for a backbone topic the backbone's head as last known, which may
+    /// be ahead of what this node's feed has written.
+    pub fn known_head(&self) -> u64 {
+        if self.is_backbone() {
+            self.known_head.load(Ordering::Acquire).max(self.head())
+        } else {
+            self.head()
+        }
+    }
+
+    /// Records that the backbone's head is at least `head` (a fresh look
+    /// at the stream before a resume past this node's head).
+    pub(crate) fn raise_known_head(&self, head: u64) {
+        self.known_head.fetch_max(head, Ordering::AcqRel);
+    }
+
+    /// A backbone topic's oldest retained seq, as last looked up; `None`
+    /// for a local topic or before any look.
+    pub fn known_first(&self) -> Option<u64> {
+        Some(self.known_first.load(Ordering::Acquire)).filter(|&f| f != u64::MAX)
+    }
+
+    /// Records the backbone's oldest retained seq (a fresh look).
+    pub(crate) fn note_known_first(&self, first: u64) {
+        self.known_first
+            .store(first.min(u64::MAX - 1), Ordering::Release);
     }
 
     /// A backbone topic's history (what came before `base`); `None` for a

@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{BackboneConfig, BackboneStorage};
+use crate::drain::StartAt;
 use crate::error::RequestError;
 use crate::history::{History, Replayed};
 use crate::registry::{CreationQuota, Registry};
@@ -85,6 +86,9 @@ pub struct Backbone {
     /// once instead of waiting for missed heartbeats.
     connected: watch::Receiver<u64>,
     up: Arc<AtomicBool>,
+    /// Whether JetStream answered its last health probe (a connected
+    /// backbone whose JetStream lost its quorum does not).
+    answering: AtomicBool,
     stop: CancellationToken,
     counters: Arc<Counters>,
 }
@@ -143,6 +147,10 @@ impl Backbone {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
+            // JetStream API requests (stream lookups and creations) wait no
+            // longer than a publish's acknowledgement (`Context::set_timeout`
+            // bounds only the latter; requests default to 10 s).
+            .request_timeout(Some(Duration::from_millis(config.ack_timeout_ms)))
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((50u64 << attempts.min(5)).min(1000))
             })
@@ -190,16 +198,26 @@ impl Backbone {
             epochs: Mutex::new(HashMap::new()),
             connected,
             up,
+            answering: AtomicBool::new(true),
             stop,
             counters: Arc::default(),
         });
         tokio::spawn(discovery::run(backbone.clone()));
+        tokio::spawn(probe(backbone.clone()));
         Ok(backbone)
     }
 
-    /// Whether the backbone is reachable now (`/readyz`).
+    /// Whether the backbone is reachable now: publishes and new
+    /// subscriptions fail at once with UNAVAILABLE while it is not.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Whether the backbone is reachable and its JetStream answers
+    /// (`/readyz`): a NATS cluster that lost its JetStream quorum keeps
+    /// the connection but stores nothing.
+    pub fn is_ready(&self) -> bool {
+        self.is_up() && self.answering.load(Ordering::Acquire)
     }
 
     /// State and counters, for `/metrics`.
@@ -301,6 +319,7 @@ impl Backbone {
             .get_or_create_backbone(topic, None, epoch, base, history)?;
         self.remember_epoch(t.name(), t.epoch());
         if created {
+            t.note_known_first(info.state.first_sequence.saturating_sub(1));
             if let Err(e) = t.allocate_ring() {
                 self.registry.remove_if_current(&t);
                 return Err(crate::topic_publisher::publish_error(topic, e));
@@ -453,6 +472,37 @@ impl Backbone {
         unescape(rest)
     }
 
+    /// Before a subscribe that needs the stream's bounds: a resume past what
+    /// this node's feed has written (so the drain clamps only a resume past
+    /// the backbone's head, a confused client, not one past this node's, a
+    /// client failing over from a node whose feed was ahead), or a start at
+    /// `oldest` (the backbone's oldest, replayed up to the ring).
+    pub async fn refresh(&self, topic: &Topic, start: StartAt) -> Result<(), RequestError> {
+        let needed = match start {
+            StartAt::From { epoch, next } => epoch == topic.epoch() && next > topic.head(),
+            StartAt::Oldest => true,
+            StartAt::Latest => false,
+        };
+        if !needed {
+            return Ok(());
+        }
+        let mut stream = self
+            .js
+            .get_stream(self.stream_name(topic.name()))
+            .await
+            .map_err(|e| unavailable("looking up the topic's stream", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("looking up the topic's stream", e))?;
+        if epoch_of(info) == topic.epoch() {
+            // Stream seq `s` is topic seq `s - 1`: the head is `last`.
+            topic.raise_known_head(info.state.last_sequence);
+            topic.note_known_first(info.state.first_sequence.saturating_sub(1));
+        }
+        Ok(())
+    }
+
     fn remember_epoch(&self, topic: &str, epoch: u64) {
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded like the registry: forget them all rather than grow.
@@ -491,10 +541,12 @@ impl Pending {
                 seq: ack.sequence.saturating_sub(1),
             }),
             Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
-                // The next publish looks the stream up (or creates it) again.
+                // "No responders": the stream was deleted, or its leader is
+                // being elected. The next publish looks the stream up (or
+                // creates it) again.
                 self.backbone.forget(&self.topic);
                 Err(RequestError::Unavailable(format!(
-                    "topic `{}`'s backbone stream was deleted; nothing was published, retry",
+                    "topic `{}`'s backbone stream did not answer (no responders: its leader is being elected, or it was deleted); nothing was published, retry",
                     self.topic
                 )))
             }
@@ -518,6 +570,35 @@ impl History for Backbone {
             self.stop.clone(),
             self.counters.clone(),
         )
+    }
+}
+
+/// How often [`probe`] asks JetStream whether it answers.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Asks JetStream for the account's info every [`PROBE_EVERY`] (a request
+/// every JetStream server answers only with a quorum), for `/readyz`.
+async fn probe(backbone: Arc<Backbone>) {
+    let mut ticker = tokio::time::interval(PROBE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = backbone.stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if !backbone.is_up() {
+            continue;
+        }
+        let answered = tokio::time::timeout(PROBE_EVERY * 2, backbone.js.query_account())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if answered != backbone.answering.swap(answered, Ordering::AcqRel) {
+            if answered {
+                info!("backbone JetStream answers again");
+            } else {
+                warn!("backbone JetStream does not answer (no quorum?); not ready");
+            }
+        }
     }
 }
 

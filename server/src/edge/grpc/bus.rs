@@ -152,7 +152,9 @@ impl Bus for BusService {
             resume: &req.resume,
         };
         let id = conn.allocate_subscription_id();
-        session.prepare_subscribe(&guard, &req.topic).await?;
+        session
+            .prepare_subscribe(&guard, &req.topic, StartAt::from_proto(req.start.as_ref()))
+            .await?;
         let sub = session.subscribe(&guard, id, params, conn.subscription_count())?;
         let ok = sub.ok();
         debug!(topic = %req.topic, start_seq = ok.start_seq, subscription = id, "gRPC subscribe");

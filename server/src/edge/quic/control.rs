@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
 use super::{code, publish, subscription, Shared};
+use crate::drain::StartAt;
 use crate::error::RequestError;
 use crate::partial::{classify, FrameProgress, MeteredFrames, ReadFailure};
 use crate::permissions::Guard;
@@ -421,7 +422,12 @@ impl Control {
         // free their id and their place.
         self.subs.0.retain(|_, sub| !sub.task.is_finished());
         if let Some(control_request::Kind::Subscribe(s)) = &request.kind {
-            if let Err(e) = self.session.prepare_subscribe(&self.guard, &s.topic).await {
+            let start = StartAt::from_proto(s.start.as_ref());
+            if let Err(e) = self
+                .session
+                .prepare_subscribe(&self.guard, &s.topic, start)
+                .await
+            {
                 debug!(code = ?e.code(), error = %e, subscription = s.subscription_id, "subscribe refused");
                 let _ = self.tx.send(error_response(&e, s.subscription_id)).await;
                 return;
