@@ -8,7 +8,8 @@
 (*            publishing appends at the head, retention advances `first`   *)
 (*            (the oldest seq retained) up to the head, at any time.       *)
 (*  node      follows the topic with a ring that holds the backbone seqs   *)
-(*            [lo, fed), lo = max(base, fed - C): `base` is the backbone's *)
+(*            [lo, fed), base <= lo, at most C of them (with VarSizes a    *)
+(*            write may evict more than one): `base` is the backbone's     *)
 (*            head when the node began to follow the topic (Topic::base),  *)
 (*            the feed copies log[fed] into the ring one seq at a time, or *)
 (*            a *hole* when the backbone no longer holds seq fed.  A node  *)
@@ -16,9 +17,10 @@
 (*  drain     a subscription on a node (Drain): a resume at a seq the ring *)
 (*            holds reads the ring; an older one is first REPLAYED from    *)
 (*            the backbone (a run the backbone no longer holds is one      *)
-(*            NOT_RETAINED resync, exact) until it reaches the ring's lo,  *)
-(*            then switches to the ring.  A ring that laps the subscriber  *)
-(*            is a LAPPED resync; a hole is a NOT_RETAINED resync.         *)
+(*            NOT_RETAINED resync, exact, up to the backbone's first, or   *)
+(*            with ResyncToRing up to min(first, lo)) until it reaches the *)
+(*            ring's lo, then switches to the ring.  A ring that laps the  *)
+(*            subscriber is a LAPPED resync; a hole a NOT_RETAINED resync. *)
 (*  client    remembers the next seq it expects, and resumes there after   *)
 (*            {epoch, next - 1} on any node after a crash or a reconnect.  *)
 (*  checker   (ghost) the application's accounting, at each event: a      *)
@@ -48,18 +50,22 @@
 (*   "no_holes"                 the feed writes the next retained message  *)
 (*                              into the next ring slot: no holes          *)
 (*   "hole_as_message"          the drain delivers a hole as a message     *)
-(*   "base_race"                `base` is read before the feed's consumer  *)
-(*                              starts at the then head (DeliverPolicy::New*)
+(*   "consumer_new"             the feed (re)creates its backbone consumer *)
+(*                              with DeliverPolicy::New instead of by      *)
+(*                              start sequence at `fed`                    *)
 (*   "clamp_to_ring_head"       a resume is clamped to this node's ring    *)
 (*                              head, not the backbone's head              *)
 (*   "first_lag_not_retained"   a resume into the ring reports its first   *)
 (*                              lap NOT_RETAINED (the one-node rule)       *)
+(*   "switch_on_event"          the replay tests for the switch only with  *)
+(*                              a replayed event in hand (liveness)        *)
 (***************************************************************************)
 EXTENDS Integers, TLC
 
 CONSTANTS
     Nodes,        \* the nodes (model values)
-    C,            \* ring capacity, in messages
+    C,            \* ring capacity, in messages (its header slots)
+    VarSizes,     \* a ring write may evict more than one older message (arena)
     MaxMsgs,      \* messages published to the backbone
     MaxCrashes,   \* node crashes (each loses that node's ring)
     MaxDrops,     \* client reconnects without a crash
@@ -67,11 +73,12 @@ CONSTANTS
     Mutant
 
 ASSUME C >= 1 /\ MaxMsgs >= 1 /\ MaxCrashes >= 0 /\ MaxDrops >= 0
-ASSUME ResyncToRing \in BOOLEAN
+ASSUME ResyncToRing \in BOOLEAN /\ VarSizes \in BOOLEAN
 ASSUME Mutant \in {"none", "resume_from_ring_head", "not_retained_from_ring",
                    "switch_early", "switch_stale_oldest", "replay_gap_silent",
-                   "no_holes", "hole_as_message", "base_race",
-                   "clamp_to_ring_head", "first_lag_not_retained"}
+                   "no_holes", "hole_as_message", "consumer_new",
+                   "clamp_to_ring_head", "first_lag_not_retained",
+                   "switch_on_event"}
 
 NoNode == "none"
 Seqs == 0 .. MaxMsgs - 1
@@ -93,6 +100,7 @@ VARIABLES
     up,                   \* node -> follows the topic (has a ring)
     base,                 \* node -> Topic::base
     fed,                  \* node -> next seq its feed writes into the ring
+    oldest,               \* node -> oldest seq its ring holds, `lo` (= fed when empty)
     cons,                 \* node -> where its backbone consumer is (= fed but for mutants)
     ring,                 \* node -> seq -> Id(s), HOLE or EMPTY
     crashes, drops,       \* environment counters (bounded)
@@ -111,17 +119,18 @@ VARIABLES
     nrNeedless,           \* a NOT_RETAINED for a seq the node's ring held as a message
     lapFalse              \* a LAPPED for a seq the ring did not hold when the drain began reading it
 
-nodeVars == <<up, base, fed, cons, ring>>
+nodeVars == <<up, base, fed, oldest, cons, ring>>
 drainVars == <<cnode, mode, dnext, live, firstEv, rlo>>
 clientVars == <<cnext, gap, wrongId, nrFalse, nrNeedless, lapFalse>>
 vars == <<bfirst, bhead, nodeVars, crashes, drops, drainVars, clientVars>>
 
-Lo(n) == Max(base[n], fed[n] - C)       \* oldest seq n's ring holds (= fed when empty)
+Lo(n) == oldest[n]
 
 Init ==
     /\ bfirst = 0 /\ bhead = 0
     /\ up = [n \in Nodes |-> FALSE]
-    /\ base = [n \in Nodes |-> 0] /\ fed = [n \in Nodes |-> 0] /\ cons = [n \in Nodes |-> 0]
+    /\ base = [n \in Nodes |-> 0] /\ fed = [n \in Nodes |-> 0]
+    /\ oldest = [n \in Nodes |-> 0] /\ cons = [n \in Nodes |-> 0]
     /\ ring = [n \in Nodes |-> [s \in Seqs |-> EMPTY]]
     /\ crashes = 0 /\ drops = 0
     /\ cnode = NoNode /\ mode = "off" /\ dnext = 0 /\ live = FALSE
@@ -150,17 +159,30 @@ Evict ==
 (***************************************************************************)
 
 \* The node begins to follow the topic (first subscriber, or after a
-\* crash): base = the backbone's head, and the feed's consumer starts there
-\* (by start sequence).  base_race: base is read, then the consumer is
-\* created with DeliverPolicy::New after a publish: it starts later.
+\* crash): base = the backbone's head as the stream info it read said
+\* (any head up to now: publishes may follow the read), and the feed's
+\* consumer starts there (by start sequence: stream seq base + 1).
 Start(n) ==
     /\ ~up[n]
     /\ up' = [up EXCEPT ![n] = TRUE]
-    /\ \E b \in IF Mutant = "base_race" THEN {Max(0, bhead - 1), bhead} ELSE {bhead} :
+    /\ \E b \in 0 .. bhead :
          /\ base' = [base EXCEPT ![n] = b]
          /\ fed' = [fed EXCEPT ![n] = b]
-    /\ cons' = [cons EXCEPT ![n] = bhead]
+         /\ oldest' = [oldest EXCEPT ![n] = b]
+         /\ cons' = [cons EXCEPT ![n] = b]
     /\ UNCHANGED <<bfirst, bhead, ring, crashes, drops, drainVars, clientVars>>
+
+\* The feed (re)creates its backbone consumer: after reading base (the
+\* consumer is created a moment later), or after losing its NATS
+\* connection.  By start sequence at `fed` it changes nothing, so only the
+\* mutant takes this step: consumer_new creates it with DeliverPolicy::New,
+\* at the backbone's head of that moment.
+Renew(n) ==
+    /\ Mutant = "consumer_new"
+    /\ up[n]
+    /\ cons' = [cons EXCEPT ![n] = bhead]
+    /\ UNCHANGED <<bfirst, bhead, up, base, fed, oldest, ring, crashes, drops,
+                   drainVars, clientVars>>
 
 Disconnect ==
     /\ cnode' = NoNode /\ mode' = "off" /\ dnext' = 0 /\ live' = FALSE
@@ -173,6 +195,7 @@ Crash(n) ==
     /\ crashes' = crashes + 1
     /\ up' = [up EXCEPT ![n] = FALSE]
     /\ base' = [base EXCEPT ![n] = 0] /\ fed' = [fed EXCEPT ![n] = 0]
+    /\ oldest' = [oldest EXCEPT ![n] = 0]
     /\ cons' = [cons EXCEPT ![n] = 0]
     /\ ring' = [ring EXCEPT ![n] = [s \in Seqs |-> EMPTY]]
     /\ IF cnode = n THEN Disconnect ELSE UNCHANGED drainVars
@@ -182,14 +205,19 @@ Crash(n) ==
 \* or after `cons` (JetStream skips deleted messages silently); the feed
 \* compares its stream seq with the seq it expects (fed) and writes a hole
 \* for every seq in between, then the message.  One ring write per step.
+\* The ring then holds at most C seqs; with VarSizes the write may evict
+\* any number of older ones (a large message takes arena room), but the
+\* ring always holds the one just written.
 Feed(n) ==
     /\ up[n]
     /\ LET m == Max(cons[n], bfirst)     \* the message the feed has in hand
            f == fed[n]
            e == IF f < m THEN (IF Mutant = "no_holes" THEN Id(m) ELSE HOLE)
                 ELSE Id(f)
-           newLo == Max(base[n], f + 1 - C)
-       IN /\ m < bhead
+           least == Max(oldest[n], f + 1 - C)
+       IN \E newLo \in IF VarSizes THEN least .. f ELSE {least} :
+          /\ m < bhead
+          /\ oldest' = [oldest EXCEPT ![n] = newLo]
           /\ ring' = [ring EXCEPT ![n] = [s \in Seqs |->
                         IF s = f THEN e ELSE IF s < newLo THEN EMPTY ELSE @[s]]]
           /\ fed' = [fed EXCEPT ![n] = f + 1]
@@ -201,17 +229,16 @@ Feed(n) ==
 (* The client's accounting (ghost), one event                              *)
 (***************************************************************************)
 
-\* Message{seq = s} carrying id v.  The position the client expects is c
-\* (cnext, or the start of a first subscription).
-DeliverAt(c, s, v) ==
+\* Message{seq = s} carrying id v.
+Deliver(s, v) ==
     /\ cnext' = s + 1
-    /\ gap' = (gap \/ s # c)
+    /\ gap' = (gap \/ s # cnext)
     /\ wrongId' = (wrongId \/ ~(s < bhead /\ v = Id(s)))
     /\ UNCHANGED <<nrFalse, nrNeedless, lapFalse>>
-Deliver(s, v) == DeliverAt(cnext, s, v)
 
-\* Resync{missed = m, resume_seq = r, reason}, sent by a drain on node n.
-\* The truth of the reason is judged now, when it is reported.
+\* Resync{missed = m, resume_seq = r, reason}, sent by a drain on node n,
+\* to a client that expects seq c next.  The truth of the reason is judged
+\* now, when it is reported.
 ResyncOn(n, c, m, r, why) ==
     /\ cnext' = r
     /\ gap' = (gap \/ m < 1 \/ r - m # c)
@@ -284,7 +311,10 @@ ReplayStep ==
                        ELSE IF Mutant = "switch_early" THEN lo - 1
                        ELSE lo
        IN IF dnext >= switchAt THEN
-               \* the switch: a ring reader at Start::At(next - base)
+               \* the switch: a ring reader at Start::At(next - base).
+               \* switch_on_event: only once the replay has another event
+               \* (a message past next) for the drain.
+               /\ Mutant = "switch_on_event" => dnext < bhead
                /\ mode' = "ring"
                /\ dnext' = IF Mutant = "switch_early" THEN Max(dnext, lo) ELSE dnext
                /\ live' = (dnext' >= lo)
@@ -329,17 +359,18 @@ RingStep ==
     /\ UNCHANGED <<cnode, mode, live, rlo>>
     /\ UNCHANGED <<bfirst, bhead, nodeVars, crashes, drops>>
 
-\* Everything published is gone from the backbone and the client has read
-\* all its node's ring holds: stutter (so that this is not a deadlock, while
-\* any other stuck state still is).
+\* Everything published is gone from the backbone and the drain's position
+\* is at or past all its node's feed wrote: stutter (so that this is not a
+\* deadlock, while any other stuck state still is).  A replay there can
+\* always switch to the ring; whether it does is CatchesUp's business.
 Finished ==
     /\ bhead = MaxMsgs /\ bfirst = bhead
-    /\ mode = "ring" /\ dnext >= fed[cnode]
+    /\ mode # "off" /\ dnext >= fed[cnode]
     /\ UNCHANGED vars
 
 Next ==
     \/ Publish \/ Evict
-    \/ \E n \in Nodes : Start(n) \/ Crash(n) \/ Feed(n) \/ Connect(n)
+    \/ \E n \in Nodes : Start(n) \/ Renew(n) \/ Crash(n) \/ Feed(n) \/ Connect(n)
     \/ Drop \/ ReplayStep \/ RingStep \/ Finished
 
 Spec == Init /\ [][Next]_vars
@@ -363,7 +394,8 @@ FairSpec ==
 
 TypeOK ==
     /\ 0 <= bfirst /\ bfirst <= bhead /\ bhead <= MaxMsgs
-    /\ \A n \in Nodes : /\ base[n] <= fed[n] /\ fed[n] <= cons[n] /\ cons[n] <= bhead
+    /\ \A n \in Nodes : /\ base[n] <= Lo(n) /\ Lo(n) <= fed[n] /\ fed[n] - Lo(n) <= C
+                        /\ fed[n] <= cons[n] /\ cons[n] <= bhead
                         /\ \A s \in Seqs : (ring[n][s] # EMPTY) => (Lo(n) <= s /\ s < fed[n])
     /\ mode \in {"off", "replay", "ring"} /\ (mode = "off") = (cnode = NoNode)
     /\ cnext \in -1 .. MaxMsgs /\ dnext \in 0 .. MaxMsgs
