@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lapwing_client::{
-    Client, ClientConfig, ClientError, Event, ResyncReason, Start, SubscribeOptions, Trust,
+    Client, ClientConfig, ClientError, Event, PublishAck, ResyncReason, Start, SubscribeOptions,
+    Subscription, Trust,
 };
 use lapwing_e2e::nats::{self, Nats};
 use lapwing_proto::v1::ErrorCode;
@@ -104,6 +105,30 @@ impl Cluster {
     }
 }
 
+/// Subscribes to `topic` through `c`, bounded.
+async fn subscribe(c: &Client, topic: &str, options: SubscribeOptions) -> Subscription {
+    bounded("subscribe", c.subscribe(topic, options))
+        .await
+        .expect("subscribe")
+}
+
+/// Publishes through `c` and waits for the `{epoch, seq}`, bounded.
+async fn publish(c: &Client, topic: &str, payload: impl Into<bytes::Bytes>) -> PublishAck {
+    bounded("publish", c.publish_acked(topic, payload))
+        .await
+        .expect("acked publish through the backbone")
+}
+
+/// Waits until the node whose HTTP listener is `http` reports ready.
+async fn until_ready(http: std::net::SocketAddr) {
+    bounded("the node is ready", async {
+        while http_get(http, "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 fn after(epoch: u64, seq: u64) -> SubscribeOptions {
     SubscribeOptions {
         start: Start::After { epoch, seq },
@@ -130,22 +155,13 @@ async fn three_nodes_report_the_same_seqs() {
     ];
     let mut subs = Vec::new();
     for c in &clients {
-        subs.push(
-            bounded(
-                "subscribe",
-                c.subscribe("c.same", SubscribeOptions::default()),
-            )
-            .await
-            .expect("subscribe"),
-        );
+        subs.push(subscribe(c, "c.same", SubscribeOptions::default()).await);
     }
     const N: u64 = 300;
     let mut acks = Vec::new();
     for i in 0..N {
         let via = &clients[(i % 3) as usize];
-        let ack = bounded("publish", via.publish_acked("c.same", format!("m{i}")))
-            .await
-            .expect("acked publish through the backbone");
+        let ack = publish(via, "c.same", format!("m{i}")).await;
         acks.push(ack);
     }
     let epoch = acks[0].epoch;
@@ -189,18 +205,11 @@ async fn a_resume_older_than_the_ring_is_replayed_from_the_backbone() {
     .await;
     let a = cluster.client(0).await;
     // A subscriber on node 0 makes it follow the topic from seq 0.
-    let mut live = bounded(
-        "subscribe",
-        a.subscribe("c.replay", SubscribeOptions::default()),
-    )
-    .await
-    .expect("subscribe");
+    let mut live = subscribe(&a, "c.replay", SubscribeOptions::default()).await;
     const N: u64 = 500;
     let mut epoch = 0;
     for i in 0..N {
-        let ack = bounded("publish", a.publish_acked("c.replay", vec![i as u8; 100]))
-            .await
-            .expect("publish");
+        let ack = publish(&a, "c.replay", vec![i as u8; 100]).await;
         assert_eq!(ack.seq, i);
         epoch = ack.epoch;
     }
@@ -227,9 +236,7 @@ async fn a_resume_older_than_the_ring_is_replayed_from_the_backbone() {
             ledger.resyncs
         );
         // And it goes on live.
-        let ack = bounded("publish", c.publish_acked("c.replay", "live"))
-            .await
-            .expect("publish");
+        let ack = publish(&c, "c.replay", "live").await;
         follow(&mut sub, &mut ledger, ack.seq).await;
         assert_eq!(ledger.seqs.last(), Some(&ack.seq));
         // The operator sees it too.
@@ -252,10 +259,7 @@ async fn only_what_the_backbone_dropped_is_not_retained() {
     const N: u64 = 300;
     let mut epoch = 0;
     for i in 0..N {
-        epoch = bounded("publish", a.publish_acked("c.kept", format!("m{i}")))
-            .await
-            .expect("publish")
-            .epoch;
+        epoch = publish(&a, "c.kept", format!("m{i}")).await.epoch;
     }
     let b = cluster.client(1).await;
     let mut sub = bounded("resume", b.subscribe("c.kept", after(epoch, 9)))
@@ -308,12 +312,7 @@ async fn a_subscriber_fails_over_when_its_node_is_killed() {
             .env("LAPWING_TLS_CERT", cluster.cert.display())
             .env("LAPWING_TLS_KEY", cluster.key.display()),
     );
-    bounded("the node to be killed is ready", async {
-        while http_get(victim.http, "/readyz").await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_ready(victim.http).await;
     let survivor = cluster.nodes[0].quic_addr();
     let mut cfg = ClientConfig::new(
         format!("{},{survivor}", victim.quic),
@@ -323,23 +322,13 @@ async fn a_subscriber_fails_over_when_its_node_is_killed() {
     let subscriber = bounded("connect", Client::connect(cfg))
         .await
         .expect("connects to the first node");
-    let mut sub = bounded(
-        "subscribe",
-        subscriber.subscribe("c.failover", SubscribeOptions::default()),
-    )
-    .await
-    .expect("subscribe");
+    let mut sub = subscribe(&subscriber, "c.failover", SubscribeOptions::default()).await;
     let publisher = cluster.client(0).await;
     const N: u64 = 3000;
     let publishing = tokio::spawn(async move {
         let mut last = None;
         for i in 0..N {
-            let ack = bounded(
-                "publish",
-                publisher.publish_acked("c.failover", format!("m{i}")),
-            )
-            .await
-            .expect("publish through the surviving node");
+            let ack = publish(&publisher, "c.failover", format!("m{i}")).await;
             last = Some(ack);
         }
         last.expect("published")
@@ -369,18 +358,10 @@ async fn a_backbone_restart_loses_nothing_and_publishes_fail_while_it_is_down() 
     }
     let mut cluster = Cluster::start(1, |_| {}).await;
     let c = cluster.client(0).await;
-    let mut sub = bounded(
-        "subscribe",
-        c.subscribe("c.restart", SubscribeOptions::default()),
-    )
-    .await
-    .expect("subscribe");
+    let mut sub = subscribe(&c, "c.restart", SubscribeOptions::default()).await;
     let mut epoch = 0;
     for i in 0..100 {
-        epoch = bounded("publish", c.publish_acked("c.restart", format!("a{i}")))
-            .await
-            .expect("publish")
-            .epoch;
+        epoch = publish(&c, "c.restart", format!("a{i}")).await.epoch;
     }
     let mut ledger = Ledger::default();
     follow(&mut sub, &mut ledger, 99).await;
@@ -435,21 +416,12 @@ async fn a_topic_outside_the_backbone_stays_local() {
     }
     let cluster = Cluster::start(2, |_| {}).await;
     let (a, b) = (cluster.client(0).await, cluster.client(1).await);
-    let mut on_b = bounded(
-        "subscribe",
-        b.subscribe("local.x", SubscribeOptions::default()),
-    )
-    .await
-    .expect("subscribe");
+    let mut on_b = subscribe(&b, "local.x", SubscribeOptions::default()).await;
     for i in 0..5u64 {
-        let ack = bounded("publish", a.publish_acked("local.x", "on a"))
-            .await
-            .expect("publish");
+        let ack = publish(&a, "local.x", "on a").await;
         assert_eq!(ack.seq, i, "node 0's own numbering");
     }
-    let ack = bounded("publish", b.publish_acked("local.x", "on b"))
-        .await
-        .expect("publish");
+    let ack = publish(&b, "local.x", "on b").await;
     assert_eq!(ack.seq, 0, "node 1 numbers its own local topic from 0");
     match next_event(&mut on_b).await {
         Event::Message { seq, payload, .. } => {
@@ -466,12 +438,7 @@ async fn fire_and_forget_publishes_reach_every_node_in_order() {
     }
     let cluster = Cluster::start(2, |_| {}).await;
     let (a, b) = (cluster.client(0).await, cluster.client(1).await);
-    let mut on_b = bounded(
-        "subscribe",
-        b.subscribe("c.fast", SubscribeOptions::default()),
-    )
-    .await
-    .expect("subscribe");
+    let mut on_b = subscribe(&b, "c.fast", SubscribeOptions::default()).await;
     // Pipelined: the publishing node keeps many acknowledgements pending.
     const N: u64 = 2000;
     let publisher = a.publisher();
@@ -509,16 +476,9 @@ async fn a_wildcard_follows_backbone_topics_created_on_other_nodes() {
     // A topic that exists on the backbone (created through node 0) before
     // the subscription, which starts at latest.
     for i in 0..5 {
-        bounded("publish", a.publish_acked("c.w.old", format!("o{i}")))
-            .await
-            .expect("publish");
+        publish(&a, "c.w.old", format!("o{i}")).await;
     }
-    let mut sub = bounded(
-        "subscribe",
-        b.subscribe("c.w.*", SubscribeOptions::default()),
-    )
-    .await
-    .expect("a wildcard subscribe over backbone topics");
+    let mut sub = subscribe(&b, "c.w.*", SubscribeOptions::default()).await;
     let mut ledgers: std::collections::HashMap<String, Ledger> = Default::default();
     fn record(ledgers: &mut std::collections::HashMap<String, Ledger>, event: &Event) {
         ledgers
@@ -534,14 +494,10 @@ async fn a_wildcard_follows_backbone_topics_created_on_other_nodes() {
     }
     // More on the old topic, and a new topic, both through node 0 only.
     for i in 5..8 {
-        bounded("publish", a.publish_acked("c.w.old", format!("o{i}")))
-            .await
-            .expect("publish");
+        publish(&a, "c.w.old", format!("o{i}")).await;
     }
     for i in 0..4 {
-        bounded("publish", a.publish_acked("c.w.new", format!("n{i}")))
-            .await
-            .expect("publish");
+        publish(&a, "c.w.new", format!("n{i}")).await;
     }
     let done = |l: &std::collections::HashMap<String, Ledger>| {
         l.get("c.w.old").is_some_and(|l| l.next == Some(8))
@@ -586,12 +542,7 @@ async fn a_subscriber_survives_its_nodes_being_killed_in_turn() {
         kit::ServerProcess::start(&spec),
     ];
     for node in &nodes {
-        bounded("a node is ready", async {
-            while http_get(node.http, "/readyz").await.0 != 200 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        until_ready(node.http).await;
     }
     let cfg = ClientConfig::new(
         format!("{},{}", nodes[0].quic, nodes[1].quic),
@@ -600,12 +551,7 @@ async fn a_subscriber_survives_its_nodes_being_killed_in_turn() {
     let subscriber = bounded("connect", Client::connect(cfg))
         .await
         .expect("connects");
-    let mut sub = bounded(
-        "subscribe",
-        subscriber.subscribe("c.turns", SubscribeOptions::default()),
-    )
-    .await
-    .expect("subscribe");
+    let mut sub = subscribe(&subscriber, "c.turns", SubscribeOptions::default()).await;
     let publisher = cluster.client(0).await;
     // Publishing (and killing) runs beside the reader, which keeps up, so
     // the client's buffer never has to lap anything.
@@ -620,12 +566,7 @@ async fn a_subscriber_survives_its_nodes_being_killed_in_turn() {
                     let victim = nodes.remove(k);
                     nodes.insert(k, victim.kill_and_restart(&spec));
                 }
-                let ack = bounded(
-                    "publish",
-                    publisher.publish_acked("c.turns", format!("r{round}m{i}")),
-                )
-                .await
-                .expect("publish through the publisher's node");
+                let ack = publish(&publisher, "c.turns", format!("r{round}m{i}")).await;
                 last = Some(ack);
             }
         }
