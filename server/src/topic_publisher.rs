@@ -76,7 +76,10 @@ impl TopicPublisher {
                     self.guard.check(Action::Publish, topic)?;
                     self.backbone_topic = Some(topic.into());
                 }
-                let max = self.registry.settings_for(topic).max_message_bytes;
+                let mut max = self.registry.settings_for(topic).max_message_bytes;
+                if let Some(nats) = backbone.max_payload() {
+                    max = max.min(nats);
+                }
                 if payload.len() > max {
                     return Err(RequestError::MessageTooLarge {
                         topic: topic.to_owned(),

@@ -34,7 +34,7 @@ mod feed;
 mod replay;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,6 +89,9 @@ pub struct Backbone {
     /// Whether JetStream answered its last health probe (a connected
     /// backbone whose JetStream lost its quorum does not).
     answering: AtomicBool,
+    /// The largest message the NATS servers take (their `max_payload`,
+    /// 1 MiB by default), as last announced; 0 before the first connection.
+    max_payload: AtomicUsize,
     stop: CancellationToken,
     counters: Arc<Counters>,
 }
@@ -191,7 +194,7 @@ impl Backbone {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(config.ack_timeout_ms));
         let backbone = Arc::new(Backbone {
-            client: client.clone(),
+            client,
             js,
             config: config.clone(),
             registry,
@@ -199,6 +202,7 @@ impl Backbone {
             connected,
             up,
             answering: AtomicBool::new(true),
+            max_payload: AtomicUsize::new(0),
             stop,
             counters: Arc::default(),
         });
@@ -231,6 +235,12 @@ impl Backbone {
             replays: c.replays.load(Ordering::Relaxed),
             replays_failed: c.replays_failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// The largest payload the backbone takes (`None` before it was first
+    /// reached): a larger one is MESSAGE_TOO_LARGE, as on a single node.
+    pub fn max_payload(&self) -> Option<usize> {
+        Some(self.max_payload.load(Ordering::Relaxed)).filter(|&m| m > 0)
     }
 
     /// Whether `topic` is served through the backbone.
@@ -589,6 +599,8 @@ async fn probe(backbone: Arc<Backbone>) {
         if !backbone.is_up() {
             continue;
         }
+        let max_payload = backbone.client.server_info().max_payload;
+        backbone.max_payload.store(max_payload, Ordering::Relaxed);
         let answered = tokio::time::timeout(PROBE_EVERY * 2, backbone.js.query_account())
             .await
             .is_ok_and(|r| r.is_ok());
