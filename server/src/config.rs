@@ -382,7 +382,12 @@ pub struct BackboneConfig {
     /// Retention of each topic's stream, in messages (the oldest go
     /// first). Default 1 000 000.
     pub max_msgs: i64,
-    /// Retention of each topic's stream, in bytes. Default 1 GiB.
+    /// Retention of each topic's stream, in bytes; -1 (the default): no
+    /// byte limit, `max_msgs` alone. JetStream *reserves* a stream's byte
+    /// limit in full (times its replicas) against its servers' storage
+    /// (`max_file_store`) as the stream is created, so a limit caps the
+    /// number of topics at that storage divided by it (1 GiB against
+    /// 42 GB of store: 41 topics).
     pub max_bytes: i64,
     /// Replicas of each stream (1, 3 or 5 on a JetStream cluster).
     /// Default 1.
@@ -416,7 +421,7 @@ impl Default for BackboneConfig {
             subject_prefix: "lapwing".to_owned(),
             stream_prefix: "LAPWING_".to_owned(),
             max_msgs: 1_000_000,
-            max_bytes: 1 << 30,
+            max_bytes: -1,
             replicas: 1,
             storage: BackboneStorage::File,
             ack_timeout_ms: 5000,
@@ -478,8 +483,11 @@ impl BackboneConfig {
         if self.max_msgs < 1 {
             errors.push(invalid("backbone.max_msgs", "must be at least 1"));
         }
-        if self.max_bytes < 1024 {
-            errors.push(invalid("backbone.max_bytes", "must be at least 1024"));
+        if self.max_bytes != -1 && self.max_bytes < 1024 {
+            errors.push(invalid(
+                "backbone.max_bytes",
+                "must be -1 (no byte limit) or at least 1024",
+            ));
         }
         if !(1..=5).contains(&self.replicas) {
             errors.push(invalid("backbone.replicas", "must be 1..=5"));
