@@ -78,16 +78,19 @@ pub fn cores() -> usize {
         .max(1)
 }
 
-/// A snapshot to diff: server CPU, own CPU, machine ticks.
-#[derive(Debug, Clone, Copy)]
+/// A snapshot to diff: server CPU (one process, or several summed: a
+/// cluster's nodes and its backbone), own CPU, machine ticks.
+#[derive(Debug, Clone)]
 pub struct CpuSnapshot {
     server: Option<f64>,
+    /// Each server process's CPU seconds, when there is more than one.
+    processes: Vec<Option<f64>>,
     harness: Option<f64>,
     machine: MachineTicks,
 }
 
 /// CPU used over an interval.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CpuUsage {
     /// Server process CPU seconds (user + system); `None` without a pid.
     pub server_cpu_s: Option<f64>,
@@ -95,13 +98,33 @@ pub struct CpuUsage {
     pub harness_cpu_s: f64,
     /// Fraction of all cores busy, whole machine (0..=1).
     pub machine_busy: f64,
+    /// With several server processes (a cluster): each one's CPU seconds,
+    /// in the order their pids were given; `server_cpu_s` is their sum.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes_cpu_s: Vec<Option<f64>>,
 }
 
 impl CpuSnapshot {
     /// Takes a snapshot; `server_pid` is the server being measured.
     pub fn take(server_pid: Option<u32>) -> CpuSnapshot {
+        CpuSnapshot::take_all(&server_pid.into_iter().collect::<Vec<_>>())
+    }
+
+    /// Takes a snapshot of several server processes (their CPU is summed;
+    /// unknown when any of them cannot be read).
+    pub fn take_all(server_pids: &[u32]) -> CpuSnapshot {
+        let each: Vec<Option<f64>> = server_pids
+            .iter()
+            .map(|p| process_cpu_secs(&p.to_string()))
+            .collect();
+        let server = if each.is_empty() {
+            None
+        } else {
+            each.iter().copied().sum::<Option<f64>>()
+        };
         CpuSnapshot {
-            server: server_pid.and_then(|p| process_cpu_secs(&p.to_string())),
+            server,
+            processes: if each.len() > 1 { each } else { Vec::new() },
             harness: process_cpu_secs("self"),
             machine: MachineTicks::now(),
         }
@@ -119,6 +142,12 @@ impl CpuSnapshot {
                 _ => 0.0,
             },
             machine_busy: self.machine.busy_fraction_until(&later.machine),
+            processes_cpu_s: self
+                .processes
+                .iter()
+                .zip(&later.processes)
+                .map(|(a, b)| a.zip(*b).map(|(a, b)| b - a))
+                .collect(),
         }
     }
 }
@@ -136,5 +165,19 @@ mod tests {
         let b = MachineTicks::now();
         let f = a.busy_fraction_until(&b);
         assert!((0.0..=1.0).contains(&f));
+    }
+
+    #[test]
+    fn several_processes_are_summed_and_kept_apart() {
+        let me = std::process::id();
+        let one = CpuSnapshot::take(Some(me));
+        assert!(one.processes.is_empty());
+        let two = CpuSnapshot::take_all(&[me, me]);
+        let (a, b) = (two.processes[0].unwrap(), two.processes[1].unwrap());
+        assert!((two.server.unwrap() - (a + b)).abs() < 0.05);
+        let usage = two.until(&CpuSnapshot::take_all(&[me, me]));
+        assert_eq!(usage.processes_cpu_s.len(), 2);
+        // A pid that cannot be read makes the sum unknown, not smaller.
+        assert!(CpuSnapshot::take_all(&[me, u32::MAX]).server.is_none());
     }
 }

@@ -8,6 +8,7 @@
 //! servers; this crate only connects to them.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod cpu;
 pub mod payload;
 pub mod plot;

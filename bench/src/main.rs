@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lapwing_client::BufferOverflow;
 
+use lapwing_bench::cluster;
 use lapwing_bench::cpu;
 use lapwing_bench::report::{self, Meta, Report};
 use lapwing_bench::scenario::{self, Cell, Params};
@@ -32,6 +33,10 @@ struct Cli {
 enum Cmd {
     /// Run the scenarios against the servers given.
     Run(Box<RunArgs>),
+    /// Scenario `cluster`: fanout through 1-3 Lapwing nodes over one NATS
+    /// JetStream backbone beside core NATS with routed servers (the nodes,
+    /// the backbone and the routed servers are started by `bench/run`).
+    Cluster(Box<ClusterArgs>),
     /// Write a self-signed certificate (cert.pem, key.pem) for localhost/127.0.0.1.
     GenCert {
         /// Output directory.
@@ -143,15 +148,95 @@ struct RunArgs {
     note: Vec<String>,
 }
 
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// One run per cell, 1 s of publishing, 64 B only.
+    #[arg(long)]
+    quick: bool,
+    /// Output directory (cluster.json, cluster.md).
+    #[arg(long)]
+    out: PathBuf,
+    /// Runs per cell (default 1 quick, 3 full).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Publish seconds per run (default 1 quick, 3 full).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Subscribers per cell, spread evenly over the nodes in use.
+    #[arg(long, default_value_t = 60)]
+    subscribers: usize,
+    /// Payload sizes at full speed (default 64 quick; 64,1024 full).
+    #[arg(long, value_delimiter = ',')]
+    payloads: Option<Vec<usize>>,
+    /// Fixed publish rates (msgs/s) of the 64 B cells at a set load
+    /// (latency, and efficiency below saturation); the first also with one
+    /// subscriber. Default 2000 quick; 2000,10000 full. 0: none.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u64>>,
+    /// Families to measure (lapwing-cluster, lapwing-cluster-bbpub,
+    /// lapwing-single, nats-routed); default: all whose servers are given.
+    #[arg(long, value_delimiter = ',')]
+    systems: Option<Vec<String>>,
+    /// Node counts to measure (default 1,2,3; capped by the nodes given).
+    #[arg(long, value_delimiter = ',')]
+    nodes: Option<Vec<usize>>,
+    /// QUIC addresses of the Lapwing nodes (all on one backbone), in order.
+    #[arg(long, value_delimiter = ',')]
+    lapwing_nodes: Vec<String>,
+    /// Their pids, in the same order.
+    #[arg(long, value_delimiter = ',')]
+    lapwing_pids: Vec<u32>,
+    /// The certificate (PEM) every node serves, to trust.
+    #[arg(long)]
+    lapwing_ca: Option<PathBuf>,
+    /// The backbone (nats-server -js) URL, for the -bbpub publisher.
+    #[arg(long)]
+    backbone_url: Option<String>,
+    /// The backbone's pid.
+    #[arg(long)]
+    backbone_pid: Option<u32>,
+    /// The nodes' backbone.subject_prefix.
+    #[arg(long, default_value = "lapwing")]
+    backbone_subject_prefix: String,
+    /// The nodes' backbone.stream_prefix: streams with it are deleted after
+    /// each cell (each cell has its own topic).
+    #[arg(long, default_value = "LAPWING_")]
+    backbone_stream_prefix: String,
+    /// QUIC address of a lapwing-server without a backbone (reference).
+    #[arg(long)]
+    lapwing_single: Option<String>,
+    /// Its pid.
+    #[arg(long)]
+    lapwing_single_pid: Option<u32>,
+    /// Addresses of the routed nats-servers, in order.
+    #[arg(long, value_delimiter = ',')]
+    nats_nodes: Vec<String>,
+    /// Their pids.
+    #[arg(long, value_delimiter = ',')]
+    nats_pids: Vec<u32>,
+    /// How the processes were set up, one line each for the report.
+    #[arg(long)]
+    setup: Vec<String>,
+    /// NAME=VERSION facts for the report (repeatable).
+    #[arg(long = "version-info")]
+    versions: Vec<String>,
+    /// Free-text notes for the report (repeatable).
+    #[arg(long)]
+    note: Vec<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.cmd {
         Cmd::GenCert { dir } => gen_cert(&dir),
         Cmd::FreePorts { n } => free_ports(n),
-        Cmd::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(run(*args)),
+        Cmd::Run(args) => runtime()?.block_on(run(*args)),
+        Cmd::Cluster(args) => runtime()?.block_on(cluster(*args)),
     }
 }
 
@@ -528,6 +613,314 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     lapwing_bench::plot::latency(&report.summary, &a.out.join("latency.svg"))?;
     println!("{md}");
     eprintln!("results in {}", a.out.display());
+    Ok(())
+}
+
+fn cluster_systems(
+    a: &ClusterArgs,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<cluster::ClusterSystem>> {
+    use cluster::{ClusterSystem, Family, PublishVia};
+    use std::sync::Arc;
+    let families: Vec<Family> = match &a.systems {
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Family::from_name(n).with_context(|| {
+                    let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                    format!(
+                        "unknown system `{n}` in --systems (known: {})",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => Family::ALL.to_vec(),
+    };
+    let counts = a.nodes.clone().unwrap_or_else(|| vec![1, 2, 3]);
+    anyhow::ensure!(
+        a.lapwing_pids.is_empty() || a.lapwing_pids.len() == a.lapwing_nodes.len(),
+        "--lapwing-pids: one per --lapwing-nodes address"
+    );
+    anyhow::ensure!(
+        a.nats_pids.is_empty() || a.nats_pids.len() == a.nats_nodes.len(),
+        "--nats-pids: one per --nats-nodes address"
+    );
+    let lapwing_node = |i: usize, addr: &str, ca: &PathBuf| -> Arc<dyn System> {
+        Arc::new(systems::lapwing::Lapwing {
+            addr: addr.to_owned(),
+            ca: ca.clone(),
+            pid: a.lapwing_pids.get(i).copied(),
+            overflow: BufferOverflow::LapOldest,
+        })
+    };
+    let mut v = Vec::new();
+    for family in families {
+        match family {
+            Family::LapwingCluster | Family::LapwingBackbonePublish => {
+                let Some(ca) = &a.lapwing_ca else {
+                    notes.push(format!("{} not measured: no --lapwing-ca", family.name()));
+                    continue;
+                };
+                let publish = if family == Family::LapwingCluster {
+                    PublishVia::FirstNode
+                } else if let Some(url) = &a.backbone_url {
+                    PublishVia::Backbone {
+                        url: url.clone(),
+                        subject_prefix: a.backbone_subject_prefix.clone(),
+                    }
+                } else {
+                    notes.push(format!("{} not measured: no --backbone-url", family.name()));
+                    continue;
+                };
+                for &k in &counts {
+                    if k == 0 || k > a.lapwing_nodes.len() {
+                        notes.push(format!(
+                            "{} not measured: {} Lapwing node(s) given",
+                            family.id(k),
+                            a.lapwing_nodes.len()
+                        ));
+                        continue;
+                    }
+                    let nodes = a.lapwing_nodes[..k]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, addr)| lapwing_node(i, addr, ca))
+                        .collect();
+                    let mut processes: Vec<(String, u32)> = a
+                        .lapwing_pids
+                        .iter()
+                        .take(k)
+                        .enumerate()
+                        .map(|(i, &p)| (format!("node{}", i + 1), p))
+                        .collect();
+                    processes.extend(a.backbone_pid.map(|p| ("backbone".to_string(), p)));
+                    v.push(ClusterSystem::new(
+                        family,
+                        nodes,
+                        publish.clone(),
+                        processes,
+                    ));
+                }
+            }
+            Family::LapwingSingle => {
+                let (Some(addr), Some(ca)) = (&a.lapwing_single, &a.lapwing_ca) else {
+                    notes.push(format!(
+                        "{} not measured: no --lapwing-single/--lapwing-ca",
+                        family.name()
+                    ));
+                    continue;
+                };
+                let node: Arc<dyn System> = Arc::new(systems::lapwing::Lapwing {
+                    addr: addr.clone(),
+                    ca: ca.clone(),
+                    pid: a.lapwing_single_pid,
+                    overflow: BufferOverflow::LapOldest,
+                });
+                let processes = a
+                    .lapwing_single_pid
+                    .map(|p| ("lapwing".to_string(), p))
+                    .into_iter()
+                    .collect();
+                v.push(ClusterSystem::new(
+                    family,
+                    vec![node],
+                    PublishVia::FirstNode,
+                    processes,
+                ));
+            }
+            Family::NatsRouted => {
+                for &k in &counts {
+                    if k == 0 || k > a.nats_nodes.len() {
+                        if k <= 2 {
+                            notes.push(format!(
+                                "{} not measured: {} routed nats-server(s) given",
+                                family.id(k),
+                                a.nats_nodes.len()
+                            ));
+                        }
+                        continue;
+                    }
+                    let nodes = a.nats_nodes[..k]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, addr)| {
+                            Arc::new(systems::nats::Nats {
+                                addr: addr.clone(),
+                                tls_ca: None,
+                                pid: a.nats_pids.get(i).copied(),
+                            }) as Arc<dyn System>
+                        })
+                        .collect();
+                    let processes = a
+                        .nats_pids
+                        .iter()
+                        .take(k)
+                        .enumerate()
+                        .map(|(i, &p)| (format!("nats{}", i + 1), p))
+                        .collect();
+                    v.push(ClusterSystem::new(
+                        family,
+                        nodes,
+                        PublishVia::FirstNode,
+                        processes,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+async fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
+    fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let loadavg_start = read_trim("/proc/loadavg");
+    let mut notes = a.note.clone();
+    let systems = cluster_systems(&a, &mut notes)?;
+    anyhow::ensure!(
+        !systems.is_empty(),
+        "no cluster system to measure: {}",
+        notes.join("; ")
+    );
+    let runs = a.runs.unwrap_or(if a.quick { 1 } else { 3 });
+    let duration = Duration::from_secs_f64(a.duration.unwrap_or(if a.quick { 1.0 } else { 3.0 }));
+    let params = Params {
+        duration,
+        drain_timeout: Duration::from_secs(if a.quick { 3 } else { 4 }),
+        drain_stall: Duration::from_millis(750),
+        slow_delay: Duration::from_millis(10),
+        slow_min_duration: duration,
+        catch_up_timeout: Duration::from_secs(5),
+        connect_concurrency: 16,
+        batch: 64,
+    };
+    let payloads = a
+        .payloads
+        .clone()
+        .unwrap_or(if a.quick { vec![64] } else { vec![64, 1024] });
+    let rates: Vec<u64> = a
+        .rates
+        .clone()
+        .unwrap_or(if a.quick {
+            vec![2000]
+        } else {
+            vec![2000, 10_000]
+        })
+        .into_iter()
+        .filter(|&r| r > 0)
+        .collect();
+    let cells = cluster::cells(a.subscribers, &payloads, &rates);
+    let total = runs
+        * cells
+            .iter()
+            .map(|c| {
+                systems
+                    .iter()
+                    .filter(|s| cluster::runs_on(c, s.node_count()))
+                    .count()
+            })
+            .sum::<usize>();
+    let mut done = 0;
+    let mut fanout = Vec::new();
+    // Run-major, system-minor, as `run`: one pass sees one machine state.
+    for run in 0..runs {
+        for cell in &cells {
+            for sys in systems
+                .iter()
+                .filter(|s| cluster::runs_on(cell, s.node_count()))
+            {
+                let id = sys.info().id;
+                let label = cell_label(cell);
+                done += 1;
+                let r = scenario::run_fanout(sys, cell, &params, run).await;
+                let line = match &r.error {
+                    Some(e) => format!("{label} {id}: ERROR {e}"),
+                    None => format!(
+                        "{label} {id}: published {:.0}/s delivered {:.0}/s p50 {:.0} µs p99 {:.0} µs server CPU {:.2} s generator CPU {:.2} s silent {}",
+                        r.published_rate,
+                        r.delivered_rate,
+                        r.latency.p50_us,
+                        r.latency.p99_us,
+                        r.cpu.server_cpu_s.unwrap_or(f64::NAN),
+                        r.cpu.harness_cpu_s,
+                        r.loss.silent_total(),
+                    ),
+                };
+                eprintln!("[{done}/{total}] run {}/{runs} {line}", run + 1);
+                fanout.push(r);
+                let on_backbone = matches!(
+                    sys.family,
+                    cluster::Family::LapwingCluster | cluster::Family::LapwingBackbonePublish
+                );
+                if let (true, Some(url)) = (on_backbone, &a.backbone_url) {
+                    // Outside the measured window: the cell's stream goes.
+                    if let Err(e) = cluster::delete_streams(url, &a.backbone_stream_prefix).await {
+                        eprintln!("    could not delete the cell's backbone stream: {e:#}");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    let busy: Vec<f64> = fanout
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.cpu.machine_busy)
+        .collect();
+    let infos: Vec<cluster::ClusterSystemInfo> = systems
+        .iter()
+        .map(|s| {
+            let i = s.info();
+            cluster::ClusterSystemInfo {
+                id: i.id,
+                family: s.family.name(),
+                nodes: s.node_count(),
+                processes: s.processes.iter().map(|p| p.0.clone()).collect(),
+                transport: i.transport,
+                client: i.client,
+            }
+        })
+        .collect();
+    let summary = cluster::summarize_cluster(&fanout, &infos);
+    let ratios = cluster::ratios(&summary);
+    let report = cluster::ClusterReport {
+        meta: Meta {
+            mode: if a.quick { "quick" } else { "full" }.into(),
+            runs,
+            duration_s: duration.as_secs_f64(),
+            cores: cpu::cores(),
+            cpu_model: cpu_model(),
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            loadavg_start,
+            loadavg_end: read_trim("/proc/loadavg"),
+            mean_machine_busy: busy.iter().sum::<f64>() / busy.len().max(1) as f64,
+            versions: a
+                .versions
+                .iter()
+                .map(|v| {
+                    let (k, val) = v.split_once('=').unwrap_or((v, ""));
+                    (k.to_string(), val.to_string())
+                })
+                .collect(),
+            command: std::env::var("LAPWING_BENCH_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+            notes,
+        },
+        subscribers: a.subscribers,
+        setup: a.setup.clone(),
+        systems: infos,
+        runs: fanout,
+        summary,
+        ratios,
+    };
+    fs::write(
+        a.out.join("cluster.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let md = cluster::markdown(&report);
+    fs::write(a.out.join("cluster.md"), &md)?;
+    println!("{md}");
+    eprintln!("cluster results in {}", a.out.display());
     Ok(())
 }
 

@@ -674,6 +674,7 @@ mod tests {
                 server_cpu_s: Some(1.0),
                 harness_cpu_s: 1.0,
                 machine_busy: 0.5,
+                processes_cpu_s: Vec::new(),
             },
             window_s: 1.0,
             efficiency: Some(rate),

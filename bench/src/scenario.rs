@@ -374,7 +374,7 @@ async fn fanout_inner(
         tasks.spawn(subscriber_task(sub, live, slow, stop_rx.clone()));
     }
 
-    let before = CpuSnapshot::take(sys.server_pid());
+    let before = CpuSnapshot::take_all(&sys.server_pids());
     let t0 = now_ns();
     let start = Instant::now();
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -417,7 +417,7 @@ async fn fanout_inner(
         .as_ref()
         .map_or(0, |l| l.delivered.load(Ordering::Relaxed));
     drain(&lives, published, p.drain_timeout, p.drain_stall).await;
-    let after = CpuSnapshot::take(sys.server_pid());
+    let after = CpuSnapshot::take_all(&sys.server_pids());
     let window_end = now_ns();
     // Then the slow subscriber catches up, outside the measured window.
     let catch_up_start = Instant::now();
@@ -467,6 +467,7 @@ async fn fanout_inner(
     let delivered = loss.delivered;
     let delivery_s = (last_recv.max(t0 + 1) - t0) as f64 / 1e9;
     let cpu = before.until(&after);
+    let server_cpu_s = cpu.server_cpu_s;
     let window_s = (window_end - t0) as f64 / 1e9;
     let rate_of = |d: u64| d as f64 / delivery_s;
     let generator_limited =
@@ -489,8 +490,7 @@ async fn fanout_inner(
         latency: Latency::of(&hist),
         cpu,
         window_s,
-        efficiency: cpu
-            .server_cpu_s
+        efficiency: server_cpu_s
             .filter(|s| *s > 0.0)
             .map(|s| delivered as f64 / s),
         generator_limited,

@@ -108,6 +108,12 @@ pub trait System: Send + Sync + Debug {
 
     /// Server process id, for CPU and RSS readings.
     fn server_pid(&self) -> Option<u32>;
+
+    /// Every server process whose CPU counts for this system (a cluster:
+    /// its nodes and its backbone); by default the one of `server_pid`.
+    fn server_pids(&self) -> Vec<u32> {
+        self.server_pid().into_iter().collect()
+    }
 }
 
 /// Facts about a system, printed beside its numbers.
