@@ -262,6 +262,40 @@ fn free_ports(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The run facts every report starts with; `busy` is each measured
+/// window's whole-machine busy fraction.
+fn run_meta(
+    quick: bool,
+    runs: usize,
+    duration: Duration,
+    loadavg_start: String,
+    busy: &[f64],
+    versions: &[String],
+    notes: Vec<String>,
+) -> Meta {
+    Meta {
+        mode: if quick { "quick" } else { "full" }.into(),
+        runs,
+        duration_s: duration.as_secs_f64(),
+        cores: cpu::cores(),
+        cpu_model: cpu_model(),
+        kernel: read_trim("/proc/sys/kernel/osrelease"),
+        loadavg_start,
+        loadavg_end: read_trim("/proc/loadavg"),
+        mean_machine_busy: busy.iter().sum::<f64>() / busy.len().max(1) as f64,
+        versions: versions
+            .iter()
+            .map(|v| {
+                let (k, val) = v.split_once('=').unwrap_or((v, ""));
+                (k.to_string(), val.to_string())
+            })
+            .collect(),
+        command: std::env::var("LAPWING_BENCH_COMMAND")
+            .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+        notes,
+    }
+}
+
 fn read_trim(path: &str) -> String {
     fs::read_to_string(path)
         .unwrap_or_default()
@@ -574,28 +608,15 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let summary = report::summarize(&fanout);
     let targets = report::targets(&summary, &connections);
     let report = Report {
-        meta: Meta {
-            mode: if a.quick { "quick" } else { "full" }.into(),
+        meta: run_meta(
+            a.quick,
             runs,
-            duration_s: duration.as_secs_f64(),
-            cores: cpu::cores(),
-            cpu_model: cpu_model(),
-            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            duration,
             loadavg_start,
-            loadavg_end: read_trim("/proc/loadavg"),
-            mean_machine_busy: ok.iter().sum::<f64>() / ok.len().max(1) as f64,
-            versions: a
-                .versions
-                .iter()
-                .map(|v| {
-                    let (k, val) = v.split_once('=').unwrap_or((v, ""));
-                    (k.to_string(), val.to_string())
-                })
-                .collect(),
-            command: std::env::var("LAPWING_BENCH_COMMAND")
-                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+            &ok,
+            &a.versions,
             notes,
-        },
+        ),
         systems: systems.iter().map(|s| s.info()).collect(),
         fanout,
         connections,
@@ -884,28 +905,15 @@ async fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let summary = cluster::summarize_cluster(&fanout, &infos);
     let ratios = cluster::ratios(&summary);
     let report = cluster::ClusterReport {
-        meta: Meta {
-            mode: if a.quick { "quick" } else { "full" }.into(),
+        meta: run_meta(
+            a.quick,
             runs,
-            duration_s: duration.as_secs_f64(),
-            cores: cpu::cores(),
-            cpu_model: cpu_model(),
-            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            duration,
             loadavg_start,
-            loadavg_end: read_trim("/proc/loadavg"),
-            mean_machine_busy: busy.iter().sum::<f64>() / busy.len().max(1) as f64,
-            versions: a
-                .versions
-                .iter()
-                .map(|v| {
-                    let (k, val) = v.split_once('=').unwrap_or((v, ""));
-                    (k.to_string(), val.to_string())
-                })
-                .collect(),
-            command: std::env::var("LAPWING_BENCH_COMMAND")
-                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+            &busy,
+            &a.versions,
             notes,
-        },
+        ),
         subscribers: a.subscribers,
         setup: a.setup.clone(),
         systems: infos,
