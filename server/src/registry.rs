@@ -537,6 +537,43 @@ mod tests {
     }
 
     #[test]
+    fn backbone_names_are_never_local_topics() {
+        let mut c = config();
+        c.backbone.url = "nats://127.0.0.1:4222".into();
+        c.backbone.topics = vec!["c.>".into(), "orders".into()];
+        let r = Registry::from_config(&c).unwrap();
+        // The named backbone topic is not created at start; its settings
+        // still apply when the node follows it.
+        assert_eq!(r.list(), Vec::<String>::new());
+        assert!(matches!(
+            r.get_or_create("c.x"),
+            Err(RegistryError::NotReady(_))
+        ));
+        assert!(matches!(
+            r.create("c.y", r.settings_for("c.y")),
+            Err(RegistryError::InvalidSettings(_))
+        ));
+        assert!(r.get_or_create("local.x").is_ok());
+        assert!(r.overlaps_backbone(&Pattern::parse("c.*").unwrap()));
+        assert!(!r.overlaps_backbone(&Pattern::parse("local.*").unwrap()));
+    }
+
+    #[test]
+    fn wildcard_interests_are_counted_per_pattern() {
+        let r = Registry::from_config(&config()).unwrap();
+        let p = Pattern::parse("prices.*").unwrap();
+        r.add_interest(&p);
+        r.add_interest(&p);
+        assert!(r.wanted("prices.eur"));
+        assert!(!r.wanted("orders"));
+        r.lose_interest(&p);
+        assert!(r.wanted("prices.eur"), "one subscription still holds it");
+        r.lose_interest(&p);
+        assert!(!r.wanted("prices.eur"));
+        assert!(r.interests().is_empty());
+    }
+
+    #[test]
     fn topics_are_created_on_first_use_once() {
         let r = Registry::from_config(&config()).unwrap();
         let a = r.get_or_create("a.b").unwrap();

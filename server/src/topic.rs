@@ -16,7 +16,7 @@
 //! nanoseconds, server clock) followed by the payload, written with
 //! `publish_parts` so the payload is copied once, straight into the ring.
 //!
-//! A **backbone topic** (cluster mode, `backbone.rs`) is not written by
+//! A **backbone topic** (cluster mode, `backbone/`) is not written by
 //! publishers: its messages come from the backbone, in the backbone's
 //! order, through the node's feed ([`Topic::write_from_backbone`]). Its
 //! epoch is the backbone stream's, and its seqs are the backbone's: the
@@ -185,9 +185,9 @@ pub struct Topic {
     base: u64,
     /// Cancelled when the topic is deleted (its feed stops).
     gone: CancellationToken,
-    /// A backbone topic's head as last known (the backbone's, at least as
-    /// far as the feed has got): raised by the feed and by a fresh look at
-    /// the stream ([`Topic::raise_known_head`]), never lowered.
+    /// A backbone topic's head as last looked up on the stream
+    /// ([`Topic::raise_known_head`]), never lowered; [`Topic::known_head`]
+    /// is the larger of it and how far the feed has got.
     known_head: AtomicU64,
     /// A backbone topic's oldest retained seq as last looked up
     /// (`u64::MAX`: not looked up): where `oldest` starts.
