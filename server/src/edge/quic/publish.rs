@@ -169,13 +169,14 @@ pub(super) async fn acked(
 ) {
     let mut frames = frames(recv, &shared, progress);
     let mut out = BytesMut::new();
+    // Reused batch after batch: no allocation per batch once it has grown.
+    let mut submitted = Vec::with_capacity(ACK_BATCH);
     loop {
         let first = tokio::select! {
             frame = frames.next() => frame,
             _ = cancel.cancelled() => return,
         };
         let mut next = Some(first);
-        let mut submitted = Vec::new();
         let mut fatal = None;
         let mut ended = false;
         // Submit every frame already received (backbone publishes then
@@ -193,7 +194,7 @@ pub(super) async fn acked(
                 Read::Stop(err) => fatal = Some(err),
             }
         }
-        for s in submitted {
+        for s in submitted.drain(..) {
             let acked = match s {
                 Ok(s) => s.ack().await,
                 Err(err) => Err(err),
