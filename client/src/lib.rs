@@ -32,8 +32,12 @@
 //! partition, a killed server) is noticed by the liveness check: a `Ping`
 //! on the control stream unanswered for [`ClientConfig::liveness_timeout`]
 //! (2 s by default) ends the connection, and short, repeated reconnect
-//! attempts find the path again soon after it heals. See
-//! `proto/PROTOCOL.md`.
+//! attempts find the path again soon after it heals. Against a cluster
+//! (nodes over a NATS JetStream backbone, which number every message
+//! alike), [`ClientConfig::server`] lists several nodes
+//! (`"a:7400,b:7400"`): a lost connection reconnects to the next one, and
+//! a resume the node refuses for now (`UNAVAILABLE`) is asked for again
+//! instead of ending the subscription. See `proto/PROTOCOL.md`.
 //!
 //! Inside, for maintainers: `client.rs` is the API; `driver.rs` the session
 //! driver (Hello, (re)subscribe, control stream, liveness pings,
