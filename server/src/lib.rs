@@ -22,6 +22,13 @@
 //! lock is taken only to look a topic up, and publish streams cache the
 //! topic they last used.
 //!
+//! In cluster mode ([`backbone`], `--backbone nats://…`) the topics in
+//! `backbone.topics` go through a NATS JetStream backbone: a publish goes
+//! to the topic's stream, each node with subscribers copies the stream
+//! into its ring (its feed), and a resume older than the ring is replayed
+//! from the stream through the drain's [`history::History`] seam, so every
+//! node numbers a message alike.
+//!
 //! # Why memory is bounded the way it is
 //!
 //! Clients may be hostile, so everything one can make the server hold has a
