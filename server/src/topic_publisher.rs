@@ -25,8 +25,9 @@ pub struct TopicPublisher {
     /// The topic used last; its name passed `guard` when it was cached, so
     /// a stream publishing to one topic checks its permission once.
     cached: Option<Arc<Topic>>,
-    /// The backbone topic published to last (its name passed `guard`).
-    backbone_topic: Option<Arc<str>>,
+    /// The backbone topic published to last (its name passed `guard`),
+    /// with its largest payload.
+    backbone_topic: Option<(Arc<str>, usize)>,
 }
 
 impl TopicPublisher {
@@ -70,13 +71,19 @@ impl TopicPublisher {
         payload: &Bytes,
     ) -> Result<Submitted, RequestError> {
         if let Some(backbone) = &self.backbone {
-            if backbone.covers(topic) {
-                if self.backbone_topic.as_deref() != Some(topic) {
+            // The topics used last answer without matching patterns: a
+            // cached local topic is never a backbone name (the registry
+            // refuses those), the cached backbone topic always is.
+            let known = matches!(&self.backbone_topic, Some((name, _)) if &**name == topic);
+            let local = matches!(&self.cached, Some(t) if t.name() == topic);
+            if known || (!local && backbone.covers(topic)) {
+                if !known {
                     lapwing_proto::validate_topic(topic)?;
                     self.guard.check(Action::Publish, topic)?;
-                    self.backbone_topic = Some(topic.into());
+                    let max = self.registry.settings_for(topic).max_message_bytes;
+                    self.backbone_topic = Some((topic.into(), max));
                 }
-                let mut max = self.registry.settings_for(topic).max_message_bytes;
+                let mut max = self.backbone_topic.as_ref().map_or(0, |(_, max)| *max);
                 if let Some(nats) = backbone.max_payload() {
                     max = max.min(nats);
                 }

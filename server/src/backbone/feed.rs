@@ -18,11 +18,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::StreamExt;
 use tracing::{debug, warn};
 
-use super::{epoch_of, is_not_found, Backbone};
+use super::{current_stream, read_from, Backbone, StreamError};
 use crate::topic::Topic;
 
 /// Longest wait between two attempts to restart a failed consumer.
@@ -84,51 +83,32 @@ pub(super) async fn run(backbone: Arc<Backbone>, topic: Arc<Topic>, mut next: u6
 /// `next`, until it fails.
 async fn follow(backbone: &Backbone, topic: &Topic, next: &mut u64) -> Ended {
     let name = backbone.stream_name(topic.name());
-    let stream = match backbone.js.get_stream(&name).await {
+    let stream = match current_stream(&backbone.js, &name, topic.epoch()).await {
         Ok(s) => s,
-        Err(e) if is_not_found(&e) => return Ended::StreamGone,
-        Err(e) => return Ended::Failed(e.to_string()),
+        Err(StreamError::Gone) => return Ended::StreamGone,
+        Err(StreamError::Failed(e)) => return Ended::Failed(e),
     };
-    if epoch_of(stream.cached_info()) != topic.epoch() {
-        return Ended::StreamGone;
-    }
-    let consumer = match stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *next,
-            },
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return Ended::Failed(e.to_string()),
-    };
-    let mut messages = match consumer.messages().await {
+    let mut messages = match read_from(&stream, *next).await {
         Ok(m) => m,
-        Err(e) => return Ended::Failed(e.to_string()),
+        Err(e) => return Ended::Failed(e),
     };
     while let Some(message) = messages.next().await {
         let message = match message {
             Ok(m) => m,
-            Err(e) => return Ended::Failed(e.to_string()),
+            Err(e) => return Ended::Failed(e),
         };
-        let (seq, published) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
-            ),
-            Err(e) => return Ended::Failed(e.to_string()),
-        };
+        let seq = message.stream_seq;
         if seq < *next {
             continue;
         }
         let c = &backbone.counters;
-        c.holes.fetch_add(seq - *next, Ordering::Relaxed);
+        if seq > *next {
+            c.holes.fetch_add(seq - *next, Ordering::Relaxed);
+        }
         c.fed.fetch_add(1, Ordering::Relaxed);
         let written = topic
             .write_holes(seq - *next)
-            .and_then(|()| topic.write_from_backbone(published, &message.payload));
+            .and_then(|()| topic.write_from_backbone(message.published, &message.payload));
         if let Err(e) = written {
             // The ring exists (allocated before the feed started) and the
             // stream's messages fit the topic's maximum, so this is a bug

@@ -496,21 +496,19 @@ impl Backbone {
         if !needed {
             return Ok(());
         }
-        let mut stream = self
-            .js
-            .get_stream(self.stream_name(topic.name()))
-            .await
-            .map_err(|e| unavailable("looking up the topic's stream", e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| unavailable("looking up the topic's stream", e))?;
-        if epoch_of(info) == topic.epoch() {
-            // Stream seq `s` is topic seq `s - 1`: the head is `last`.
-            topic.raise_known_head(info.state.last_sequence);
-            topic.note_known_first(info.state.first_sequence.saturating_sub(1));
+        let name = self.stream_name(topic.name());
+        match current_stream(&self.js, &name, topic.epoch()).await {
+            Ok(stream) => {
+                let state = &stream.cached_info().state;
+                // Stream seq `s` is topic seq `s - 1`: the head is `last`.
+                topic.raise_known_head(state.last_sequence);
+                topic.note_known_first(state.first_sequence.saturating_sub(1));
+                Ok(())
+            }
+            // The drain finds the topic gone or replaced by itself.
+            Err(StreamError::Gone) => Ok(()),
+            Err(StreamError::Failed(e)) => Err(unavailable("looking up the topic's stream", e)),
         }
-        Ok(())
     }
 
     fn remember_epoch(&self, topic: &str, epoch: u64) {
@@ -520,11 +518,6 @@ impl Backbone {
             epochs.clear();
         }
         epochs.insert(topic.into(), epoch);
-    }
-
-    /// Stops every feed and replay (server shutdown).
-    pub fn stop(&self) {
-        self.stop.cancel();
     }
 }
 
@@ -634,6 +627,70 @@ fn epoch_of(info: &stream::Info) -> u64 {
     u64::try_from(info.created.unix_timestamp_nanos())
         .unwrap_or(1)
         .max(1)
+}
+
+/// Why a topic's stream could not be read.
+pub(super) enum StreamError {
+    /// It no longer exists, or it was recreated (another epoch).
+    Gone,
+    /// The backbone did not answer.
+    Failed(String),
+}
+
+/// `topic`'s stream, if it is still the one of `epoch`; its `cached_info`
+/// is as just looked up (the feed, replays and [`Backbone::refresh`] read
+/// the stream's bounds from it).
+pub(super) async fn current_stream(
+    js: &jetstream::Context,
+    name: &str,
+    epoch: u64,
+) -> Result<stream::Stream, StreamError> {
+    let stream = match js.get_stream(name).await {
+        Ok(s) => s,
+        Err(e) if is_not_found(&e) => return Err(StreamError::Gone),
+        Err(e) => return Err(StreamError::Failed(e.to_string())),
+    };
+    if epoch_of(stream.cached_info()) != epoch {
+        return Err(StreamError::Gone);
+    }
+    Ok(stream)
+}
+
+/// One message of a topic's stream.
+pub(super) struct Stored {
+    /// Its stream seq (topic seq + 1).
+    pub(super) stream_seq: u64,
+    /// Backbone clock at publish (Unix nanos).
+    pub(super) published: u64,
+    pub(super) payload: Bytes,
+}
+
+/// The messages of `stream` in order from stream seq `start`, through an
+/// ordered consumer (the feed's and every replay's reader). A seq the
+/// stream no longer holds is skipped: callers turn the jump into a gap.
+pub(super) async fn read_from(
+    stream: &stream::Stream,
+    start: u64,
+) -> Result<impl futures::Stream<Item = Result<Stored, String>> + Unpin, String> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    Ok(messages.map(|message| {
+        let message = message.map_err(|e| e.to_string())?;
+        let info = message.info().map_err(|e| e.to_string())?;
+        Ok(Stored {
+            stream_seq: info.stream_sequence,
+            published: u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
+            payload: message.message.payload.clone(),
+        })
+    }))
 }
 
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {

@@ -13,13 +13,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::jetstream::{self, stream::Stream};
+use async_nats::jetstream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{epoch_of, is_not_found, Counters};
+use super::{current_stream, read_from, Counters, StreamError};
 use crate::history::Replayed;
 use crate::topic::Topic;
 
@@ -72,29 +71,21 @@ where
     F: Fn(Replayed) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut stream: Stream = match js.get_stream(stream_name).await {
+    let stream = match current_stream(js, stream_name, topic.epoch()).await {
         Ok(s) => s,
-        Err(e) if is_not_found(&e) => {
+        Err(StreamError::Gone) => {
             return Err(format!(
-                "topic `{}`'s backbone stream is gone; resubscribe",
+                "topic `{}`'s backbone stream is gone or was replaced; resubscribe",
                 topic.name()
             ))
         }
-        Err(e) => return Err(format!("the backbone is unreachable: {e}; retry")),
+        Err(StreamError::Failed(e)) => {
+            return Err(format!("the backbone is unreachable: {e}; retry"))
+        }
     };
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| format!("the backbone is unreachable: {e}; retry"))?;
-    if epoch_of(info) != topic.epoch() {
-        return Err(format!(
-            "topic `{}`'s backbone stream was replaced; resubscribe",
-            topic.name()
-        ));
-    }
     // Stream seq `first` is topic seq `first - 1`; an empty stream's
     // `first` is one past its last.
-    let first = info.state.first_sequence.saturating_sub(1);
+    let first = stream.cached_info().state.first_sequence.saturating_sub(1);
     if next < first {
         let gap = Replayed::NotRetained {
             missed: first - next,
@@ -105,29 +96,12 @@ where
         }
         next = first;
     }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: next + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot replay from the backbone: {e}; retry"))?;
-    let mut messages = consumer
-        .messages()
+    let mut messages = read_from(&stream, next + 1)
         .await
         .map_err(|e| format!("cannot replay from the backbone: {e}; retry"))?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| format!("the backbone replay failed: {e}; retry"))?;
-        let (stream_seq, published) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
-            ),
-            Err(e) => return Err(format!("the backbone replay failed: {e}; retry")),
-        };
-        let seq = stream_seq.saturating_sub(1);
+        let seq = message.stream_seq.saturating_sub(1);
         if seq < next {
             continue;
         }
@@ -142,8 +116,8 @@ where
         }
         let event = Replayed::Message {
             seq,
-            publish_time_unix_nanos: published,
-            payload: message.message.payload.clone(),
+            publish_time_unix_nanos: message.published,
+            payload: message.payload,
         };
         if !send(event).await {
             return Ok(());
