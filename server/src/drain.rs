@@ -85,13 +85,31 @@ impl Default for BatchLimits {
     fn default() -> Self {
         // ~256 messages per write is where QUIC fanout stops gaining (a
         // fanout prototype on this project's 2-core machine: 1 message per
-        // write 1.7 M msgs/s, 8 -> 4.2 M, 256 -> 5.4 M); 256 KiB keeps one
-        // write well inside the
-        // default stream window.
+        // write 1.7 M msgs/s, 8 -> 4.2 M, 256 -> 5.4 M). 32 KiB of payload
+        // keeps a batch's frames (see [`BatchLimits::frame_bytes`]) under the
+        // 64 KiB above which glibc serves an allocation with mmap (the
+        // threshold lapwing-server sets): with 256 KiB batches of 1 KiB
+        // messages every write was a fresh mapping, page-faulted in and
+        // unmapped with a TLB shootdown once acknowledged, and 1 KiB
+        // fanout delivered 0.6x as much per server CPU-second
+        // (BENCHMARKS.md, "Batch size").
         BatchLimits {
             max_messages: 256,
-            max_bytes: 256 * 1024,
+            max_bytes: 32 * 1024,
         }
+    }
+}
+
+impl BatchLimits {
+    /// The encoded size of a full batch: its payload bytes plus, per
+    /// message, the most a topic-less `Delivery` frame adds around the
+    /// payload (length prefixes, tags and three varints: 65 bytes at most,
+    /// 64 counted; wildcard topic names or an oversized single message can
+    /// pass it). An edge reserves this much before encoding a batch so its
+    /// buffer is allocated once, not grown by doubling past the mmap
+    /// threshold.
+    pub fn frame_bytes(&self) -> usize {
+        self.max_bytes + self.max_messages * 64
     }
 }
 
@@ -213,6 +231,17 @@ impl<'a> DeliveryRef<'a> {
             }),
         };
         v1::Delivery { kind: Some(kind) }
+    }
+
+    /// About how many bytes [`DeliveryRef::encode_frame`] appends: exact
+    /// to within the 64 bytes a message frame adds around its payload and
+    /// topic; a generous guess for the rare other events.
+    pub fn frame_len_hint(&self) -> usize {
+        match *self {
+            DeliveryRef::Message { payload, topic, .. } => payload.len() + topic.len() + 64,
+            DeliveryRef::Joined { topic, .. } | DeliveryRef::Left { topic } => topic.len() + 64,
+            DeliveryRef::Resync(r) => r.topic.len() + 128,
+        }
     }
 
     /// Appends this event as one `Delivery` frame. Messages are encoded
