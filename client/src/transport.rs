@@ -19,6 +19,11 @@
 //! - **Liveness**: keep-alives every 3 s and a 10 s idle timeout, so a
 //!   server that vanished without closing is noticed within 10 s, and the
 //!   driver reconnects and resumes.
+//! - **Datagram size**: with a server on loopback, path-MTU discovery
+//!   goes up to [`LOOPBACK_UDP_PAYLOAD`] and the endpoint accepts datagrams
+//!   that large; the server does the same for a client on loopback, so one
+//!   datagram carries five 1 KiB messages, not one. Elsewhere, quinn's
+//!   default (discovery up to 1452 B).
 //!
 //! The server side makes the matching choices in `server/src/edge/quic/`;
 //! `proto/PROTOCOL.md` ("Transport") is the wire-level contract.
@@ -35,6 +40,16 @@ use crate::{ClientConfig, ClientError};
 /// UDP socket buffer size asked for (the OS caps it at `net.core.rmem_max`):
 /// quinn does not size them, and the default 208 KiB dropped packets.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest UDP payload used with a server on loopback (whose MTU is
+/// 64 KiB): the server's `LOOPBACK_UDP_PAYLOAD`, for the same reasons (ten
+/// of them, one segmentation-offload write, fit one 64 KiB IP packet).
+const LOOPBACK_UDP_PAYLOAD: u16 = 6 * 1024;
+
+/// Whether `addr` is on this host's loopback, IPv4-mapped forms included.
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
 
 /// Resolves `host:port`, preferring IPv4 (the server's default listen
 /// address is 127.0.0.1).
@@ -77,20 +92,27 @@ pub(crate) fn endpoint(
     socket.bind(&bind.into()).map_err(ClientError::Socket)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| ClientError::Socket(std::io::Error::other("no async runtime")))?;
-    let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket.into(),
-        runtime,
-    )
-    .map_err(ClientError::Socket)?;
+    // The largest datagram this endpoint accepts: raised for a server on
+    // loopback only, since quinn's receive buffer grows with it.
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    if is_loopback(peer) {
+        endpoint_config
+            .max_udp_payload_size(LOOPBACK_UDP_PAYLOAD)
+            .expect("a valid UDP payload size");
+    }
+    let mut endpoint = quinn::Endpoint::new(endpoint_config, None, socket.into(), runtime)
+        .map_err(ClientError::Socket)?;
     endpoint.set_default_client_config(client_config);
     Ok(endpoint)
 }
 
 /// Transport parameters: room for many subscription streams, keep-alives
-/// so a dead server is noticed, and the subscription stream window.
-pub(crate) fn transport_config(stream_receive_window: u32) -> Arc<quinn::TransportConfig> {
+/// so a dead server is noticed, the subscription stream window, and the
+/// datagram size (`loopback`: the server is on this host).
+pub(crate) fn transport_config(
+    stream_receive_window: u32,
+    loopback: bool,
+) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16 * 1024))
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(16))
@@ -101,6 +123,11 @@ pub(crate) fn transport_config(stream_receive_window: u32) -> Arc<quinn::Transpo
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid timeout"),
         ));
+    if loopback {
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(LOOPBACK_UDP_PAYLOAD);
+        t.mtu_discovery_config(Some(mtu));
+    }
     Arc::new(t)
 }
 
@@ -120,6 +147,9 @@ pub(crate) struct QuicTransport {
     /// a cluster, and the one that was lost may be gone.
     attempt: AtomicUsize,
     server_name: String,
+    /// The client config for a server on loopback (the endpoint's default
+    /// serves every other server).
+    loopback: quinn::ClientConfig,
 }
 
 /// The servers of a `server` setting: `host:port`, or several,
@@ -138,7 +168,9 @@ impl QuicTransport {
     pub(crate) async fn new(cfg: &ClientConfig) -> Result<Self, ClientError> {
         let mut client_config =
             crate::tls::quic_client_config(&cfg.trust, cfg.client_certificate.as_ref())?;
-        client_config.transport_config(transport_config(cfg.stream_receive_window));
+        let mut loopback = client_config.clone();
+        client_config.transport_config(transport_config(cfg.stream_receive_window, false));
+        loopback.transport_config(transport_config(cfg.stream_receive_window, true));
         let servers = servers(&cfg.server);
         let first = servers.first().ok_or_else(|| ClientError::Connect {
             addr: cfg.server.clone(),
@@ -151,6 +183,7 @@ impl QuicTransport {
             servers,
             attempt: AtomicUsize::new(0),
             server_name: cfg.server_name.clone(),
+            loopback,
         })
     }
 
@@ -180,13 +213,16 @@ impl Transport for QuicTransport {
             }
             Err(e) => return Err(e),
         };
-        let connecting = self
-            .endpoint
-            .connect(addr, &self.server_name)
-            .map_err(|e| ClientError::Connect {
-                addr: server.clone(),
-                reason: e.to_string(),
-            })?;
+        let connecting = if is_loopback(addr) {
+            self.endpoint
+                .connect_with(self.loopback.clone(), addr, &self.server_name)
+        } else {
+            self.endpoint.connect(addr, &self.server_name)
+        };
+        let connecting = connecting.map_err(|e| ClientError::Connect {
+            addr: server.clone(),
+            reason: e.to_string(),
+        })?;
         let connected = connecting.await.map_err(|e| match e {
             quinn::ConnectionError::ApplicationClosed(_) => ClientError::Connection(e),
             other => ClientError::Connect {

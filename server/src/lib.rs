@@ -342,7 +342,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         backbone,
     );
 
-    let endpoint = quic::bind(
+    let (endpoint, loopback) = quic::bind(
         config.listen.quic,
         config.transport.udp_buffer_bytes,
         &core.limits,
@@ -361,6 +361,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             drain: Duration::from_millis(config.shutdown.drain_ms),
             reconnect_after_ms: config.shutdown.reconnect_after_ms,
             batch: drain::BatchLimits::default(),
+            loopback,
         }),
         tracker.clone(),
     ));

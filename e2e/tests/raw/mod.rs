@@ -88,6 +88,12 @@ pub fn server(adjust: impl FnOnce(&mut Config)) -> (ServerHandle, tempfile::Temp
 
 /// A client endpoint trusting `cert_pem` and offering `alpn`.
 pub fn endpoint(cert_pem: &Path, alpn: &[u8]) -> Endpoint {
+    endpoint_accepting(cert_pem, alpn, 1472)
+}
+
+/// [`endpoint`], accepting UDP payloads of up to `max_udp_payload` bytes
+/// (quinn's default is 1472, Ethernet's).
+pub fn endpoint_accepting(cert_pem: &Path, alpn: &[u8], max_udp_payload: u16) -> Endpoint {
     let pem = std::fs::read(cert_pem).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -105,7 +111,10 @@ pub fn endpoint(cert_pem: &Path, alpn: &[u8]) -> Endpoint {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(1024));
     client.transport_config(Arc::new(transport));
-    let mut ep = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut config = quinn::EndpointConfig::default();
+    config.max_udp_payload_size(max_udp_payload).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut ep = Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime)).unwrap();
     ep.set_default_client_config(client);
     ep
 }
@@ -193,7 +202,11 @@ impl Session {
     }
 
     pub async fn open_with_token(server: &ServerHandle, token: &str) -> Session {
-        let conn = connect(server).await;
+        Self::open_on(connect(server).await, token).await
+    }
+
+    /// A session on a connection the caller made.
+    pub async fn open_on(conn: Connection, token: &str) -> Session {
         let (ctl_send, mut ctl) =
             open_control(&conn, &hello(lapwing_proto::PROTOCOL_VERSION, token)).await;
         let welcome = match next_response(&mut ctl).await {

@@ -69,7 +69,19 @@ pub(super) async fn handle_connection(
     shared: Arc<Shared>,
 ) {
     let remote = incoming.remote_address();
-    let done = tokio::time::timeout(shared.core.limits.handshake_timeout, incoming);
+    let connecting = if super::is_loopback(remote) {
+        incoming.accept_with(Arc::new(shared.loopback.clone()))
+    } else {
+        incoming.accept()
+    };
+    let connecting = match connecting {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let done = tokio::time::timeout(shared.core.limits.handshake_timeout, connecting);
     let conn = match done.await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {

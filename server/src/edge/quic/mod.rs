@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) drain: Duration,
     pub(crate) reconnect_after_ms: u32,
     pub(crate) batch: BatchLimits,
+    /// The server config for connections from a loopback address: packets
+    /// up to [`LOOPBACK_UDP_PAYLOAD`] from the first one (see [`bind`]).
+    pub(crate) loopback: quinn::ServerConfig,
 }
 
 /// Bytes a client may have in flight to the server on one stream before
@@ -44,18 +47,37 @@ const STREAM_RECEIVE_WINDOW: u32 = 256 * 1024;
 /// can make quinn buffer for it before the server's tasks read.
 const CONNECTION_RECEIVE_WINDOW: u32 = 1024 * 1024;
 
+/// The largest UDP payload path-MTU discovery tries with a peer on
+/// loopback, whose MTU is 64 KiB. A datagram this size carries five 1 KiB
+/// messages where an Ethernet-sized one carries one, and every datagram
+/// costs a header, an AEAD setup, header protection, an acknowledgement
+/// and a trip through both kernels' UDP paths: at 1 KiB this nearly
+/// doubled delivered messages per server CPU-second (BENCHMARKS.md, "QUIC
+/// datagram size"). Why not larger: quinn sends up to 10 datagrams per
+/// segmentation-offload (GSO) write, and one write must stay within an IP
+/// packet's 64 KiB; without GSO, 8 KiB datagrams measured slower than
+/// these with it.
+pub(crate) const LOOPBACK_UDP_PAYLOAD: u16 = 6 * 1024;
+
+/// The largest UDP payload path-MTU discovery tries on any other path:
+/// quinn's default, Ethernet's 1500 B less the IPv6 and UDP headers.
+/// Probes that are lost leave the path at what was acknowledged.
+const UDP_PAYLOAD_UPPER_BOUND: u16 = 1452;
+
 /// An application error code as a QUIC VarInt.
 pub(crate) fn code(c: lapwing_proto::v1::ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(c as u32)
 }
 
-/// Binds the UDP socket with big buffers and creates the endpoint.
+/// Binds the UDP socket with big buffers and creates the endpoint. Returns
+/// it with the server config for loopback peers ([`Shared::loopback`]);
+/// the endpoint's own config serves every other peer.
 pub(crate) fn bind(
     addr: SocketAddr,
     udp_buffer_bytes: usize,
     limits: &Limits,
     crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
-) -> Result<quinn::Endpoint, ServerError> {
+) -> Result<(quinn::Endpoint, quinn::ServerConfig), ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind_err = |source| ServerError::Bind { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
@@ -83,6 +105,30 @@ pub(crate) fn bind(
     socket.bind(&addr.into()).map_err(bind_err)?;
     let socket: std::net::UdpSocket = socket.into();
 
+    let mut server_config = quinn::ServerConfig::with_crypto(crypto);
+    server_config.transport_config(Arc::new(transport_config(limits, false)));
+    let mut loopback = server_config.clone();
+    loopback.transport_config(Arc::new(transport_config(limits, true)));
+
+    // What the server accepts from its peers: loopback's large datagrams
+    // too (a client on loopback sends them; see the client's transport).
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(LOOPBACK_UDP_PAYLOAD)
+        .expect("a valid UDP payload size");
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config,
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_err)?;
+    Ok((endpoint, loopback))
+}
+
+/// The transport parameters of a connection; `loopback` for a peer on
+/// this host (see [`LOOPBACK_UDP_PAYLOAD`]).
+fn transport_config(limits: &Limits, loopback: bool) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     // Client-opened streams: publish streams (uni) and acked publish
     // streams (bidi, plus the control stream). Each can hold one partial
@@ -103,16 +149,19 @@ pub(crate) fn bind(
     // a subscriber that cannot take more is what the ring and the resync are
     // for, so keep this to a few batches' worth per stream.
     transport.send_window(4 * 1024 * 1024);
-    let mut server_config = quinn::ServerConfig::with_crypto(crypto);
-    server_config.transport_config(Arc::new(transport));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(if loopback {
+        LOOPBACK_UDP_PAYLOAD
+    } else {
+        UDP_PAYLOAD_UPPER_BOUND
+    });
+    transport.mtu_discovery_config(Some(mtu));
+    transport
+}
 
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server_config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(bind_err)
+/// Whether `addr` is on this host's loopback, IPv4-mapped forms included.
+pub(crate) fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// Accepts connections until shutdown; each gets a task on `tracker`.
