@@ -54,7 +54,7 @@ fn frames(recv: RecvStream, shared: &Shared, progress: FrameProgress) -> Publish
 fn report(control: &ControlTx, err: &RequestError) {
     // Never wait on the control stream from a publish stream: if the
     // client does not read its errors, they are dropped, not queued.
-    if control.try_send(error_response(err, 0)).is_err() {
+    if control.try_send(Box::new(error_response(err, 0))).is_err() {
         debug!(error = %err, "error report dropped (control queue full)");
     }
 }
@@ -131,7 +131,7 @@ pub(super) async fn fire_and_forget(
                     )),
                 };
                 tokio::select! {
-                    _ = control.send(done) => {}
+                    _ = control.send(Box::new(done)) => {}
                     _ = cancel.cancelled() => {}
                 }
                 return;

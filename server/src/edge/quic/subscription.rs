@@ -82,7 +82,7 @@ pub(super) async fn run(
     );
     let _ = send.finish();
     if let Some(err) = end {
-        let _ = control.send(error_response(&err, id)).await;
+        let _ = control.send(Box::new(error_response(&err, id))).await;
     }
 }
 
