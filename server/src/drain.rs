@@ -92,7 +92,7 @@ impl Default for BatchLimits {
         // messages every write was a fresh mapping, page-faulted in and
         // unmapped with a TLB shootdown once acknowledged, and 1 KiB
         // fanout delivered 0.6x as much per server CPU-second
-        // (BENCHMARKS.md, "Batch size").
+        // (BENCHMARKS.md, "QUIC EFFICIENCY").
         BatchLimits {
             max_messages: 256,
             max_bytes: 32 * 1024,
@@ -105,9 +105,9 @@ impl BatchLimits {
     /// message, the most a topic-less `Delivery` frame adds around the
     /// payload (length prefixes, tags and three varints: 65 bytes at most,
     /// 64 counted; wildcard topic names or an oversized single message can
-    /// pass it). An edge reserves this much before encoding a batch so its
-    /// buffer is allocated once, not grown by doubling past the mmap
-    /// threshold.
+    /// pass it). The largest block the QUIC edge encodes batches into, so
+    /// its buffers are allocated at a known size, never grown by doubling
+    /// past the mmap threshold.
     pub fn frame_bytes(&self) -> usize {
         self.max_bytes + self.max_messages * 64
     }

@@ -141,7 +141,7 @@ impl TlsIdentity {
     /// AES-128-GCM chosen whenever the client offers it.
     ///
     /// Every message a subscriber receives is encrypted once for it, so the
-    /// cipher is a per-delivery cost: AES-128-GCM is about a third cheaper
+    /// cipher is a per-delivery cost: AES-128-GCM is about 30 % cheaper
     /// per byte than AES-256-GCM (10 AES rounds, not 14), which rustls
     /// otherwise prefers, and it is what Go's TLS (NATS) picks on hardware
     /// with AES instructions. Both are 128-bit-secure or better against

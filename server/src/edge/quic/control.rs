@@ -72,7 +72,7 @@ pub(super) async fn handle_connection(
 ) {
     let remote = incoming.remote_address();
     let connecting = if super::is_loopback(remote) {
-        incoming.accept_with(Arc::new(shared.loopback.clone()))
+        incoming.accept_with(shared.loopback.clone())
     } else {
         incoming.accept()
     };

@@ -34,9 +34,9 @@ pub(crate) struct Shared {
     pub(crate) drain: Duration,
     pub(crate) reconnect_after_ms: u32,
     pub(crate) batch: BatchLimits,
-    /// The server config for connections from a loopback address: packets
-    /// up to [`LOOPBACK_UDP_PAYLOAD`] from the first one (see [`bind`]).
-    pub(crate) loopback: quinn::ServerConfig,
+    /// The server config for connections from a loopback address:
+    /// path-MTU discovery up to [`LOOPBACK_UDP_PAYLOAD`] (see [`bind`]).
+    pub(crate) loopback: Arc<quinn::ServerConfig>,
 }
 
 /// Bytes a client may have in flight to the server on one stream before
@@ -51,9 +51,9 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// loopback, whose MTU is 64 KiB. A datagram this size carries five 1 KiB
 /// messages where an Ethernet-sized one carries one, and every datagram
 /// costs a header, an AEAD setup, header protection, an acknowledgement
-/// and a trip through both kernels' UDP paths: at 1 KiB this nearly
-/// doubled delivered messages per server CPU-second (BENCHMARKS.md, "QUIC
-/// datagram size"). Why not larger: quinn sends up to 10 datagrams per
+/// and a trip through both kernels' UDP paths: at 1 KiB, 1.6x the
+/// delivered messages per server CPU-second of 1452 B datagrams
+/// (BENCHMARKS.md, "QUIC EFFICIENCY"). Why not larger: quinn sends up to 10 datagrams per
 /// segmentation-offload (GSO) write, and one write must stay within an IP
 /// packet's 64 KiB; without GSO, 8 KiB datagrams measured slower than
 /// these with it.
@@ -77,7 +77,7 @@ pub(crate) fn bind(
     udp_buffer_bytes: usize,
     limits: &Limits,
     crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
-) -> Result<(quinn::Endpoint, quinn::ServerConfig), ServerError> {
+) -> Result<(quinn::Endpoint, Arc<quinn::ServerConfig>), ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind_err = |source| ServerError::Bind { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
@@ -123,7 +123,7 @@ pub(crate) fn bind(
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(bind_err)?;
-    Ok((endpoint, loopback))
+    Ok((endpoint, Arc::new(loopback)))
 }
 
 /// The transport parameters of a connection; `loopback` for a peer on
