@@ -85,31 +85,18 @@ impl Default for BatchLimits {
     fn default() -> Self {
         // ~256 messages per write is where QUIC fanout stops gaining (a
         // fanout prototype on this project's 2-core machine: 1 message per
-        // write 1.7 M msgs/s, 8 -> 4.2 M, 256 -> 5.4 M). 32 KiB of payload
-        // keeps a batch's frames (see [`BatchLimits::frame_bytes`]) under the
-        // 64 KiB above which glibc serves an allocation with mmap (the
-        // threshold lapwing-server sets): with 256 KiB batches of 1 KiB
-        // messages every write was a fresh mapping, page-faulted in and
-        // unmapped with a TLB shootdown once acknowledged, and 1 KiB
-        // fanout delivered 0.6x as much per server CPU-second
-        // (BENCHMARKS.md, "QUIC EFFICIENCY").
+        // write 1.7 M msgs/s, 8 -> 4.2 M, 256 -> 5.4 M); 256 KiB keeps one
+        // write well inside the default stream window. Such a batch's
+        // buffer is above the 64 KiB mmap threshold lapwing-server sets, so
+        // each one is mapped, faulted in and unmapped: 32 KiB batches in
+        // heap blocks delivered 1.6x as much at 1 KiB, but the heap then
+        // kept what killed clients' streams had held and RSS grew round
+        // after round (`e2e/tests/kills.rs`); see BENCHMARKS.md, "QUIC
+        // EFFICIENCY", for the block pool that would have both.
         BatchLimits {
             max_messages: 256,
-            max_bytes: 32 * 1024,
+            max_bytes: 256 * 1024,
         }
-    }
-}
-
-impl BatchLimits {
-    /// The encoded size of a full batch: its payload bytes plus, per
-    /// message, the most a topic-less `Delivery` frame adds around the
-    /// payload (length prefixes, tags and three varints: 65 bytes at most,
-    /// 64 counted; wildcard topic names or an oversized single message can
-    /// pass it). The largest block the QUIC edge encodes batches into, so
-    /// its buffers are allocated at a known size, never grown by doubling
-    /// past the mmap threshold.
-    pub fn frame_bytes(&self) -> usize {
-        self.max_bytes + self.max_messages * 64
     }
 }
 
@@ -231,17 +218,6 @@ impl<'a> DeliveryRef<'a> {
             }),
         };
         v1::Delivery { kind: Some(kind) }
-    }
-
-    /// About how many bytes [`DeliveryRef::encode_frame`] appends: exact
-    /// to within the 64 bytes a message frame adds around its payload and
-    /// topic; a generous guess for the rare other events.
-    pub fn frame_len_hint(&self) -> usize {
-        match *self {
-            DeliveryRef::Message { payload, topic, .. } => payload.len() + topic.len() + 64,
-            DeliveryRef::Joined { topic, .. } | DeliveryRef::Left { topic } => topic.len() + 64,
-            DeliveryRef::Resync(r) => r.topic.len() + 128,
-        }
     }
 
     /// Appends this event as one `Delivery` frame. Messages are encoded
