@@ -85,18 +85,25 @@ impl Default for BatchLimits {
     fn default() -> Self {
         // ~256 messages per write is where QUIC fanout stops gaining (a
         // fanout prototype on this project's 2-core machine: 1 message per
-        // write 1.7 M msgs/s, 8 -> 4.2 M, 256 -> 5.4 M); 256 KiB keeps one
-        // write well inside the default stream window. Such a batch's
-        // buffer is above the 64 KiB mmap threshold lapwing-server sets, so
-        // each one is mapped, faulted in and unmapped: 32 KiB batches in
-        // heap blocks delivered 1.6x as much at 1 KiB, but the heap then
-        // kept what killed clients' streams had held and RSS grew round
-        // after round (`e2e/tests/kills.rs`); see BENCHMARKS.md, "QUIC
-        // EFFICIENCY", for the block pool that would have both.
+        // write 1.7 M msgs/s, 8 -> 4.2 M, 256 -> 5.4 M). 48 KiB of payload
+        // puts a full batch's frames in one 64 KiB block of the QUIC edge's
+        // block pool (`frame_bytes`); 256 KiB batches, each a fresh
+        // mapping faulted in and unmapped, delivered about 0.6x as much
+        // per server CPU-second at 1 KiB (BENCHMARKS.md, "QUIC EFFICIENCY").
         BatchLimits {
             max_messages: 256,
-            max_bytes: 256 * 1024,
+            max_bytes: 48 * 1024,
         }
+    }
+}
+
+impl BatchLimits {
+    /// The encoded size of a full batch: its payload bytes plus, per
+    /// message, what a topic-less `Delivery` frame adds around the
+    /// payload (64 bytes counted; wildcard topic names or a single message
+    /// larger than `max_bytes` can pass it).
+    pub fn frame_bytes(&self) -> usize {
+        self.max_bytes + self.max_messages * 64
     }
 }
 
@@ -218,6 +225,17 @@ impl<'a> DeliveryRef<'a> {
             }),
         };
         v1::Delivery { kind: Some(kind) }
+    }
+
+    /// About how many bytes [`DeliveryRef::encode_frame`] appends: exact
+    /// to within the 64 bytes a message frame adds around its payload and
+    /// topic; a generous guess for the rare other events.
+    pub fn frame_len_hint(&self) -> usize {
+        match *self {
+            DeliveryRef::Message { payload, topic, .. } => payload.len() + topic.len() + 64,
+            DeliveryRef::Joined { topic, .. } | DeliveryRef::Left { topic } => topic.len() + 64,
+            DeliveryRef::Resync(r) => r.topic.len() + 128,
+        }
     }
 
     /// Appends this event as one `Delivery` frame. Messages are encoded

@@ -353,6 +353,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         source,
     })?;
     let tracker = TaskTracker::new();
+    let batch = drain::BatchLimits::default();
     let accept_task = tokio::spawn(quic::serve(
         endpoint.clone(),
         Arc::new(quic::Shared {
@@ -360,7 +361,8 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             server_name: config.server_name.clone(),
             drain: Duration::from_millis(config.shutdown.drain_ms),
             reconnect_after_ms: config.shutdown.reconnect_after_ms,
-            batch: drain::BatchLimits::default(),
+            batch,
+            blocks: quic::BlockPool::new(batch.frame_bytes()),
             loopback,
         }),
         tracker.clone(),

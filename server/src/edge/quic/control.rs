@@ -467,6 +467,7 @@ impl Control {
                         cancel.clone(),
                         self.tx.clone(),
                         self.shared.batch,
+                        self.shared.blocks.clone(),
                     )
                     .in_current_span(),
                 );

@@ -5,9 +5,11 @@
 //!   (Hello/Welcome, Subscribe, Unsubscribe, Ping, GoAway).
 //! - `publish`: client-opened uni streams (fire-and-forget) and bidi streams
 //!   (acked) carrying Publish frames.
-//! - `subscribe`: one server-opened uni stream per subscription, fed by a
-//!   [`crate::drain::Drain`] one batch (one write) at a time.
+//! - `subscription`: one server-opened uni stream per subscription, fed by
+//!   a [`crate::drain::Drain`] one batch (one write) at a time.
+//! - `blocks`: the pooled buffers large batches are encoded into.
 
+mod blocks;
 mod control;
 mod publish;
 mod subscription;
@@ -19,6 +21,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+
+pub(crate) use blocks::BlockPool;
 
 use crate::drain::BatchLimits;
 use crate::limits::Limits;
@@ -34,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) drain: Duration,
     pub(crate) reconnect_after_ms: u32,
     pub(crate) batch: BatchLimits,
+    /// The blocks large batches are encoded into (`blocks`).
+    pub(crate) blocks: Arc<BlockPool>,
     /// The server config for connections from a loopback address:
     /// path-MTU discovery up to [`LOOPBACK_UDP_PAYLOAD`] (see [`bind`]).
     pub(crate) loopback: Arc<quinn::ServerConfig>,
@@ -53,8 +59,7 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// costs a header, an AEAD setup, header protection, an acknowledgement
 /// and a trip through both kernels' UDP paths: at 1 KiB with 32 KiB
 /// batches, 1.6x the delivered messages per server CPU-second of 1452 B
-/// datagrams; with today's 256 KiB batches about 5 % (BENCHMARKS.md, "QUIC
-/// EFFICIENCY"). Why not larger: quinn sends up to 10 datagrams per
+/// datagrams (BENCHMARKS.md, "QUIC EFFICIENCY"). Why not larger: quinn sends up to 10 datagrams per
 /// segmentation-offload (GSO) write, and one write must stay within an IP
 /// packet's 64 KiB; without GSO, 8 KiB datagrams measured slower than
 /// these with it.

@@ -10,12 +10,14 @@
 //! the subscription with Error LAGGED). A reload of the principals that
 //! withdraws its permission ends it with PERMISSION_DENIED.
 
-use bytes::BytesMut;
+use std::sync::Arc;
+
 use lapwing_proto::v1;
 use quinn::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::blocks::{BatchBuf, BlockPool};
 use super::control::{error_response, ControlTx};
 use crate::drain::{BatchLimits, Step};
 use crate::session::Subscription;
@@ -26,6 +28,7 @@ pub(super) async fn run(
     cancel: CancellationToken,
     control: ControlTx,
     limits: BatchLimits,
+    blocks: Arc<BlockPool>,
 ) {
     let id = sub.id();
     let opened = tokio::select! {
@@ -33,24 +36,20 @@ pub(super) async fn run(
         _ = cancel.cancelled() => return,
     };
     let Ok(mut send) = opened else { return };
-    // Grows with the first batch and keeps its spare capacity after that;
-    // a subscription that never receives anything holds no buffer.
-    let mut buf = BytesMut::new();
+    let mut buf = BatchBuf::new(blocks);
     lapwing_proto::encode_frame(
         &v1::SubscriptionStreamHeader {
             subscription_id: id,
         },
-        &mut buf,
+        buf.room(16),
     );
     let end = loop {
         if let Some(e) = sub.revoked() {
             break Some(e);
         }
-        let step = sub.next_batch(limits, |d| d.encode_frame(&mut buf));
-        if !buf.is_empty() {
-            // One write per batch; `split` hands quinn the bytes without a
-            // copy and keeps the spare capacity for the next batch.
-            let chunk = buf.split().freeze();
+        let step = sub.next_batch(limits, |d| d.encode_frame(buf.room(d.frame_len_hint())));
+        // One write per batch, handed to quinn without a copy.
+        if let Some(chunk) = buf.take() {
             tokio::select! {
                 written = send.write_chunk(chunk) => {
                     if written.is_err() {

@@ -1,0 +1,247 @@
+//! The buffers subscription streams encode their batches into.
+//!
+//! A batch leaves as one `Bytes` that quinn keeps until the client has
+//! acknowledged every packet of it. A busy subscription writes a batch
+//! every few hundred microseconds, so where those buffers come from is on
+//! the hot path:
+//!
+//! - Grown in the subscription's own `BytesMut`, a batch of 1 KiB messages
+//!   passed glibc's 64 KiB mmap threshold (which `lapwing-server` sets), so
+//!   every write was a fresh mapping, page-faulted in and unmapped with a
+//!   TLB shootdown once acknowledged.
+//! - Kept under the threshold in heap blocks, they were fast, but the heap
+//!   kept what killed clients' streams had held and RSS grew round after
+//!   round (`e2e/tests/kills.rs`).
+//!
+//! So a large batch goes into a fixed-size block from a [`BlockPool`]
+//! shared by the whole edge: the block comes back to the pool when quinn
+//! drops the last reference to it, already mapped and faulted in, and the
+//! pool keeps at most [`BlockPool::KEEP`] idle blocks (the rest go back to
+//! the OS, as their own mappings). A small batch (a quiet topic, a message
+//! now and then) stays in the subscription's own small buffer, so ten
+//! thousand quiet subscribers do not pin a block each.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+
+/// Idle batch blocks shared by every subscription of an edge.
+#[derive(Debug)]
+pub(crate) struct BlockPool {
+    free: Mutex<Vec<BytesMut>>,
+    block_bytes: usize,
+}
+
+impl BlockPool {
+    /// Idle blocks the pool keeps (4 MiB of 64 KiB blocks): enough for a
+    /// burst of batches in flight to come back and be reused, little
+    /// enough that what a burst leaves behind is small.
+    pub(crate) const KEEP: usize = 64;
+
+    /// A pool of blocks of `block_bytes` each: the size of a full batch's
+    /// frames ([`crate::drain::BatchLimits::frame_bytes`]).
+    pub(crate) fn new(block_bytes: usize) -> Arc<BlockPool> {
+        Arc::new(BlockPool {
+            free: Mutex::new(Vec::new()),
+            block_bytes,
+        })
+    }
+
+    /// An empty block: an idle one, or a new one.
+    fn take(&self) -> BytesMut {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| BytesMut::with_capacity(self.block_bytes))
+    }
+
+    /// Takes a block back, unless the pool is full or the block grew past
+    /// its size (a frame larger than a block reallocated it).
+    fn give(&self, mut block: BytesMut) {
+        block.clear();
+        if block.capacity() != self.block_bytes {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < Self::KEEP {
+            free.push(block);
+        }
+    }
+
+    /// Idle blocks held now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// A written block on its way to the client: goes back to its pool when
+/// the last `Bytes` that points into it is dropped.
+struct Lent {
+    block: BytesMut,
+    pool: Arc<BlockPool>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.block
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.block));
+    }
+}
+
+/// One subscription's batch buffer: frames go into its own small buffer
+/// until the batch outgrows [`BatchBuf::SMALL`], then into a pool block.
+#[derive(Debug)]
+pub(super) struct BatchBuf {
+    /// Grows with the first batch and keeps its spare capacity; a
+    /// subscription that never receives anything holds none.
+    small: BytesMut,
+    /// The block the current batch is in, if it went to one.
+    block: Option<BytesMut>,
+    pool: Arc<BlockPool>,
+    /// The size of the last batch: one as large as this goes straight to a
+    /// block, without passing through `small`.
+    last: usize,
+}
+
+impl BatchBuf {
+    /// Above this a batch moves to a block. Small enough for the heap to
+    /// serve quiet subscriptions from its bins; large enough that moving
+    /// a batch into a block costs a small part of what it then holds.
+    const SMALL: usize = 8 * 1024;
+
+    pub(super) fn new(pool: Arc<BlockPool>) -> BatchBuf {
+        BatchBuf {
+            small: BytesMut::new(),
+            block: None,
+            pool,
+            last: 0,
+        }
+    }
+
+    /// Where the next frame of the current batch goes, `need` its size
+    /// (about: a frame may take a little more, and the buffer grows).
+    pub(super) fn room(&mut self, need: usize) -> &mut BytesMut {
+        if self.block.is_none() {
+            let fresh = self.small.is_empty();
+            if (fresh && self.last > Self::SMALL) || self.small.len() + need > Self::SMALL {
+                let mut block = self.pool.take();
+                // What this batch encoded before it outgrew `small`.
+                block.extend_from_slice(&self.small);
+                self.small.clear();
+                self.block = Some(block);
+            }
+        }
+        match &mut self.block {
+            Some(block) => block,
+            None => &mut self.small,
+        }
+    }
+
+    /// The batch encoded since the last call, if any.
+    pub(super) fn take(&mut self) -> Option<Bytes> {
+        let batch = match self.block.take() {
+            Some(block) => {
+                let len = block.len();
+                (
+                    len,
+                    Bytes::from_owner(Lent {
+                        block,
+                        pool: self.pool.clone(),
+                    }),
+                )
+            }
+            // `split` keeps the spare capacity for the next batch.
+            None if !self.small.is_empty() => (self.small.len(), self.small.split().freeze()),
+            None => return None,
+        };
+        self.last = batch.0;
+        Some(batch.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: usize = 64 * 1024;
+
+    fn fill(b: &mut BatchBuf, frames: usize, size: usize) -> Bytes {
+        for i in 0..frames {
+            b.room(size).extend_from_slice(&vec![i as u8; size]);
+        }
+        b.take().expect("a batch")
+    }
+
+    #[test]
+    fn a_quiet_subscription_stays_in_its_small_buffer() {
+        let pool = BlockPool::new(BLOCK);
+        let mut b = BatchBuf::new(pool.clone());
+        let batch = fill(&mut b, 1, 100);
+        assert_eq!(batch.len(), 100);
+        assert!(b.small.capacity() < 1024, "{}", b.small.capacity());
+        drop(batch);
+        assert_eq!(pool.idle(), 0, "no block was taken");
+        assert!(b.take().is_none(), "nothing new");
+    }
+
+    #[test]
+    fn a_batch_that_outgrows_the_small_buffer_moves_to_a_block_whole() {
+        let pool = BlockPool::new(BLOCK);
+        let mut b = BatchBuf::new(pool.clone());
+        let batch = fill(&mut b, 40, 1000);
+        assert_eq!(batch.len(), 40_000);
+        for (i, frame) in batch.chunks(1000).enumerate() {
+            assert!(frame.iter().all(|&x| x == i as u8), "frame {i} intact");
+        }
+        assert!(b.small.is_empty());
+        assert_eq!(pool.idle(), 0, "the block is out with the batch");
+        let half = batch.slice(0..20_000);
+        drop(batch);
+        assert_eq!(pool.idle(), 0, "a slice of it is still out");
+        drop(half);
+        assert_eq!(pool.idle(), 1, "back once the last reference is gone");
+    }
+
+    #[test]
+    fn a_busy_subscription_reuses_the_same_blocks() {
+        let pool = BlockPool::new(BLOCK);
+        let mut b = BatchBuf::new(pool.clone());
+        drop(fill(&mut b, 40, 1000));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let batch = fill(&mut b, 40, 1000);
+            seen.insert(batch.as_ptr());
+            drop(batch);
+        }
+        assert_eq!(seen.len(), 1, "one block serves every batch");
+        assert_eq!(pool.idle(), 1);
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_block_is_sent_and_its_buffer_not_kept() {
+        let pool = BlockPool::new(BLOCK);
+        let mut b = BatchBuf::new(pool.clone());
+        b.room(10).extend_from_slice(&[1; 10]);
+        b.room(100_000).extend_from_slice(&[2; 100_000]);
+        let batch = b.take().expect("a batch");
+        assert_eq!(batch.len(), 100_010);
+        assert_eq!(&batch[..10], &[1; 10], "the batch so far was kept");
+        drop(batch);
+        assert_eq!(pool.idle(), 0, "an outsized buffer is freed");
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_quota_of_idle_blocks() {
+        let pool = BlockPool::new(BLOCK);
+        let mut bufs: Vec<BatchBuf> = (0..BlockPool::KEEP + 10)
+            .map(|_| BatchBuf::new(pool.clone()))
+            .collect();
+        let batches: Vec<Bytes> = bufs.iter_mut().map(|b| fill(b, 20, 1000)).collect();
+        drop(batches);
+        assert_eq!(pool.idle(), BlockPool::KEEP);
+    }
+}
