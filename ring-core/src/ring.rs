@@ -209,18 +209,32 @@ impl Ring {
     /// Chunks first, header last: a committed header implies a complete
     /// message. `owned` is true for the single producer (see `begin_write`).
     /// The caller has checked `len <= max_message_bytes`.
-    #[inline]
+    ///
+    /// Always inlined, so an inline message from one slice (the hot case)
+    /// is a handful of stores in the caller: no call, no staging buffer.
+    #[inline(always)]
     pub(crate) fn write(&self, seq: u64, pos: u64, len: usize, parts: &[&[u8]], owned: bool) {
+        if len > INLINE_MAX {
+            return self.write_arena(seq, pos, len, parts, owned);
+        }
+        // One slot: the payload fills w0..w6, the length rides in the stamp.
+        let slot = self.header_slot(seq);
+        begin_write(slot, seq, self.header_slots, owned);
+        match parts {
+            [one] => store_bytes(&slot.words, one),
+            _ => {
+                let mut scratch = [0u8; CHUNK_BYTES];
+                store_bytes(&slot.words, WordSource::new(parts).take(len, &mut scratch));
+            }
+        }
+        end_write(slot, seq, len as u64);
+    }
+
+    /// `write` for a message over `INLINE_MAX`: its chunks, then its header.
+    fn write_arena(&self, seq: u64, pos: u64, len: usize, parts: &[&[u8]], owned: bool) {
         let mut src = WordSource::new(parts);
         let mut scratch = [0u8; CHUNK_BYTES];
         let slot = self.header_slot(seq);
-        if len <= INLINE_MAX {
-            // One slot: the payload fills w0..w6, the length rides in the stamp.
-            begin_write(slot, seq, self.header_slots, owned);
-            store_bytes(&slot.words, src.take(len, &mut scratch));
-            end_write(slot, seq, len as u64);
-            return;
-        }
         // The prefix goes into the header, which is committed last; keep it
         // aside while the rest streams into the chunks.
         let mut prefix = [0u8; CHUNK_BYTES];

@@ -213,8 +213,20 @@ impl<'a> WordSource<'a> {
 /// the last word zero-padded. Word-by-word atomic stores straight from the
 /// source: no staging buffer, and nothing the compiler can turn into a
 /// `memcpy` call.
-#[inline]
+#[inline(always)]
 pub(crate) fn store_bytes(dst: &[AtomicU64], bytes: &[u8]) {
+    // A whole slot's worth (a 56-byte inline payload, every full arena
+    // chunk): a fixed count of loads and stores the compiler unrolls.
+    if let (Ok(full), Some(words)) = (
+        <&[u8; CHUNK_BYTES]>::try_from(bytes),
+        dst.first_chunk::<WORDS>(),
+    ) {
+        for (i, w) in words.iter().enumerate() {
+            let word: [u8; 8] = std::array::from_fn(|b| full[8 * i + b]);
+            w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        return;
+    }
     let mut chunks = bytes.chunks_exact(8);
     for (w, c) in dst.iter().zip(&mut chunks) {
         w.store(
