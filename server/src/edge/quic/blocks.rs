@@ -126,9 +126,8 @@ impl BatchBuf {
     /// (about: a frame may take a little more, and the buffer grows).
     pub(super) fn room(&mut self, need: usize) -> &mut BytesMut {
         if self.block.is_none() {
-            let fresh = self.small.is_empty();
             let len = self.small.len();
-            if (fresh && self.last > Self::SMALL) || len + need > Self::SMALL {
+            if (len == 0 && self.last > Self::SMALL) || len + need > Self::SMALL {
                 // A frame larger than a block gets a buffer of its own size
                 // (not a pool block that would be reallocated and lost).
                 let mut block = if len + need > self.pool.block_bytes {
@@ -151,22 +150,16 @@ impl BatchBuf {
     /// The batch encoded since the last call, if any.
     pub(super) fn take(&mut self) -> Option<Bytes> {
         let batch = match self.block.take() {
-            Some(block) => {
-                let len = block.len();
-                (
-                    len,
-                    Bytes::from_owner(Lent {
-                        block,
-                        pool: self.pool.clone(),
-                    }),
-                )
-            }
+            Some(block) => Bytes::from_owner(Lent {
+                block,
+                pool: self.pool.clone(),
+            }),
             // `split` keeps the spare capacity for the next batch.
-            None if !self.small.is_empty() => (self.small.len(), self.small.split().freeze()),
+            None if !self.small.is_empty() => self.small.split().freeze(),
             None => return None,
         };
-        self.last = batch.0;
-        Some(batch.1)
+        self.last = batch.len();
+        Some(batch)
     }
 }
 

@@ -59,10 +59,10 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// costs a header, an AEAD setup, header protection, an acknowledgement
 /// and a trip through both kernels' UDP paths: at 1 KiB with 32 KiB
 /// batches, 1.6x the delivered messages per server CPU-second of 1452 B
-/// datagrams (BENCHMARKS.md, "QUIC EFFICIENCY"). Why not larger: quinn sends up to 10 datagrams per
-/// segmentation-offload (GSO) write, and one write must stay within an IP
-/// packet's 64 KiB; without GSO, 8 KiB datagrams measured slower than
-/// these with it.
+/// datagrams (BENCHMARKS.md, "QUIC EFFICIENCY"). Why not larger: quinn
+/// sends up to 10 datagrams per segmentation-offload (GSO) write, and one
+/// write must stay within an IP packet's 64 KiB; without GSO, 8 KiB
+/// datagrams measured slower than these with it.
 pub(crate) const LOOPBACK_UDP_PAYLOAD: u16 = 6 * 1024;
 
 /// The largest UDP payload path-MTU discovery tries on any other path:
