@@ -6,21 +6,7 @@
 mod support;
 
 use lapwing_client::{Client, ClientError, SubscribeOptions};
-use support::{bounded, connect, server, Ledger};
-
-/// Polls `probe` (a look at server state) every 10 ms until it answers,
-/// for at most [`support::STEP`].
-async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    bounded(what, async {
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
+use support::{bounded, connect, server, until, Ledger};
 
 /// The server-side id of the QUIC connection named `name`, once one of its
 /// subscriptions has been sent at least `delivered` messages.

@@ -49,6 +49,20 @@ pub async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// Polls `probe` (a look at server state) every 10 ms until it answers,
+/// for at most [`STEP`].
+pub async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    bounded(what, async {
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// A plaintext gRPC channel to the server's loopback listener.
 pub async fn channel(srv: &ServerHandle) -> tonic::transport::Channel {
     let url = format!("http://{}", srv.grpc_addr());

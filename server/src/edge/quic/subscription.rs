@@ -44,6 +44,12 @@ pub(super) async fn run(
         buf.room(16),
     );
     let end = loop {
+        // A busy subscription never waits, and `select!` picks at random
+        // among ready branches: check here so a cancelled one stops at
+        // once instead of draining on.
+        if cancel.is_cancelled() {
+            break None;
+        }
         if let Some(e) = sub.revoked() {
             break Some(e);
         }
