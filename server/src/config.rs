@@ -350,6 +350,13 @@ pub struct TransportConfig {
     /// `net.core.rmem_max`/`wmem_max`; the server logs what it got). The
     /// 208 KiB Linux default drops packets under load. Default 4 MiB.
     pub udp_buffer_bytes: usize,
+    /// Threads of the QUIC ingest lane: the endpoint's receive path, the
+    /// connections that publish and their publish streams run there, so
+    /// that fanout cannot starve publishers (ARCHITECTURE.md, "The ingest
+    /// lane"). Default 0: one per CPU core, as many as the runtime the
+    /// fanout runs on, so that under full load the OS shares the cores
+    /// evenly between the two. At most 64.
+    pub ingest_threads: usize,
 }
 
 /// Cluster mode: topics served through a NATS JetStream backbone, so that
@@ -581,6 +588,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
+            ingest_threads: 0,
         }
     }
 }
@@ -737,6 +745,7 @@ impl Config {
     /// | `LAPWING_MAX_CONNECTIONS` | `limits.max_connections` |
     /// | `LAPWING_RING_BYTES` | `topic_defaults.ring_bytes` |
     /// | `LAPWING_RING_MEMORY_BYTES` | `limits.ring_memory_bytes` |
+    /// | `LAPWING_INGEST_THREADS` | `transport.ingest_threads` |
     /// | `LAPWING_BACKBONE_URL` | `backbone.url` |
     pub fn apply_env(
         &mut self,
@@ -780,6 +789,9 @@ impl Config {
                 }
                 "LAPWING_RING_BYTES" => {
                     parse(&mut |v| set_parsed(&mut self.topic_defaults.ring_bytes, v))
+                }
+                "LAPWING_INGEST_THREADS" => {
+                    parse(&mut |v| set_parsed(&mut self.transport.ingest_threads, v))
                 }
                 "LAPWING_BACKBONE_URL" => self.backbone.url = value.trim().to_owned(),
                 "LAPWING_RING_MEMORY_BYTES" => {
@@ -988,6 +1000,9 @@ impl Config {
         if self.transport.udp_buffer_bytes < 64 * 1024 {
             errors.push(invalid("transport.udp_buffer_bytes", "at least 65536"));
         }
+        if self.transport.ingest_threads > 64 {
+            errors.push(invalid("transport.ingest_threads", "at most 64"));
+        }
         self.backbone.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
@@ -1059,6 +1074,7 @@ mod tests {
         c.limits.max_message_bytes = 0;
         c.limits.max_connections = 0;
         c.limits.max_subscriptions_per_connection = 0;
+        c.transport.ingest_threads = 65;
         c.tls.cert = Some("c.pem".into());
         c.auth.tokens = vec![String::new()];
         c.topics.push(TopicOverride {
@@ -1078,6 +1094,7 @@ mod tests {
             "limits.max_message_bytes",
             "limits.max_connections",
             "limits.max_subscriptions_per_connection",
+            "transport.ingest_threads",
             "tls.key",
             "auth.tokens[0]",
             "topics[0].name",

@@ -178,6 +178,9 @@ pub struct ServerHandle {
     tracker: TaskTracker,
     accept_task: Option<JoinHandle<()>>,
     drain: Duration,
+    /// Held for its drop, which stops the lane; last, because the
+    /// endpoint's receive path runs on it.
+    _ingest: quic::Ingest,
 }
 
 /// How long a step of the graceful shutdown may take beyond the configured
@@ -342,11 +345,20 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         backbone,
     );
 
+    let ingest_threads = match config.transport.ingest_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let ingest = quic::Ingest::start(ingest_threads).map_err(|source| ServerError::Bind {
+        addr: config.listen.quic,
+        source,
+    })?;
     let (endpoint, loopback) = quic::bind(
         config.listen.quic,
         config.transport.udp_buffer_bytes,
         &core.limits,
         identity.quic_server_crypto()?,
+        &ingest,
     )?;
     let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen.quic,
@@ -363,6 +375,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             reconnect_after_ms: config.shutdown.reconnect_after_ms,
             batch,
             blocks: quic::BlockPool::new(batch.frame_bytes()),
+            ingest: ingest.handle().clone(),
             loopback,
         }),
         tracker.clone(),
@@ -443,6 +456,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         tracker,
         accept_task: Some(accept_task),
         drain: Duration::from_millis(config.shutdown.drain_ms),
+        _ingest: ingest,
     })
 }
 

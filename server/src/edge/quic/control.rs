@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
+use super::ingest::{self, Mover};
 use super::{code, publish, subscription, Shared};
 use crate::drain::StartAt;
 use crate::error::RequestError;
@@ -71,11 +72,15 @@ pub(super) async fn handle_connection(
     shared: Arc<Shared>,
 ) {
     let remote = incoming.remote_address();
-    let connecting = if super::is_loopback(remote) {
-        incoming.accept_with(shared.loopback.clone())
-    } else {
-        incoming.accept()
-    };
+    // The driver quinn spawns for the connection, to move to the ingest
+    // lane if it publishes.
+    let (connecting, driver) = ingest::caught(|| {
+        if super::is_loopback(remote) {
+            incoming.accept_with(shared.loopback.clone())
+        } else {
+            incoming.accept()
+        }
+    });
     let connecting = match connecting {
         Ok(c) => c,
         Err(e) => {
@@ -107,10 +112,17 @@ pub(super) async fn handle_connection(
         return;
     }
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
-    run_session(conn, handshake, shared).instrument(span).await;
+    run_session(conn, driver, handshake, shared)
+        .instrument(span)
+        .await;
 }
 
-async fn run_session(conn: Connection, handshake: OwnedSemaphorePermit, shared: Arc<Shared>) {
+async fn run_session(
+    conn: Connection,
+    driver: Option<Mover>,
+    handshake: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+) {
     let hello = hello(&conn, &shared).await;
     drop(handshake);
     let Some((send, mut frames, session, guard)) = hello else {
@@ -128,6 +140,7 @@ async fn run_session(conn: Connection, handshake: OwnedSemaphorePermit, shared: 
         subs: Subs::default(),
         session,
         guard,
+        driver,
     };
     let close = control.serve(&mut frames).await;
     // Stop every task of this connection, then let the writer flush what
@@ -336,6 +349,9 @@ struct Control {
     session: Session,
     /// The principal Hello's token named, and its permission checks.
     guard: Guard,
+    /// The connection's driver until it moves to the ingest lane, which it
+    /// does with the first publish stream.
+    driver: Option<Mover>,
 }
 
 impl Control {
@@ -402,8 +418,9 @@ impl Control {
 
     /// Starts a publish stream's task. How many run at once is bounded by
     /// QUIC's stream credit (`limits.max_publish_streams_per_connection`,
-    /// see `super::bind`): a client cannot open more.
-    fn spawn_publish<F, Fut>(&self, task: F)
+    /// see `super::bind`): a client cannot open more. The task runs on the
+    /// ingest lane, and the connection's driver moves there with the first.
+    fn spawn_publish<F, Fut>(&mut self, task: F)
     where
         F: FnOnce(Arc<Shared>, ControlTx, CancellationToken, TopicPublisher, FrameProgress) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -417,7 +434,10 @@ impl Control {
             self.session.publisher(self.guard.clone()),
             progress,
         );
-        tokio::spawn(fut.in_current_span());
+        if let Some(driver) = self.driver.take() {
+            driver.move_to(&self.shared.ingest);
+        }
+        self.shared.ingest.spawn(fut.in_current_span());
     }
 
     async fn go_away(&mut self) -> (quinn::VarInt, String) {

@@ -8,9 +8,12 @@
 //! - `subscription`: one server-opened uni stream per subscription, fed by
 //!   a [`crate::drain::Drain`] one batch (one write) at a time.
 //! - `blocks`: the pooled buffers large batches are encoded into.
+//! - `ingest`: the lane of threads where datagrams are received and
+//!   publishing connections run, apart from the fanout.
 
 mod blocks;
 mod control;
+mod ingest;
 mod publish;
 mod subscription;
 
@@ -23,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub(crate) use blocks::BlockPool;
+pub(crate) use ingest::Ingest;
 
 use crate::drain::BatchLimits;
 use crate::limits::Limits;
@@ -40,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) batch: BatchLimits,
     /// The blocks large batches are encoded into (`blocks`).
     pub(crate) blocks: Arc<BlockPool>,
+    /// The ingest lane's runtime: publish tasks and the drivers of
+    /// connections that publish run there (`ingest`).
+    pub(crate) ingest: tokio::runtime::Handle,
     /// The server config for connections from a loopback address:
     /// path-MTU discovery up to [`LOOPBACK_UDP_PAYLOAD`] (see [`bind`]).
     pub(crate) loopback: Arc<quinn::ServerConfig>,
@@ -75,14 +82,17 @@ pub(crate) fn code(c: lapwing_proto::v1::ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(c as u32)
 }
 
-/// Binds the UDP socket with big buffers and creates the endpoint. Returns
-/// it with the server config for loopback peers ([`Shared::loopback`]);
-/// the endpoint's own config serves every other peer.
+/// Binds the UDP socket with big buffers and creates the endpoint, whose
+/// driver (the receive path) runs on `ingest`. Returns it with the server
+/// config for loopback peers ([`Shared::loopback`]); the endpoint's own
+/// config serves every other peer. Must be called within the server's
+/// runtime, where connection drivers start.
 pub(crate) fn bind(
     addr: SocketAddr,
     udp_buffer_bytes: usize,
     limits: &Limits,
     crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
+    ingest: &Ingest,
 ) -> Result<(quinn::Endpoint, Arc<quinn::ServerConfig>), ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind_err = |source| ServerError::Bind { addr, source };
@@ -122,13 +132,17 @@ pub(crate) fn bind(
     endpoint_config
         .max_udp_payload_size(LOOPBACK_UDP_PAYLOAD)
         .expect("a valid UDP payload size");
-    let endpoint = quinn::Endpoint::new(
-        endpoint_config,
-        Some(server_config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(bind_err)?;
+    let lanes = Arc::new(ingest::Lanes::new(tokio::runtime::Handle::current()));
+    // The socket registers with the ingest lane's reactor, so readiness
+    // to receive is noticed there however busy the server's runtime is.
+    let (endpoint, driver) = {
+        let _lane = ingest.handle().enter();
+        ingest::caught(|| quinn::Endpoint::new(endpoint_config, Some(server_config), socket, lanes))
+    };
+    let endpoint = endpoint.map_err(bind_err)?;
+    if let Some(driver) = driver {
+        driver.move_to(ingest.handle());
+    }
     Ok((endpoint, Arc::new(loopback)))
 }
 
