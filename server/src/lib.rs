@@ -20,7 +20,10 @@
 //! the transport. Data flows one way: stream → `Topic::publish` → ring →
 //! wake → drain → stream. Nothing on that path takes a lock; the registry's
 //! lock is taken only to look a topic up, and publish streams cache the
-//! topic they last used.
+//! topic they last used. The QUIC edge's receive path, the connections
+//! that publish and their publish streams run on an ingest lane of their
+//! own threads (`transport.ingest_threads`), so the fanout they cause
+//! cannot starve them of CPU.
 //!
 //! In cluster mode ([`backbone`], `--backbone nats://…`) the topics in
 //! `backbone.topics` go through a NATS JetStream backbone: a publish goes
