@@ -158,6 +158,14 @@ pub enum ServerError {
     /// Cluster mode could not start.
     #[error(transparent)]
     Backbone(#[from] backbone::BackboneError),
+    /// The QUIC ingest lane's threads could not be started.
+    #[error("cannot start the ingest lane's {threads} threads: {source}")]
+    IngestLane {
+        /// How many were asked for (`transport.ingest_threads`, resolved).
+        threads: usize,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A running server. Dropping it starts a graceful shutdown in the
@@ -352,8 +360,8 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n => n,
     };
-    let ingest = quic::Ingest::start(ingest_threads).map_err(|source| ServerError::Bind {
-        addr: config.listen.quic,
+    let ingest = quic::Ingest::start(ingest_threads).map_err(|source| ServerError::IngestLane {
+        threads: ingest_threads,
         source,
     })?;
     let (endpoint, loopback) = quic::bind(

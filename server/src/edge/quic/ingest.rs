@@ -304,26 +304,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_timer_that_moves_fires_on_its_new_lane() {
         let ingest = Ingest::start(1).unwrap();
-        let fired = ingest.handle().spawn(async {
-            let mut timer = Box::pin(LaneTimer::new(Instant::now()));
-            assert!(timer.on_ingest);
-            quinn::AsyncTimer::reset(
-                timer.as_mut(),
-                Instant::now() + std::time::Duration::from_millis(5),
-            );
-            std::future::poll_fn(|cx| quinn::AsyncTimer::poll(timer.as_mut(), cx)).await;
-        });
-        fired.await.unwrap();
         let mut timer = Box::pin(LaneTimer::new(Instant::now()));
         assert!(!timer.on_ingest);
         let moved = ingest.handle().spawn(async move {
-            quinn::AsyncTimer::reset(timer.as_mut(), Instant::now());
+            let at = Instant::now() + std::time::Duration::from_millis(5);
+            quinn::AsyncTimer::reset(timer.as_mut(), at);
             assert!(
                 timer.on_ingest,
                 "a reset on the other lane makes a new sleep there"
             );
             std::future::poll_fn(|cx| quinn::AsyncTimer::poll(timer.as_mut(), cx)).await;
+            assert!(Instant::now() >= at);
         });
-        moved.await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), moved)
+            .await
+            .expect("the timer fires on the lane's time driver")
+            .unwrap();
     }
 }
