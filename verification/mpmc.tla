@@ -6,12 +6,12 @@
 (* Geometry as in ring-core (ARCHITECTURE.md "ring-core: the design"):      *)
 (*   header ring of H slots: message s has its header in slot s % H;       *)
 (*   arena of C slots: position q lives in slot q % C.                     *)
-(* Each message chooses its size: k chunks, k \in Sizes.  k = 0 is an     *)
+(* Each message chooses its size: k chunks, k \in Sizes.  k = 0 is an      *)
 (* inline message (no arena claim; w1 holds its one data word); k >= 1 is  *)
-(* an arena message: w1 = the arena position of its first chunk, and each *)
+(* an arena message: w1 = the arena position of its first chunk, and each  *)
 (* chunk holds one data word.  w0 = the length, modelled as a tag naming   *)
 (* the seq and k (the reader derives the chunk count from it, as the code  *)
-(* derives it from len; since slot layout v2 the code carries an inline   *)
+(* derives it from len; since slot layout v2 the code carries an inline    *)
 (* length in the done stamp's tag bits and an arena length in w0, and the  *)
 (* model's separate w0 step over-approximates both).                       *)
 (* Stamps (their phase; the code adds 6 tag bits): 2n+1 while writing n,   *)
@@ -29,11 +29,15 @@
 (*   Ring::read_header (stamp, w0, w1, fence + re-check), then             *)
 (*   Ring::copy_arena (each chunk: stamp must be exactly done(pos+k),      *)
 (*   word, re-check).  Any mismatch: lapped -> Ring::resume_after_lap:     *)
-(*   h := head (a load that may return an older value than the current    *)
-(*   one, see RLagStart), from = max(next+1, h-H), to = max(h, from);      *)
-(*   first seq in [from, to) whose Ring::probe is not Gone, else `to`.     *)
+(*   h := head (a load that may return an older value than the current     *)
+(*   one, see RLagStart), floor = max(h-H, g) where g is a load of the     *)
+(*   ring's shared gone_below word, from = max(next+1, floor),             *)
+(*   to = max(h, from); first seq c in [from, to) whose Ring::probe is not *)
+(*   Gone, else `to`.  If the scan began at the floor (from = floor), every *)
+(*   seq below c is gone or doomed, and the reader raises gone_below to c  *)
+(*   (fetch_max), so that other lapped readers need not probe them again.  *)
 (*                                                                         *)
-(* Single = TRUE models the single-producer path instead (Publisher::     *)
+(* Single = TRUE models the single-producer path instead (Publisher::      *)
 (* publish_parts -> Ring::write with owned = true, then publish_head): one *)
 (* producer takes seq = head without advancing it, stamps each slot odd    *)
 (* with a plain store (it owns every slot, no CAS), and stores head := s+1 *)
@@ -42,12 +46,13 @@
 (* odd stamp tells it nothing.  Since head counts published seqs here, the *)
 (* strict LagSkipsOnlyGone must hold as well.                              *)
 (*                                                                         *)
-(* Readers never write shared state, so one reader's behaviours with N     *)
-(* producers are exactly the projections of the behaviours of any number   *)
-(* of readers: the configs use one reader (Readers may be larger).         *)
+(* The one shared word a reader writes is gone_below; apart from it a      *)
+(* reader's behaviours with N producers are the projections of those of    *)
+(* any number of readers.  Most configs use one reader; mpmc_floor and     *)
+(* mpmc_long_floor use two, so that one reader's scan feeds the other.     *)
 (*                                                                         *)
 (* Mutants (same spec, one guarded difference):                            *)
-(*   "none"           the real protocol                                   *)
+(*   "none"           the real protocol                                    *)
 (*   "no_cas"         claim by fetch_add, then a plain odd-stamp store      *)
 (*                    (no CAS from the previous lap's done value)          *)
 (*   "header_first"   the writer commits the header before its chunks      *)
@@ -60,6 +65,9 @@
 (*                    max(h, from)                                         *)
 (*   "probe_no_chunk" Ring::probe trusts a committed header and skips the  *)
 (*                    first chunk's stamp check                            *)
+(*   "floor_from_cursor" a scan that began at next+1 (above the floor)     *)
+(*                    raises gone_below too, although the seqs below       *)
+(*                    next were never shown gone                           *)
 (***************************************************************************)
 EXTENDS Integers, FiniteSets
 
@@ -70,6 +78,8 @@ CONSTANTS
     MaxSeq,     \* producers claim seqs 0 .. MaxSeq-1 in total
     Producers,  \* set of producer ids
     Readers,    \* set of reader ids
+    Late,       \* readers that start at seq LateAt (Start::At); the rest at 0
+    LateAt,
     RelSeq,     \* TRUE: credit the claim CAS with continuing the release
                 \* sequence of the previous lap's done stamp (C11 does)
     Single,     \* TRUE: the single-producer path (see above)
@@ -78,10 +88,11 @@ CONSTANTS
 MaxK == CHOOSE m \in Sizes : \A x \in Sizes : x <= m
 
 ASSUME H >= 1 /\ Sizes \subseteq 0 .. 9 /\ Sizes # {} /\ C >= MaxK /\ MaxSeq >= 1
+ASSUME Late \subseteq Readers /\ LateAt \in 0 .. MaxSeq - 1
 ASSUME RelSeq \in BOOLEAN
 ASSUME Single \in BOOLEAN /\ (Single => Cardinality(Producers) = 1)
 ASSUME Mutant \in {"none", "no_cas", "header_first", "no_chunk_check", "lapped_as_empty",
-                   "scan_to_head", "probe_no_chunk"}
+                   "scan_to_head", "probe_no_chunk", "floor_from_cursor"}
 
 HSlots == 0 .. H - 1
 ASlots == 0 .. C - 1
@@ -93,6 +104,7 @@ Writing(n)     == 2 * n + 1
 Done(n)        == 2 * n + 2
 PrevDone(n, S) == IF n >= S THEN Done(n - S) ELSE 0
 Max(a, b)      == IF a > b THEN a ELSE b
+StartOf(r)     == IF r \in Late THEN LateAt ELSE 0
 
 \* Payload values: injective in (seq, part), so any mixed or stale read is
 \* visible.  Tag(s, k) stands for the length word of message s of k chunks;
@@ -122,6 +134,8 @@ VARIABLES
     from, to, cand, ppos,   \* lag scan (resume_after_lap / probe)
     ptag,                   \* the probed header's length word
     hseen,   \* [Readers -> Nat] lower bound of the reader's next head load
+    fromFloor, \* [Readers -> BOOLEAN] the current scan began at the floor
+    goneBelow, \* shared: Ring::gone_below, every seq below it gone or doomed
     \* ghost / history
     posOf,      \* [Seqs -> Int] arena position claimed for each seq
     kOf,        \* [Seqs -> Int] chunk count chosen for each seq (-1: unclaimed)
@@ -138,12 +152,13 @@ VARIABLES
 
 vars == <<hstamp, hw0, hw1, astamp, adata, head, arenaHead, wpc, wseq, wpos, wk, wn,
           next, rpc, rtag, rpos, rk, rdata, from, to, cand, ppos, ptag, hseen,
-          posOf, kOf, delivered, missed, last, intact, orderOk, lagGone, lagDoomed,
+          fromFloor, goneBelow, posOf, kOf, delivered, missed, last, intact, orderOk, lagGone, lagDoomed,
           lagStrict, lagFwd, resumeOk, monotone>>
 mem   == <<hstamp, hw0, hw1, astamp, adata>>
 wloc  == <<head, arenaHead, wpc, wseq, wpos, wk, wn, posOf, kOf>>
 \* reader variables that only the lag scan and the ghosts of Report change
-lagv  == <<ptag, hseen, lagFwd, resumeOk>>
+floorv == <<fromFloor, goneBelow>>
+lagv  == <<ptag, hseen, lagFwd, resumeOk, fromFloor, goneBelow>>
 rloc  == <<next, rpc, rtag, rpos, rk, rdata, from, to, cand, ppos,
            delivered, missed, last, intact, orderOk, lagGone, lagDoomed, lagStrict>>
 
@@ -159,7 +174,7 @@ Init ==
     /\ wpos = [p \in Producers |-> 0]
     /\ wk = [p \in Producers |-> 0]
     /\ wn = [p \in Producers |-> 0]
-    /\ next = [r \in Readers |-> 0]
+    /\ next = [r \in Readers |-> StartOf(r)]
     /\ rpc = [r \in Readers |-> "hstamp"]
     /\ rtag = [r \in Readers |-> 0]
     /\ rpos = [r \in Readers |-> 0]
@@ -171,6 +186,8 @@ Init ==
     /\ ppos = [r \in Readers |-> 0]
     /\ ptag = [r \in Readers |-> 0]
     /\ hseen = [r \in Readers |-> 0]
+    /\ fromFloor = [r \in Readers |-> FALSE]
+    /\ goneBelow = 0
     /\ posOf = [s \in Seqs |-> NoPos]
     /\ kOf = [s \in Seqs |-> -1]
     /\ delivered = [r \in Readers |-> 0]
@@ -350,7 +367,7 @@ RHStamp(r) ==
                                       THEN "empty"                         \* Header::NotYet
                                  ELSE "lagstart"]                          \* Header::Gone
     /\ Sync(r, hstamp[next[r] % H])
-    /\ RUn /\ UNCHANGED <<ptag, lagFwd, resumeOk>>
+    /\ RUn /\ UNCHANGED <<ptag, lagFwd, resumeOk>> /\ UNCHANGED floorv
     /\ UNCHANGED <<next, rtag, rpos, rk, rdata, from, to, cand, ppos, delivered,
                    missed, last, intact, orderOk, lagGone, lagDoomed, lagStrict>>
 
@@ -454,16 +471,20 @@ RCNext(r) ==
     /\ RUn /\ UNCHANGED lagv
     /\ UNCHANGED <<rtag, rpos, from, to, cand, ppos, missed, lagGone, lagDoomed, lagStrict>>
 
-\* Ring::resume_after_lap: h := head (Acquire); from = max(next+1, h-H);
-\* to = max(h, from).  Not sequentially consistent: the load returns any
-\* value between the one the reader last synchronised with (hseen: its
-\* previous head loads and the stamps it read, see HeadKnown) and the
-\* current head, so the guard max(h, from) is exercised.
+\* Ring::resume_after_lap: h := head (Acquire); g := gone_below (Acquire);
+\* floor = max(h-H, g); from = max(next+1, floor); to = max(h, from).  Not
+\* sequentially consistent: the head load returns any value between the one
+\* the reader last synchronised with (hseen: its previous head loads and
+\* the stamps it read, see HeadKnown) and the current head, so the guard
+\* max(h, from) is exercised; the gone_below load returns any value up to
+\* the current one (a stale floor only lengthens the scan).
 RLagStart(r) ==
     /\ rpc[r] = "lagstart"
-    /\ \E h \in hseen[r] .. head :
-       LET f == Max(next[r] + 1, h - H) IN
+    /\ \E h \in hseen[r] .. head, g \in 0 .. goneBelow :
+       LET fl == Max(h - H, g)
+           f == Max(next[r] + 1, fl) IN
          /\ from' = [from EXCEPT ![r] = f]
+         /\ fromFloor' = [fromFloor EXCEPT ![r] = (f = fl \/ Mutant = "floor_from_cursor")]
          /\ to' = [to EXCEPT ![r] = IF Mutant = "scan_to_head" THEN h ELSE Max(h, f)]
          /\ cand' = [cand EXCEPT ![r] = f]
          /\ hseen' = [hseen EXCEPT ![r] = h]
@@ -471,13 +492,18 @@ RLagStart(r) ==
     /\ rtag' = [rtag EXCEPT ![r] = 0]   \* (model only: forget the copy)
     /\ rpos' = [rpos EXCEPT ![r] = 0]
     /\ rdata' = [rdata EXCEPT ![r] = [k \in Chunks |-> 0]]
-    /\ RUn /\ UNCHANGED <<ptag, lagFwd, resumeOk>>
+    /\ RUn /\ UNCHANGED <<ptag, lagFwd, resumeOk, goneBelow>>
     /\ UNCHANGED <<next, rk, ppos, delivered, missed, last, intact, orderOk,
                    lagGone, lagDoomed, lagStrict>>
 
 \* Reader::lag: report Lagged{missed: c - next, resume_seq: c}, cursor := c.
-\* The ghosts record whether the report was justified.
+\* The ghosts record whether the report was justified.  A scan that began at
+\* the floor raises gone_below to c (Ring::first_retained's fetch_max; one
+\* step with the report, which no other thread can tell apart from "just
+\* before it", and a stale load in RLagStart covers "not yet").
 Report(r, c) ==
+    /\ goneBelow' = IF fromFloor[r] /\ c > from[r] THEN Max(goneBelow, c) ELSE goneBelow
+    /\ UNCHANGED fromFloor
     /\ missed' = [missed EXCEPT ![r] = @ + (c - next[r])]
     /\ lagGone' = [lagGone EXCEPT ![r] = @ /\ Gone(next[r])]
     /\ lagDoomed' = [lagDoomed EXCEPT ![r] = @ /\ \A x \in next[r] + 1 .. c - 1 : Doomed(x)]
@@ -498,6 +524,7 @@ ProbeGone(r) ==   \* candidate is Gone: try the next one, or resume at `to`
            /\ rpc' = [rpc EXCEPT ![r] = "pstamp"]
            /\ ppos' = [ppos EXCEPT ![r] = 0]
            /\ UNCHANGED <<next, missed, lagGone, lagDoomed, lagStrict, lagFwd, resumeOk, from, to>>
+           /\ UNCHANGED floorv
 
 ScanRest == <<rtag, rpos, rk, rdata, delivered, last, intact, orderOk>>
 
@@ -515,14 +542,14 @@ RPStamp(r) ==
             ELSE IF hstamp[c % H] > Done(c) THEN ProbeGone(r)
             ELSE /\ rpc' = [rpc EXCEPT ![r] = "pw0"]
                  /\ UNCHANGED <<next, missed, lagGone, lagDoomed, lagStrict, lagFwd, resumeOk, from, to,
-                                cand, ppos>>
+                                cand, ppos>> /\ UNCHANGED floorv
     /\ RUn /\ UNCHANGED ScanRest /\ UNCHANGED <<ptag, hseen>>
 
 RPW0(r) ==
     /\ rpc[r] = "pw0"
     /\ ptag' = [ptag EXCEPT ![r] = hw0[cand[r] % H]]
     /\ rpc' = [rpc EXCEPT ![r] = "pw1"]
-    /\ RUn /\ UNCHANGED ScanRest /\ UNCHANGED <<hseen, lagFwd, resumeOk>>
+    /\ RUn /\ UNCHANGED ScanRest /\ UNCHANGED <<hseen, lagFwd, resumeOk>> /\ UNCHANGED floorv
     /\ UNCHANGED <<next, missed, lagGone, lagDoomed, lagStrict, from, to, cand, ppos>>
 
 RPW1(r) ==
@@ -541,7 +568,7 @@ RPRecheck(r) ==
        ELSE IF SizeOf(ptag[r]) = 0 \/ Mutant = "probe_no_chunk" THEN Report(r, cand[r])
        ELSE /\ rpc' = [rpc EXCEPT ![r] = "pchunk"]
             /\ UNCHANGED <<next, missed, lagGone, lagDoomed, lagStrict, lagFwd, resumeOk, from, to, cand,
-                           ppos>>
+                           ppos>> /\ UNCHANGED floorv
     /\ RUn /\ UNCHANGED ScanRest /\ UNCHANGED <<ptag, hseen>>
 
 RPChunk(r) ==
@@ -571,6 +598,7 @@ FairSpec == Spec /\ \A p \in Producers : WF_vars(Producer(p))
 TypeOK ==
     /\ head \in 0 .. MaxSeq /\ arenaHead \in 0 .. MaxSeq * MaxK
     /\ next \in [Readers -> 0 .. MaxSeq]
+    /\ goneBelow \in 0 .. MaxSeq
 
 \* A delivered message equals what was written for exactly the seq the
 \* reader aimed at: header tag and every chunk word.
@@ -599,7 +627,7 @@ NoHalfMessage ==
             \A k \in 0 .. kOf[s] - 1 : astamp[(posOf[s] + k) % C] >= Done(posOf[s] + k)
 
 DeliveredIncrease == \A r \in Readers : orderOk[r]
-Accounting == \A r \in Readers : delivered[r] + missed[r] = next[r]
+Accounting == \A r \in Readers : delivered[r] + missed[r] = next[r] - StartOf(r)
 
 \* A reader reports a lag only when the message at its cursor is really gone.
 LagOnlyWhenGone == \A r \in Readers : lagGone[r]
@@ -610,6 +638,10 @@ LagSkipsOnlyDoomed == \A r \in Readers : lagDoomed[r]
 \* below head-H may still be readable while their slot's next writer has
 \* claimed but not yet stamped it.
 LagSkipsOnlyGone == \A r \in Readers : lagStrict[r]
+\* Ring::gone_below is a true floor: every seq below it is gone or doomed.
+\* (LagSkipsOnlyDoomed is what a reader would notice; this is why it holds
+\* for a scan that starts at another reader's floor.)
+FloorSound == \A x \in Seqs : x < goneBelow => Doomed(x)
 \* Every Lagged report has missed >= 1: the cursor moves forward.
 LagMovesForward == \A r \in Readers : lagFwd[r]
 \* A lag resumes at the end of its scan range, at a seq not yet written, at

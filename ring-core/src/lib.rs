@@ -59,8 +59,18 @@
 //! # Lag accounting
 //!
 //! When a reader's next seq is gone it scans forward from
-//! `max(next+1, head-H)` for the first seq that is still held (or not yet
+//! `max(next+1, floor)` for the first seq that is still held (or not yet
 //! written), and reports `Lagged { missed: resume - next, resume_seq: resume }`.
+//! The floor is `max(head-H, gone_below)`: below `head-H` every header slot
+//! is claimed by a later lap, and `gone_below` is where an earlier scan that
+//! itself began at the floor stopped, so everything below it is gone or
+//! doomed (stamps and claim counters only grow, so that stays true). Lapped
+//! readers thus probe each gone seq about once between them, instead of
+//! each re-probing up to `H` of them: with 1 KiB messages a 4 MiB ring
+//! holds ~1 800 messages in its arena but has 32 768 header slots. A scan
+//! that began at `next+1` does not raise the floor: with several producers
+//! the arena order can differ from the seq order, so a seq below `next`
+//! may still be held although `next` is gone.
 //! If that message is overwritten before it is read, the next read reports
 //! another `Lagged` from there. So for every reader, delivered messages plus
 //! the sum of `missed` equals the seqs its cursor passed, exactly.

@@ -1,5 +1,7 @@
-//! A reader: one cursor into a ring, with nothing shared that it writes.
-//! Any number of readers cost the publishers nothing.
+//! A reader: one cursor into a ring. The only shared word it writes is the
+//! ring's lag floor, and only when it is lapped (crate docs, "Lag
+//! accounting"); that word has a cache line of its own, so any number of
+//! readers cost the publishers nothing.
 
 use crate::batch::Batch;
 use crate::ring::{Header, Ring};

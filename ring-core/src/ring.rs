@@ -34,6 +34,12 @@ pub struct Ring {
     /// Multi producer only: count of claimed arena positions. The single
     /// producer keeps its arena position in the `Publisher`.
     arena_head: Padded,
+    /// Every seq below this is gone or doomed (its header slot or arena
+    /// positions claimed by a later lap): the end of some lag scan that
+    /// began where that was already known. Lapped readers start their scan
+    /// here instead of re-probing what another reader found gone. Written
+    /// only by lag scans (`fetch_max`), never by a publisher.
+    gone_below: Padded,
 }
 
 /// Keeps the two hot counters off each other's (and the slots') cache lines.
@@ -147,6 +153,7 @@ impl Ring {
             epoch,
             head: Padded(AtomicU64::new(0)),
             arena_head: Padded(AtomicU64::new(0)),
+            gone_below: Padded(AtomicU64::new(0)),
         }))
     }
 
@@ -166,7 +173,8 @@ impl Ring {
     /// none). Racy by nature: a publish may overwrite it right after.
     pub fn oldest_retained(&self) -> u64 {
         let head = self.head();
-        self.first_retained(head.saturating_sub(self.header_slots), head)
+        let floor = self.floor(head);
+        self.first_retained(floor, head.max(floor), true)
     }
 
     /// The largest payload `publish` accepts.
@@ -381,20 +389,37 @@ impl Ring {
         }
     }
 
+    /// Below this every seq is known gone or doomed: everything below
+    /// `head - H` (its header slot is claimed by a later lap), and
+    /// everything below `gone_below`.
+    #[inline]
+    fn floor(&self, head: u64) -> u64 {
+        head.saturating_sub(self.header_slots)
+            .max(self.gone_below.0.load(Ordering::Acquire))
+    }
+
     /// First seq in `[from, to)` that is not gone (retained, or not yet
-    /// written so a reader can wait for it), else `to`.
-    fn first_retained(&self, from: u64, to: u64) -> u64 {
-        (from..to)
+    /// written so a reader can wait for it), else `to`. `from_floor` says
+    /// every seq below `from` is gone or doomed; then so is every seq below
+    /// the answer, and `gone_below` learns it. (Gone and doomed are for
+    /// good: stamps and claim counters only grow.)
+    fn first_retained(&self, from: u64, to: u64, from_floor: bool) -> u64 {
+        let found = (from..to)
             .find(|&s| self.probe(s) != Probe::Gone)
-            .unwrap_or(to)
+            .unwrap_or(to);
+        if from_floor && found > from {
+            self.gone_below.0.fetch_max(found, Ordering::Release);
+        }
+        found
     }
 
     /// Where a reader lapped at `next` continues. Always `> next`, so the
     /// reported `missed = resume - next` is at least 1 and the cursor moves.
     pub(crate) fn resume_after_lap(&self, next: u64, policy: Resume) -> u64 {
         let head = self.head();
-        // Everything below head - H has certainly been overwritten.
-        let from = (next + 1).max(head.saturating_sub(self.header_slots));
+        // Everything below the floor is gone or doomed (`floor`).
+        let floor = self.floor(head);
+        let from = (next + 1).max(floor);
         // `head` may be stale relative to the stamp we saw (a Relaxed odd
         // stamp, or the claim CAS, carries no Release): never go back. The
         // `mutant-lag-to-head` feature (tests only) drops the guard so that
@@ -404,7 +429,7 @@ impl Ring {
         #[cfg(feature = "mutant-lag-to-head")]
         let to = head;
         match policy {
-            Resume::Oldest => self.first_retained(from, to),
+            Resume::Oldest => self.first_retained(from, to, from == floor),
             Resume::Newest => (from..to)
                 .rev()
                 .find(|&s| self.probe(s) == Probe::Retained)
@@ -434,4 +459,101 @@ fn random_epoch() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     h.finish().max(1)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The shared floor (`gone_below`), driven claim by claim so that the
+    //! two producers' seq and arena orders disagree, as they may under load.
+    use super::*;
+    use crate::reader::{ReadOutcome, Reader, Start};
+
+    /// 40 prefix bytes in the header, 24 in one arena chunk.
+    const LEN: usize = 64;
+
+    fn body(seq: u64) -> Vec<u8> {
+        (0..LEN)
+            .map(|i| (seq as u8).wrapping_mul(17) ^ i as u8)
+            .collect()
+    }
+
+    fn write(ring: &Ring, seq: u64, pos: u64) {
+        ring.write(seq, pos, LEN, &[&body(seq)], false);
+    }
+
+    /// A multi-producer ring of 8 header slots and 2 arena chunks: only the
+    /// two newest arena messages are retained.
+    fn ring() -> Arc<Ring> {
+        let geometry = Geometry {
+            header_slots: 8,
+            arena_slots: 2,
+        };
+        Ring::multi_producer_with_geometry(geometry, LEN, 1)
+            .unwrap()
+            .1
+    }
+
+    fn lag(ring: &Arc<Ring>, at: u64) -> (u64, u64) {
+        let mut reader = Reader::new(ring.clone(), Start::At(at));
+        match reader.try_read(&mut Vec::new()) {
+            ReadOutcome::Lagged(l) => (l.missed, l.resume_seq),
+            other => panic!("a reader at {at} should be lapped, got {other:?}"),
+        }
+    }
+
+    /// Seq 1 takes its arena position after seqs 2 and 3 took theirs (its
+    /// producer stalled between the two claims). Then seqs 2 and 3 are gone
+    /// while seq 1 is intact, and a reader lapped at seq 2 must not tell the
+    /// floor that everything below 4 is gone: a reader lapped at seq 0 would
+    /// then skip seq 1, which it can still read.
+    #[test]
+    fn a_scan_from_the_cursor_leaves_the_floor_alone() {
+        let ring = ring();
+        let (s0, p0) = ring.claim(1);
+        write(&ring, s0, p0);
+        let s1 = ring.head.0.fetch_add(1, Ordering::Relaxed);
+        let (s2, p2) = ring.claim(1);
+        write(&ring, s2, p2);
+        let (s3, p3) = ring.claim(1);
+        write(&ring, s3, p3);
+        let p1 = ring.arena_head.0.fetch_add(1, Ordering::Relaxed);
+        write(&ring, s1, p1);
+        let (s4, p4) = ring.claim(1);
+        write(&ring, s4, p4);
+        assert_eq!((s1, p1, s2, p2, s3, p3), (1, 3, 2, 1, 3, 2));
+
+        assert_eq!(lag(&ring, 2), (2, 4), "seqs 2 and 3 are gone");
+        assert_eq!(ring.gone_below.0.load(Ordering::Relaxed), 0);
+        let mut reader = Reader::new(ring.clone(), Start::At(0));
+        let mut buf = Vec::new();
+        assert_eq!(
+            reader.try_read(&mut buf),
+            ReadOutcome::Lagged(crate::reader::Lagged {
+                missed: 1,
+                resume_seq: 1
+            }),
+            "only seq 0 is gone below seq 2"
+        );
+        assert_eq!(reader.try_read(&mut buf), ReadOutcome::Message { seq: 1 });
+        assert_eq!(buf, body(1));
+    }
+
+    /// A scan that begins at the floor (here `head - H`) raises it to where
+    /// it stopped, and the next lapped reader and `oldest_retained` start
+    /// there.
+    #[test]
+    fn a_scan_from_the_floor_raises_it_for_the_next_reader() {
+        let ring = ring();
+        for _ in 0..13 {
+            let (seq, pos) = ring.claim(1);
+            write(&ring, seq, pos);
+        }
+        // head 13, H 8: everything below 5 is doomed by the header ring,
+        // and only the last two messages (11, 12) still hold their chunks.
+        assert_eq!(ring.gone_below.0.load(Ordering::Relaxed), 0);
+        assert_eq!(lag(&ring, 1), (10, 11));
+        assert_eq!(ring.gone_below.0.load(Ordering::Relaxed), 11);
+        assert_eq!(lag(&ring, 3), (8, 11));
+        assert_eq!(ring.oldest_retained(), 11);
+    }
 }
