@@ -65,7 +65,7 @@
 //! is claimed by a later lap, and `gone_below` is where an earlier scan that
 //! itself began at the floor stopped, so everything below it is gone or
 //! doomed (stamps and claim counters only grow, so that stays true). Lapped
-//! readers thus probe each gone seq about once between them, instead of
+//! readers thus mostly probe each gone seq once between them, instead of
 //! each re-probing up to `H` of them: with 1 KiB messages a 4 MiB ring
 //! holds ~1 800 messages in its arena but has 32 768 header slots. A scan
 //! that began at `next+1` does not raise the floor: with several producers

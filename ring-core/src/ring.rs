@@ -42,7 +42,8 @@ pub struct Ring {
     gone_below: Padded,
 }
 
-/// Keeps the two hot counters off each other's (and the slots') cache lines.
+/// Keeps the counters (two hot, one written only on laps) off each other's
+/// (and the slots') cache lines.
 #[repr(align(128))]
 struct Padded(AtomicU64);
 
