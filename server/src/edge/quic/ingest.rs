@@ -261,6 +261,16 @@ mod tests {
         ON_INGEST.with(Cell::get)
     }
 
+    /// The task's next report; a bounded wait, so a lost wake fails the
+    /// test instead of hanging it.
+    async fn next(
+        seen: &mut tokio::sync::mpsc::UnboundedReceiver<(u32, bool)>,
+    ) -> Option<(u32, bool)> {
+        tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+            .await
+            .expect("a message sent to the task was not handled: a lost wake")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_moved_task_goes_on_on_the_ingest_lane_without_losing_a_wake() {
         let ingest = Ingest::start(1).unwrap();
@@ -276,16 +286,27 @@ mod tests {
         });
         let mover = mover.expect("the spawn was caught");
         tx.send(1).unwrap();
-        assert_eq!(seen.recv().await, Some((1, false)));
-        // A message sent right after the move request must still arrive:
-        // whichever task it wakes, the moved one reads it.
+        assert_eq!(next(&mut seen).await, Some((1, false)));
+        // Every message sent after the move request still arrives, in
+        // order. The move takes effect at the task's next poll, so the
+        // poll in progress (the one that handled message 1) may handle a
+        // few more on the server's runtime first; after that the task
+        // stays on the lane.
         mover.move_to(ingest.handle());
-        tx.send(2).unwrap();
-        assert_eq!(seen.recv().await, Some((2, true)));
-        tx.send(3).unwrap();
-        assert_eq!(seen.recv().await, Some((3, true)));
+        let mut moved_at = None;
+        for n in 2..100 {
+            tx.send(n).unwrap();
+            let (got, on_lane) = next(&mut seen).await.expect("the task is alive");
+            assert_eq!(got, n, "messages arrive once, in order");
+            match (moved_at, on_lane) {
+                (None, true) => moved_at = Some(n),
+                (Some(at), false) => panic!("back on the server's runtime at {n} (moved at {at})"),
+                _ => {}
+            }
+        }
+        assert!(moved_at.is_some(), "the task never reached the lane");
         drop(tx);
-        assert_eq!(seen.recv().await, None, "the task ends with its input");
+        assert_eq!(next(&mut seen).await, None, "the task ends with its input");
     }
 
     #[test]
