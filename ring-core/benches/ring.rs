@@ -18,6 +18,9 @@
 //! * `fanout/*-parked/64B`: the same with readers that park when idle and a
 //!   publisher that unparks them every `WAKE_EVERY` messages, like the
 //!   server's subscription tasks, instead of spinning readers.
+//! * `read/*`: one reader draining retained messages in batches of 64, as a
+//!   subscription task does, with no writer running: the cost of the
+//!   validated copy out of the ring alone, per message.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -462,9 +465,47 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// Messages kept in the ring for `read/*`: well inside its capacity.
+const READ_BACKLOG: u64 = 2048;
+
+fn read(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read");
+    g.throughput(Throughput::Elements(1));
+    for size in [64usize, 1024] {
+        let cfg = RingConfig::new(16 * RING_BYTES, 1024);
+        let (p, ring) = Ring::multi_producer(cfg).unwrap();
+        let payload = vec![0x5Au8; size];
+        for _ in 0..READ_BACKLOG {
+            p.publish(&payload).unwrap();
+        }
+        let mut reader = ring.reader(Start::At(0));
+        let mut batch = Batch::with_capacity(64, 64 * 1024);
+        g.bench_function(BenchmarkId::new("lapwing-mp", size), |b| {
+            b.iter_custom(|n| {
+                let mut read = 0;
+                let t = Instant::now();
+                while read < n {
+                    batch.clear();
+                    let got = reader.read_batch(&mut batch, 64, 64 * 1024) as u64;
+                    if got == 0 {
+                        reader = ring.reader(Start::At(0));
+                    }
+                    read += got;
+                    black_box(batch.payload_bytes());
+                }
+                let elapsed = t.elapsed();
+                assert_eq!(reader.stats().missed, 0, "read/* must not lap");
+                elapsed.mul_f64(n as f64 / read as f64)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     publish(&mut c);
+    read(&mut c);
     fanout(&mut c);
     c.final_summary();
     let table = TABLE.lock().unwrap();
