@@ -20,7 +20,9 @@
 //!   server's subscription tasks, instead of spinning readers.
 //! * `read/*`: one reader draining retained messages in batches of 64, as a
 //!   subscription task does, with no writer running: the cost of the
-//!   validated copy out of the ring alone, per message.
+//!   validated copy out of the ring alone, per message (`lapwing-mp` with
+//!   `read_batch`, `lapwing-mp-peek` with `peek` and `copy_into` after a
+//!   frame head, as the QUIC edge reads).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -492,6 +494,37 @@ fn read(c: &mut Criterion) {
                     }
                     read += got;
                     black_box(batch.payload_bytes());
+                }
+                let elapsed = t.elapsed();
+                assert_eq!(reader.stats().missed, 0, "read/* must not lap");
+                elapsed.mul_f64(n as f64 / read as f64)
+            })
+        });
+        // The QUIC edge's path: a 16-byte frame head, then the payload
+        // from byte 8 on (the server's publish time stays behind),
+        // appended into one buffer per 64 messages.
+        let mut reader = ring.reader(Start::At(0));
+        let mut frames: Vec<u8> = Vec::with_capacity(64 * 1024 + 64 * 16);
+        g.bench_function(BenchmarkId::new("lapwing-mp-peek", size), |b| {
+            b.iter_custom(|n| {
+                let mut read = 0;
+                let t = Instant::now();
+                while read < n {
+                    frames.clear();
+                    let mut got = 0u64;
+                    while got < 64 {
+                        let lapwing_ring::Peek::Message(m) = reader.peek() else {
+                            break;
+                        };
+                        frames.extend_from_slice(&[0u8; 16]);
+                        m.copy_into(8, &mut frames).unwrap();
+                        got += 1;
+                    }
+                    if got == 0 {
+                        reader = ring.reader(Start::At(0));
+                    }
+                    read += got;
+                    black_box(frames.len());
                 }
                 let elapsed = t.elapsed();
                 assert_eq!(reader.stats().missed, 0, "read/* must not lap");

@@ -75,6 +75,20 @@
 //! another `Lagged` from there. So for every reader, delivered messages plus
 //! the sum of `missed` equals the seqs its cursor passed, exactly.
 //!
+//! # Reading in two steps
+//!
+//! [`Reader::try_read`] and [`Reader::read_batch`] copy whole payloads into
+//! a `Vec`. A caller that wraps each payload in something of its own (a
+//! network frame) can instead [`Reader::peek`]: the header is read and
+//! checked, and the [`Pending`] message tells its seq, its length and its
+//! first word without copying anything. The caller writes what goes
+//! before the payload, then [`Pending::copy_into`] copies the payload (from
+//! any byte on) straight after it into any [`Sink`]. A copy the stamps
+//! reject is rolled back: the sink is truncated to where it was, and the
+//! lag is reported as a lapped read would report it. Both reads are the
+//! same code (`try_read` is `peek` and `copy_into`), so the loom models and
+//! the TLA+ correspondence cover the path a server runs.
+//!
 //! # Publishers
 //!
 //! [`Publisher`] (`&mut self`) is the only writer of its ring, so it needs no
@@ -87,7 +101,7 @@
 //!
 //! No waking (the server pairs [`Reader::has_new`] with its own notifier), no
 //! I/O, no clock, no allocation per message (readers copy into a caller's
-//! buffer or a reusable [`Batch`]), and no panics on any length or seq a client
+//! [`Sink`] or a reusable [`Batch`]), and no panics on any length or seq a client
 //! could send: sizes are checked and refused with [`PublishError`].
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -97,6 +111,7 @@ mod config;
 mod publisher;
 mod reader;
 mod ring;
+mod sink;
 mod slot;
 mod slots;
 mod sync;
@@ -104,5 +119,8 @@ mod sync;
 pub use batch::{Batch, BatchEvent};
 pub use config::{ConfigError, Geometry, RingConfig, MAX_CAPACITY_BYTES, MIN_CAPACITY_BYTES};
 pub use publisher::{MpPublisher, PublishError, Publisher};
-pub use reader::{Lagged, ReadOutcome, Reader, ReaderStats, Resume, Start, MAX_START_SEQ};
+pub use reader::{
+    Lagged, Peek, Pending, ReadOutcome, Reader, ReaderStats, Resume, Start, MAX_START_SEQ,
+};
 pub use ring::Ring;
+pub use sink::Sink;

@@ -5,7 +5,8 @@
 
 use crate::batch::Batch;
 use crate::ring::{Header, Ring};
-use crate::slot::{append_words, INLINE_MAX};
+use crate::sink::Sink;
+use crate::slot::{append_words, INLINE_MAX, WORDS};
 use crate::sync::Arc;
 
 /// Seqs at or above this are clamped to it by `Start::At`. No ring gets
@@ -57,6 +58,91 @@ pub enum ReadOutcome {
     Lagged(Lagged),
     /// Nothing new yet.
     Empty,
+}
+
+/// Result of [`Reader::peek`].
+#[derive(Debug)]
+pub enum Peek<'r> {
+    /// A message is at the cursor; nothing is copied or consumed yet.
+    Message(Pending<'r>),
+    /// The reader was lapped; its cursor moved to `resume_seq`.
+    Lagged(Lagged),
+    /// Nothing new yet.
+    Empty,
+}
+
+/// The message at a reader's cursor, read as far as its header: its seq,
+/// its length and its first bytes, before the payload is copied anywhere.
+/// Lets the caller decide where the payload goes (a frame whose head it
+/// writes first) and read a header of its own from the first word.
+/// Dropping it leaves the cursor where it was.
+#[derive(Debug)]
+pub struct Pending<'r> {
+    reader: &'r mut Reader,
+    seq: u64,
+    len: usize,
+    words: [u64; WORDS],
+}
+
+impl Pending<'_> {
+    /// The message's seq.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The message's first 8 bytes as a little-endian `u64`, the bytes past
+    /// its end read as zero. From the header's consistent snapshot: no
+    /// payload is copied, and a later torn copy does not make it wrong (the
+    /// header was this message's when it was read).
+    pub fn first_word(&self) -> u64 {
+        let w = if self.len <= INLINE_MAX {
+            self.words[0]
+        } else {
+            self.words[1]
+        };
+        match self.len {
+            0 => 0,
+            1..=7 => w & ((1u64 << (8 * self.len)) - 1),
+            _ => w,
+        }
+    }
+
+    /// Appends the message from byte `skip` on to `out` (`skip` is clamped
+    /// to its length) and moves the cursor past it. If the message was
+    /// overwritten while it was copied, `out` is truncated to what it held
+    /// before this call and the lag is reported instead, exactly as a
+    /// lapped read would be.
+    pub fn copy_into<S: Sink + ?Sized>(self, skip: usize, out: &mut S) -> Result<(), Lagged> {
+        let Pending {
+            reader,
+            seq,
+            len,
+            words,
+        } = self;
+        let skip = skip.min(len);
+        if len <= INLINE_MAX {
+            append_words(out, &words, skip, len);
+        } else {
+            let mark = out.len();
+            if !reader.ring.copy_arena(&words, len, skip, out) {
+                out.truncate(mark);
+                return Err(reader.lag());
+            }
+        }
+        reader.next = seq + 1;
+        reader.stats.received += 1;
+        Ok(())
+    }
 }
 
 /// Counters for one reader, for metrics.
@@ -190,40 +276,48 @@ impl Reader {
         &self.ring
     }
 
+    /// Reads the header of the message at the cursor: a [`Pending`]
+    /// message to copy where the caller chooses, a lag (the cursor has
+    /// moved), or nothing yet.
+    #[inline]
+    pub fn peek(&mut self) -> Peek<'_> {
+        let seq = self.next;
+        match self.ring.read_header(seq) {
+            Header::NotYet => Peek::Empty,
+            Header::Gone => Peek::Lagged(self.lag()),
+            Header::Committed { len, words } => Peek::Message(Pending {
+                reader: self,
+                seq,
+                len,
+                words,
+            }),
+        }
+    }
+
     /// Reads the message at the cursor, appending its payload to `out`.
     /// On anything but a delivered message `out` is left as it was.
     #[inline]
-    fn step(&mut self, out: &mut Vec<u8>, budget: Option<usize>) -> Step {
-        let seq = self.next;
-        match self.ring.read_header(seq) {
-            Header::NotYet => Step::Empty,
-            Header::Gone => self.lag(),
-            Header::Committed { len, words } => {
-                if budget.is_some_and(|b| len > b) {
-                    return Step::OverBudget;
+    fn step<S: Sink + ?Sized>(&mut self, out: &mut S, budget: Option<usize>) -> Step {
+        match self.peek() {
+            Peek::Empty => Step::Empty,
+            Peek::Lagged(l) => Step::Lagged(l),
+            Peek::Message(m) if budget.is_some_and(|b| m.len > b) => Step::OverBudget,
+            Peek::Message(m) => {
+                let (seq, len) = (m.seq, m.len);
+                match m.copy_into(0, out) {
+                    Ok(()) => Step::Message { seq, len },
+                    Err(l) => Step::Lagged(l),
                 }
-                if len <= INLINE_MAX {
-                    append_words(out, &words, len);
-                } else {
-                    let mark = out.len();
-                    if !self.ring.copy_arena(&words, len, out) {
-                        out.truncate(mark);
-                        return self.lag();
-                    }
-                }
-                self.next = seq + 1;
-                self.stats.received += 1;
-                Step::Message { seq, len }
             }
         }
     }
 
-    fn lag(&mut self) -> Step {
+    fn lag(&mut self) -> Lagged {
         let resume_seq = self.ring.resume_after_lap(self.next, self.resume);
         let missed = resume_seq - self.next;
         self.next = resume_seq;
         self.stats.lagged_events += 1;
         self.stats.missed += missed;
-        Step::Lagged(Lagged { missed, resume_seq })
+        Lagged { missed, resume_seq }
     }
 }

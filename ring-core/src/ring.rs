@@ -8,6 +8,7 @@ use crate::publisher::{MpPublisher, Publisher};
 use crate::reader::Resume;
 #[cfg(not(loom))]
 use crate::reader::{Reader, Start};
+use crate::sink::Sink;
 use crate::slot::{
     append_words, begin_write, chunks_for, done, end_write, phase, still_stamped, store_bytes, tag,
     Slot, WordSource, ARENA_TAG, CHUNK_BYTES, INLINE_MAX, PREFIX_BYTES, WORDS,
@@ -336,16 +337,25 @@ impl Ring {
         }
     }
 
-    /// Appends the payload of a committed arena message to `out`: the prefix
-    /// from its header's `words`, then the chunks. Each chunk
+    /// Appends the payload of a committed arena message to `out`, from
+    /// byte `skip` on: the prefix from its header's `words`, then the
+    /// chunks. Each chunk
     /// is read with the recipe and must carry exactly its own done stamp:
     /// arena position `pos` is written by one writer only, ever, so an exact
     /// stamp before and after proves the bytes are that message's. (No header
-    /// re-check is needed afterwards.) False if any chunk was overwritten.
+    /// re-check is needed afterwards.) False if any chunk was overwritten;
+    /// `out` then holds a partial copy the caller must truncate.
     #[inline]
-    pub(crate) fn copy_arena(&self, header: &[u64; WORDS], len: usize, out: &mut Vec<u8>) -> bool {
-        out.reserve(len);
-        append_words(out, &header[1..], PREFIX_BYTES);
+    pub(crate) fn copy_arena<S: Sink + ?Sized>(
+        &self,
+        header: &[u64; WORDS],
+        len: usize,
+        skip: usize,
+        out: &mut S,
+    ) -> bool {
+        out.reserve(len.saturating_sub(skip));
+        append_words(out, &header[1..], skip.min(PREFIX_BYTES), PREFIX_BYTES);
+        let mut skip = skip.saturating_sub(PREFIX_BYTES);
         let pos = header[0];
         let mut left = len - PREFIX_BYTES;
         let mut words = [0u64; WORDS];
@@ -363,7 +373,9 @@ impl Ring {
             if !still_stamped(slot, want) {
                 return false;
             }
-            append_words(out, &words[..used], n);
+            let from = skip.min(n);
+            append_words(out, &words[..used], from, n);
+            skip -= from;
             left -= n;
         }
         true

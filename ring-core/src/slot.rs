@@ -3,6 +3,7 @@
 //! Everything in a slot is an atomic, so a reader racing a writer is not a
 //! data race, only a stale or mixed read that the stamp re-check throws away.
 
+use crate::sink::Sink;
 use crate::sync::{fence, AtomicU64, Ordering};
 
 pub(crate) const SLOT_BYTES: usize = 64;
@@ -246,13 +247,24 @@ pub(crate) fn store_bytes(dst: &[AtomicU64], bytes: &[u8]) {
     }
 }
 
-/// Appends the first `len` bytes of `words` (little-endian) to `out`.
-/// Whole words are appended and the tail trimmed, so every copy has a fixed
-/// size (a variable-length one would be a `memcpy` call per message).
+/// Appends bytes `from..to` of the little-endian byte string `words` holds
+/// to `out`. Whole words are appended and the tail trimmed, so every copy
+/// has a fixed size (a variable-length one would be a `memcpy` call per
+/// message); a `from` inside a word shifts that word down first.
 #[inline]
-pub(crate) fn append_words(out: &mut Vec<u8>, words: &[u64], len: usize) {
-    let end = out.len() + len;
-    for w in &words[..len.div_ceil(8)] {
+pub(crate) fn append_words<S: Sink + ?Sized>(out: &mut S, words: &[u64], from: usize, to: usize) {
+    if from >= to {
+        return;
+    }
+    let end = out.len() + (to - from);
+    let mut rest = &words[from / 8..to.div_ceil(8)];
+    let lead = from % 8;
+    if lead != 0 {
+        out.extend_from_slice(&(rest[0] >> (8 * lead)).to_le_bytes());
+        out.truncate(out.len() - lead);
+        rest = &rest[1..];
+    }
+    for w in rest {
         out.extend_from_slice(&w.to_le_bytes());
     }
     out.truncate(end);
@@ -275,8 +287,13 @@ mod tests {
             .map(|w| w.load(Ordering::Relaxed))
             .collect();
         let mut out = Vec::new();
-        append_words(&mut out, &words, 11);
+        append_words(&mut out, &words, 0, 11);
         assert_eq!(out, b"abcdefghijk");
+        for from in 0..=11 {
+            let mut out = b"xy".to_vec();
+            append_words(&mut out, &words, from, 11);
+            assert_eq!(&out[2..], &b"abcdefghijk"[from..], "from {from}");
+        }
         assert_eq!(src.take(3, &mut scratch), b"lmn");
         assert_eq!(src.take(0, &mut scratch), b"");
     }

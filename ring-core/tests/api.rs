@@ -288,3 +288,110 @@ fn absurd_test_geometries_are_errors_not_panics() {
         ));
     }
 }
+
+fn roomy_sp() -> (lapwing_ring::Publisher, std::sync::Arc<Ring>) {
+    // 8 headers, 64 arena chunks (3.5 KiB): two 1500-byte messages fit, a
+    // third overwrites the first.
+    Ring::single_producer_with_geometry(
+        Geometry {
+            header_slots: 8,
+            arena_slots: 64,
+        },
+        2048,
+        7,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_peeked_message_is_copied_after_what_the_caller_wrote_minus_its_skipped_head() {
+    let (mut p, ring) = roomy_sp();
+    let mut r = ring.reader(Start::Oldest);
+    // Lengths on either side of the inline limit (56) and of the header's
+    // prefix (48), and one that spans many chunks.
+    for len in [0usize, 3, 8, 13, 48, 49, 56, 57, 104, 105, 1024] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let seq = p.publish(&payload).unwrap();
+        let lapwing_ring::Peek::Message(m) = r.peek() else {
+            panic!("len {len}: a message");
+        };
+        assert_eq!((m.seq(), m.len()), (seq, len));
+        let mut first = [0u8; 8];
+        let n = len.min(8);
+        first[..n].copy_from_slice(&payload[..n]);
+        assert_eq!(m.first_word(), u64::from_le_bytes(first), "len {len}");
+        let mut out = b"head".to_vec();
+        m.copy_into(8, &mut out).unwrap();
+        assert_eq!(&out[..4], b"head", "len {len}");
+        assert_eq!(&out[4..], &payload[len.min(8)..], "len {len}");
+    }
+    assert!(matches!(r.peek(), lapwing_ring::Peek::Empty));
+    assert_eq!(r.stats().received, 11);
+}
+
+#[test]
+fn a_pending_message_not_copied_stays_at_the_cursor() {
+    let (mut p, ring) = roomy_sp();
+    let mut r = ring.reader(Start::Oldest);
+    p.publish(&[5u8; 300]).unwrap();
+    match r.peek() {
+        lapwing_ring::Peek::Message(m) => assert_eq!(m.seq(), 0),
+        other => panic!("{other:?}"),
+    }
+    let (out, buf) = read(&mut r);
+    assert_eq!(out, ReadOutcome::Message { seq: 0 });
+    assert_eq!(buf, vec![5u8; 300]);
+}
+
+#[test]
+fn a_copy_torn_by_the_writer_rolls_the_callers_buffer_back_and_reports_the_lap() {
+    let (mut p, ring) = roomy_sp();
+    let mut r = ring.reader(Start::Oldest);
+    p.publish(&[1u8; 1500]).unwrap();
+    let lapwing_ring::Peek::Message(m) = r.peek() else {
+        panic!("a message");
+    };
+    // Between the header read and the copy, the writer reuses the arena.
+    for _ in 0..2 {
+        p.publish(&[2u8; 1500]).unwrap();
+    }
+    let mut out = b"frame head".to_vec();
+    let lag = m.copy_into(8, &mut out).unwrap_err();
+    assert_eq!(out, b"frame head", "nothing of the torn copy is left");
+    assert_eq!(
+        lag,
+        Lagged {
+            missed: 1,
+            resume_seq: 1
+        }
+    );
+    assert_eq!(r.next_seq(), 1);
+    let (outcome, buf) = read(&mut r);
+    assert_eq!(outcome, ReadOutcome::Message { seq: 1 });
+    assert_eq!(buf, vec![2u8; 1500]);
+}
+
+#[cfg(feature = "bytes")]
+#[test]
+fn a_payload_goes_straight_into_a_bytes_mut_and_a_torn_one_is_taken_back() {
+    let (mut p, ring) = roomy_sp();
+    let mut r = ring.reader(Start::Oldest);
+    let payload: Vec<u8> = (0..1024).map(|i| i as u8).collect();
+    p.publish(&payload).unwrap();
+    let mut out = bytes::BytesMut::from(&b"head"[..]);
+    let lapwing_ring::Peek::Message(m) = r.peek() else {
+        panic!("a message");
+    };
+    m.copy_into(0, &mut out).unwrap();
+    assert_eq!(&out[4..], &payload[..]);
+    p.publish(&payload).unwrap();
+    let lapwing_ring::Peek::Message(m) = r.peek() else {
+        panic!("a message");
+    };
+    for _ in 0..2 {
+        p.publish(&[0u8; 1500]).unwrap();
+    }
+    let before = out.len();
+    assert!(m.copy_into(0, &mut out).is_err());
+    assert_eq!(out.len(), before);
+}
