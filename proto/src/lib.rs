@@ -68,7 +68,7 @@ pub const fn frame_limit_for(max_message_bytes: usize) -> usize {
 }
 
 pub use frame::{encode_frame, FrameCodec, FrameError};
-pub use message::encode_message_frame;
+pub use message::{encode_message_frame, MessageFrame};
 pub use topic::{validate_topic, TopicError};
 pub use v1::ErrorCode;
 

@@ -21,66 +21,116 @@ pub fn encode_message_frame(
     topic: &str,
     payload: &[u8],
 ) {
-    use prost::encoding::encoded_len_varint as vlen;
-    // Message fields: 1 seq (varint), 2 payload (bytes), 3 time (varint),
-    // 4 epoch (varint), 5 topic (string); proto3 omits zero values, as prost does. This runs
-    // once per message per subscriber, so the fields around the payload are
-    // assembled on the stack and appended with three copies instead of one
-    // bounds-checked `put_u8` per varint byte (profiled: prost's
-    // `encode_varint` was ~9 % of server CPU in a 100-subscriber fanout).
-    let varint_field = |v: u64| if v == 0 { 0 } else { 1 + vlen(v) };
-    let payload_field = if payload.is_empty() {
-        0
-    } else {
-        1 + vlen(payload.len() as u64) + payload.len()
-    };
-    let topic_field = if topic.is_empty() {
-        0
-    } else {
-        1 + vlen(topic.len() as u64) + topic.len()
-    };
-    let msg_len =
-        varint_field(seq) + payload_field + varint_field(time) + varint_field(epoch) + topic_field;
-    // Delivery field 1 (`message`), length-delimited.
-    let body_len = 1 + vlen(msg_len as u64) + msg_len;
-
-    // Before the payload: frame length, Delivery tag, Message length, seq,
-    // payload tag and length: at most 10 + 1 + 10 + 11 + 11 bytes.
-    let mut head = Varints::<48>::new();
-    head.varint(body_len as u64);
-    head.byte(0x0a);
-    head.varint(msg_len as u64);
-    if seq != 0 {
-        head.byte(0x08);
-        head.varint(seq);
-    }
-    if !payload.is_empty() {
-        head.byte(0x12);
-        head.varint(payload.len() as u64);
-    }
-    // After it: time and epoch, at most 11 bytes each, and the topic's tag
-    // and length (at most 1 + 10).
-    let mut tail = Varints::<40>::new();
-    if time != 0 {
-        tail.byte(0x18);
-        tail.varint(time);
-    }
-    if epoch != 0 {
-        tail.byte(0x20);
-        tail.varint(epoch);
-    }
-    if !topic.is_empty() {
-        tail.byte(0x2a);
-        tail.varint(topic.len() as u64);
-    }
-    out.reserve(head.len + payload.len() + tail.len + topic.len());
-    out.extend_from_slice(head.bytes());
+    let frame = MessageFrame::new(seq, epoch, time, topic, payload.len());
+    out.reserve(frame.len());
+    frame.put_head(out);
     out.extend_from_slice(payload);
-    out.extend_from_slice(tail.bytes());
-    out.extend_from_slice(topic.as_bytes());
+    frame.put_tail(out);
+}
+
+/// The bytes of a `Message` delivery frame around its payload, for a
+/// caller that puts the payload in place itself (the QUIC edge copies it
+/// straight out of the ring, between [`MessageFrame::put_head`] and
+/// [`MessageFrame::put_tail`]). Only the payload's length is needed here.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageFrame<'t> {
+    /// Frame length, Delivery tag, Message length, seq, payload tag and
+    /// length: at most 10 + 1 + 10 + 11 + 11 bytes.
+    head: Varints<48>,
+    /// Time and epoch, at most 11 bytes each, and the topic's tag and
+    /// length (at most 1 + 10); the topic's bytes follow.
+    tail: Varints<40>,
+    topic: &'t str,
+    payload_len: usize,
+}
+
+impl<'t> MessageFrame<'t> {
+    /// The frame of a message of `payload_len` bytes.
+    pub fn new(seq: u64, epoch: u64, time: u64, topic: &'t str, payload_len: usize) -> Self {
+        use prost::encoding::encoded_len_varint as vlen;
+        // Message fields: 1 seq (varint), 2 payload (bytes), 3 time (varint),
+        // 4 epoch (varint), 5 topic (string); proto3 omits zero values, as
+        // prost does. This runs once per message per subscriber, so the
+        // fields around the payload are assembled on the stack and appended
+        // with a few copies instead of one bounds-checked `put_u8` per
+        // varint byte (profiled: prost's `encode_varint` was ~9 % of server
+        // CPU in a 100-subscriber fanout).
+        let varint_field = |v: u64| if v == 0 { 0 } else { 1 + vlen(v) };
+        let payload_field = if payload_len == 0 {
+            0
+        } else {
+            1 + vlen(payload_len as u64) + payload_len
+        };
+        let topic_field = if topic.is_empty() {
+            0
+        } else {
+            1 + vlen(topic.len() as u64) + topic.len()
+        };
+        let msg_len = varint_field(seq)
+            + payload_field
+            + varint_field(time)
+            + varint_field(epoch)
+            + topic_field;
+        // Delivery field 1 (`message`), length-delimited.
+        let body_len = 1 + vlen(msg_len as u64) + msg_len;
+
+        let mut head = Varints::new();
+        head.varint(body_len as u64);
+        head.byte(0x0a);
+        head.varint(msg_len as u64);
+        if seq != 0 {
+            head.byte(0x08);
+            head.varint(seq);
+        }
+        if payload_len != 0 {
+            head.byte(0x12);
+            head.varint(payload_len as u64);
+        }
+        let mut tail = Varints::new();
+        if time != 0 {
+            tail.byte(0x18);
+            tail.varint(time);
+        }
+        if epoch != 0 {
+            tail.byte(0x20);
+            tail.varint(epoch);
+        }
+        if !topic.is_empty() {
+            tail.byte(0x2a);
+            tail.varint(topic.len() as u64);
+        }
+        MessageFrame {
+            head,
+            tail,
+            topic,
+            payload_len,
+        }
+    }
+
+    /// The whole frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len + self.payload_len + self.tail.len + self.topic.len()
+    }
+
+    /// Never true: a frame has at least its length and tag.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends what goes before the payload.
+    pub fn put_head(&self, out: &mut BytesMut) {
+        out.extend_from_slice(self.head.bytes());
+    }
+
+    /// Appends what goes after the payload.
+    pub fn put_tail(&self, out: &mut BytesMut) {
+        out.extend_from_slice(self.tail.bytes());
+        out.extend_from_slice(self.topic.as_bytes());
+    }
 }
 
 /// A few protobuf varints and tag bytes assembled on the stack.
+#[derive(Debug, Clone, Copy)]
 struct Varints<const N: usize> {
     buf: [u8; N],
     len: usize,
