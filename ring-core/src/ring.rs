@@ -10,8 +10,8 @@ use crate::reader::Resume;
 use crate::reader::{Reader, Start};
 use crate::sink::Sink;
 use crate::slot::{
-    append_words, begin_write, chunks_for, done, end_write, phase, still_stamped, store_bytes, tag,
-    Slot, WordSource, ARENA_TAG, CHUNK_BYTES, INLINE_MAX, PREFIX_BYTES, WORDS,
+    begin_write, chunks_for, done, end_write, phase, still_stamped, store_bytes, tag, Slot,
+    WordSource, ARENA_TAG, CHUNK_BYTES, INLINE_MAX, PREFIX_BYTES, WORDS,
 };
 use crate::slots::Slots;
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -345,6 +345,11 @@ impl Ring {
     /// stamp before and after proves the bytes are that message's. (No header
     /// re-check is needed afterwards.) False if any chunk was overwritten;
     /// `out` then holds a partial copy the caller must truncate.
+    ///
+    /// The message is stored as whole words (`PREFIX_BYTES` and
+    /// `CHUNK_BYTES` are multiples of 8): word `i` of the payload is copied
+    /// to word `i - skip / 8` of one region grown once, straight from the
+    /// slot's atomic loads, and the region is trimmed at the end.
     #[inline]
     pub(crate) fn copy_arena<S: Sink + ?Sized>(
         &self,
@@ -353,12 +358,21 @@ impl Ring {
         skip: usize,
         out: &mut S,
     ) -> bool {
-        out.reserve(len.saturating_sub(skip));
-        append_words(out, &header[1..], skip.min(PREFIX_BYTES), PREFIX_BYTES);
-        let mut skip = skip.saturating_sub(PREFIX_BYTES);
+        const PREFIX_WORDS: usize = PREFIX_BYTES / 8;
+        const _: () = assert!(PREFIX_BYTES % 8 == 0 && CHUNK_BYTES % 8 == 0);
+        let skip = skip.min(len);
+        let start = out.len();
+        let first = skip / 8;
+        let dst = out.grow((len.div_ceil(8) - first) * 8);
+        let mut dst_words = dst.chunks_exact_mut(8);
+        for w in header[1..=PREFIX_WORDS].iter().skip(first) {
+            if let Some(d) = dst_words.next() {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+        }
         let pos = header[0];
+        let mut word = PREFIX_WORDS;
         let mut left = len - PREFIX_BYTES;
-        let mut words = [0u64; WORDS];
         for i in 0..chunks_for(len) as u64 {
             let slot = self.arena_slot(pos + i);
             let want = done(pos + i);
@@ -366,18 +380,24 @@ impl Ring {
                 return false;
             }
             let n = left.min(CHUNK_BYTES);
-            let used = n.div_ceil(8);
-            for (dst, w) in words[..used].iter_mut().zip(&slot.words) {
-                *dst = w.load(Ordering::Relaxed);
+            for w in &slot.words[..n.div_ceil(8)] {
+                let w = w.load(Ordering::Relaxed);
+                if word >= first {
+                    if let Some(d) = dst_words.next() {
+                        d.copy_from_slice(&w.to_le_bytes());
+                    }
+                }
+                word += 1;
             }
             if !still_stamped(slot, want) {
                 return false;
             }
-            let from = skip.min(n);
-            append_words(out, &words[..used], from, n);
-            skip -= from;
             left -= n;
         }
+        if skip % 8 != 0 {
+            dst.copy_within(skip % 8.., 0);
+        }
+        out.truncate(start + (len - skip));
         true
     }
 

@@ -18,11 +18,10 @@ pub trait Sink {
         self.len() == 0
     }
 
-    /// Makes room for `additional` more bytes.
-    fn reserve(&mut self, additional: usize);
-
-    /// Appends `bytes`.
-    fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// Appends `n` bytes (zeroed: the reader overwrites them) and returns
+    /// them. One call per message: the reader then stores whole words
+    /// into the slice, with no capacity check per word.
+    fn grow(&mut self, n: usize) -> &mut [u8];
 
     /// Shortens to `len` bytes (no effect if already shorter).
     fn truncate(&mut self, len: usize);
@@ -35,13 +34,10 @@ impl Sink for Vec<u8> {
     }
 
     #[inline]
-    fn reserve(&mut self, additional: usize) {
-        Vec::reserve(self, additional)
-    }
-
-    #[inline]
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        Vec::extend_from_slice(self, bytes)
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = Vec::len(self);
+        self.resize(start + n, 0);
+        &mut self[start..]
     }
 
     #[inline]
@@ -58,13 +54,10 @@ impl Sink for bytes::BytesMut {
     }
 
     #[inline]
-    fn reserve(&mut self, additional: usize) {
-        bytes::BytesMut::reserve(self, additional)
-    }
-
-    #[inline]
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        bytes::BytesMut::extend_from_slice(self, bytes)
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = bytes::BytesMut::len(self);
+        self.resize(start + n, 0);
+        &mut self[start..]
     }
 
     #[inline]

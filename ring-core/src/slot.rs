@@ -248,26 +248,24 @@ pub(crate) fn store_bytes(dst: &[AtomicU64], bytes: &[u8]) {
 }
 
 /// Appends bytes `from..to` of the little-endian byte string `words` holds
-/// to `out`. Whole words are appended and the tail trimmed, so every copy
+/// to `out`. Whole words are stored and the tail trimmed, so every copy
 /// has a fixed size (a variable-length one would be a `memcpy` call per
-/// message); a `from` inside a word shifts that word down first.
+/// message); a `from` inside a word costs a move of the rest.
 #[inline]
 pub(crate) fn append_words<S: Sink + ?Sized>(out: &mut S, words: &[u64], from: usize, to: usize) {
     if from >= to {
         return;
     }
-    let end = out.len() + (to - from);
-    let mut rest = &words[from / 8..to.div_ceil(8)];
-    let lead = from % 8;
-    if lead != 0 {
-        out.extend_from_slice(&(rest[0] >> (8 * lead)).to_le_bytes());
-        out.truncate(out.len() - lead);
-        rest = &rest[1..];
+    let start = out.len();
+    let src = &words[from / 8..to.div_ceil(8)];
+    let dst = out.grow(src.len() * 8);
+    for (d, w) in dst.chunks_exact_mut(8).zip(src) {
+        d.copy_from_slice(&w.to_le_bytes());
     }
-    for w in rest {
-        out.extend_from_slice(&w.to_le_bytes());
+    if from % 8 != 0 {
+        dst.copy_within(from % 8.., 0);
     }
-    out.truncate(end);
+    out.truncate(start + (to - from));
 }
 
 #[cfg(test)]

@@ -330,6 +330,27 @@ fn a_peeked_message_is_copied_after_what_the_caller_wrote_minus_its_skipped_head
 }
 
 #[test]
+fn any_skip_copies_exactly_the_rest_of_the_message() {
+    // Inside a word, at a word, past the header's prefix (40 bytes), past
+    // the end.
+    for len in [5usize, 56, 57, 300, 1024] {
+        let (mut p, ring) = roomy_sp();
+        let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+        let mut r = ring.reader(Start::Oldest);
+        for skip in [0usize, 3, 8, 13, 40, 45, 60, 2000] {
+            p.publish(&payload).unwrap();
+            let lapwing_ring::Peek::Message(m) = r.peek() else {
+                panic!("len {len}: a message");
+            };
+            let mut out = vec![0xEE; 3];
+            m.copy_into(skip, &mut out).unwrap();
+            assert_eq!(&out[..3], &[0xEE; 3]);
+            assert_eq!(&out[3..], &payload[skip.min(len)..], "len {len} skip {skip}");
+        }
+    }
+}
+
+#[test]
 fn a_pending_message_not_copied_stays_at_the_cursor() {
     let (mut p, ring) = roomy_sp();
     let mut r = ring.reader(Start::Oldest);
