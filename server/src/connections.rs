@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lapwing_proto::v1::{self, ResyncReason};
 use tokio_util::sync::CancellationToken;
 
-use crate::drain::{DeliveryRef, Drain, DrainStats, Step};
+use crate::drain::{Deliver, DeliveryRef, Drain, DrainStats, Framed, Step};
 use crate::metrics::{EdgeMetrics, Metrics};
 use crate::topic::{now_unix_nanos, Topic};
 pub use crate::transport::Transport;
@@ -317,12 +317,7 @@ impl BatchTally {
                 publish_time_unix_nanos,
                 payload,
                 ..
-            } => {
-                if self.first_publish_time == 0 {
-                    self.first_publish_time = *publish_time_unix_nanos;
-                }
-                self.payload_bytes += payload.len() as u64;
-            }
+            } => self.message(*publish_time_unix_nanos, payload.len()),
             DeliveryRef::Resync(r) => {
                 if matches!(r.reason, ResyncReason::Lapped | ResyncReason::Skipped) {
                     self.laps += 1;
@@ -330,6 +325,49 @@ impl BatchTally {
             }
             DeliveryRef::Joined { .. } | DeliveryRef::Left { .. } => {}
         }
+    }
+
+    /// Notes a message the drain encoded straight into a frame.
+    #[inline]
+    pub fn see_framed(&mut self, m: &Framed) {
+        self.message(m.publish_time_unix_nanos, m.payload_len);
+    }
+
+    #[inline]
+    fn message(&mut self, publish_time_unix_nanos: u64, payload_len: usize) {
+        if self.first_publish_time == 0 {
+            self.first_publish_time = publish_time_unix_nanos;
+        }
+        self.payload_bytes += payload_len as u64;
+    }
+}
+
+/// A sink whose events are tallied on their way to it, for
+/// [`SubscriptionMeter::record`].
+pub(crate) struct Tallied<'a, D: ?Sized> {
+    /// Where the events go.
+    pub(crate) sink: &'a mut D,
+    /// What went there.
+    pub(crate) tally: BatchTally,
+}
+
+impl<D: Deliver + ?Sized> Deliver for Tallied<'_, D> {
+    fn event(&mut self, event: DeliveryRef<'_>) {
+        self.tally.see(&event);
+        self.sink.event(event);
+    }
+
+    fn frames(&mut self, need: usize) -> Option<&mut bytes::BytesMut> {
+        self.sink.frames(need)
+    }
+
+    fn framed(&mut self, message: Framed) {
+        self.tally.see_framed(&message);
+        self.sink.framed(message);
+    }
+
+    fn named(&self) -> bool {
+        self.sink.named()
     }
 }
 

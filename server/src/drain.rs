@@ -1,13 +1,17 @@
 //! Turning a topic's ring into the Delivery stream of one subscription,
 //! independent of the transport.
 //!
-//! A [`Drain`] owns one ring reader. Each call to [`Drain::next_batch`]
-//! reads a batch (bounded in messages and bytes) and turns every ring event
-//! into a [`DeliveryRef`]: a message becomes `Message{seq, payload, publish
-//! time, epoch}`, a lap becomes `Resync{missed, resume_seq, reason}`. The
-//! QUIC edge encodes each event straight into the batch's write buffer
-//! ([`DeliveryRef::encode_frame`]); the gRPC edge calls
-//! [`DeliveryRef::to_delivery`] instead.
+//! A [`Drain`] owns one ring reader. Each call to [`Drain::deliver`] reads
+//! a batch (bounded in messages and bytes) and turns every ring event into
+//! a [`DeliveryRef`] for a [`Deliver`] sink: a message becomes
+//! `Message{seq, payload, publish time, epoch}`, a lap becomes
+//! `Resync{missed, resume_seq, reason}`. The QUIC edge's sink takes
+//! frames ([`Deliver::frames`]): each ring message is encoded in its batch
+//! buffer, the frame's head first, then the payload copied there straight
+//! from the ring (`lapwing_ring::Pending::copy_into`, rolled back with the
+//! head if the ring's stamps reject the copy), then the tail; other events
+//! it encodes with [`DeliveryRef::encode_frame`]. The gRPC edge takes
+//! events ([`Drain::next_batch`]) and calls [`DeliveryRef::to_delivery`].
 //!
 //! This is where the delivery contract is kept: `delivered + missed` covers
 //! every seq the cursor passes, exactly, and the reasons are right: the
@@ -31,11 +35,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use lapwing_proto::v1::{self, LagPolicy, ResyncReason};
-use lapwing_ring::{Batch, BatchEvent, Reader, Resume, Start};
+use lapwing_proto::MessageFrame;
+use lapwing_ring::{Lagged, Peek, Reader, Resume, Start};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use crate::history::Replayed;
-use crate::topic::{split_stored, Topic, HOLE_TIME};
+use crate::topic::{stored_head, Topic, HOLE_TIME};
 
 /// Where a subscription starts (the transport-independent form of
 /// `StartPosition`).
@@ -264,6 +269,55 @@ impl<'a> DeliveryRef<'a> {
     }
 }
 
+/// Where a drain's events go ([`Drain::deliver`]).
+pub trait Deliver {
+    /// An event. A message comes here (its payload borrowed) unless
+    /// [`Deliver::frames`] gave a buffer for it.
+    fn event(&mut self, event: DeliveryRef<'_>);
+
+    /// The buffer the frame of the next message (about `need` bytes)
+    /// goes in, for a sink that sends frames: the drain then encodes it
+    /// there, the payload copied straight from the ring, and reports it
+    /// with [`Deliver::framed`] instead of [`Deliver::event`]. `None` (the
+    /// default) asks for events.
+    fn frames(&mut self, _need: usize) -> Option<&mut BytesMut> {
+        None
+    }
+
+    /// A message was encoded into [`Deliver::frames`]' buffer.
+    fn framed(&mut self, _message: Framed) {}
+
+    /// Whether frames name their topic (a wildcard subscription's do).
+    fn named(&self) -> bool {
+        false
+    }
+}
+
+/// A message a drain encoded into a sink's frame buffer, for accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framed {
+    /// Server clock at publish.
+    pub publish_time_unix_nanos: u64,
+    /// Payload bytes.
+    pub payload_len: usize,
+}
+
+/// A sink of events only: every message as a [`DeliveryRef`], its payload
+/// borrowed.
+pub struct Events<F>(pub F);
+
+impl<F> std::fmt::Debug for Events<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl<F: FnMut(DeliveryRef<'_>)> Deliver for Events<F> {
+    fn event(&mut self, event: DeliveryRef<'_>) {
+        (self.0)(event)
+    }
+}
+
 /// What one call to [`Drain::next_batch`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -328,7 +382,9 @@ enum Cursor {
 pub struct Drain {
     topic: Arc<Topic>,
     cursor: Cursor,
-    batch: Batch,
+    /// Where a message is copied to for a sink that takes events, not
+    /// frames; grows to the largest message and stays.
+    scratch: Vec<u8>,
     policy: LagPolicy,
     start_seq: u64,
     /// A resync to emit before anything else (epoch changed).
@@ -446,7 +502,7 @@ impl Drain {
         Drain {
             topic,
             cursor,
-            batch: Batch::new(),
+            scratch: Vec::new(),
             policy,
             start_seq,
             pending,
@@ -513,12 +569,18 @@ impl Drain {
         self.topic.wakeup().wait_until(|| self.has_new()).await;
     }
 
-    /// Reads one batch and emits its events in order.
-    pub fn next_batch(
-        &mut self,
-        limits: BatchLimits,
-        mut emit: impl FnMut(DeliveryRef<'_>),
-    ) -> Step {
+    /// Reads one batch and emits its events in order, each message's
+    /// payload borrowed ([`Drain::deliver`] with [`Events`]).
+    pub fn next_batch(&mut self, limits: BatchLimits, emit: impl FnMut(DeliveryRef<'_>)) -> Step {
+        self.deliver(limits, &mut Events(emit))
+    }
+
+    /// Reads one batch and hands its events to `sink` in order. A sink
+    /// that sends frames ([`Deliver::frames`]) gets each message of the
+    /// ring encoded in its buffer, the payload copied there straight from
+    /// the ring: one copy per message per subscriber fewer than encoding
+    /// it from a borrowed payload.
+    pub fn deliver<D: Deliver + ?Sized>(&mut self, limits: BatchLimits, sink: &mut D) -> Step {
         if let Some(end) = self.ended {
             return end;
         }
@@ -532,11 +594,11 @@ impl Drain {
         let mut resyncs = 0;
         if let Some(r) = self.pending.take() {
             self.count_resync(r.missed);
-            emit(DeliveryRef::Resync(r));
+            sink.event(DeliveryRef::Resync(r));
             resyncs += 1;
         }
         if let Cursor::Replaying { .. } = self.cursor {
-            match self.replay(limits, &mut emit) {
+            match self.replay(limits, sink) {
                 Ok((m, r)) => {
                     messages += m;
                     resyncs += r;
@@ -559,84 +621,119 @@ impl Drain {
         let Cursor::Reading(reader) = &mut self.cursor else {
             return delivered_or_idle(messages, resyncs);
         };
-        self.batch.clear();
-        reader.read_batch(&mut self.batch, limits.max_messages, limits.max_bytes);
-        // A run of holes (seqs the backbone had lost before the feed
-        // reached them), reported as one NOT_RETAINED resync before the
-        // next event: (first seq, count).
-        let mut holes: Option<(u64, u64)> = None;
-        for event in self.batch.iter() {
-            let first_lag_reason = self.first_lag_reason.take();
-            match event {
-                BatchEvent::Message { seq, payload } => {
-                    let seq = base + seq;
-                    let (publish_time_unix_nanos, payload) = split_stored(payload);
-                    if publish_time_unix_nanos == HOLE_TIME {
-                        match &mut holes {
-                            Some((_, n)) => *n += 1,
-                            None => holes = Some((seq, 1)),
-                        }
-                        continue;
-                    }
-                    resyncs +=
-                        flush_holes(&mut holes, &self.topic, &mut self.stats, epoch, &mut emit);
-                    emit(DeliveryRef::Message {
-                        seq,
-                        epoch,
-                        publish_time_unix_nanos,
-                        payload,
-                        topic: "",
-                    });
-                    self.stats.delivered += 1;
-                    messages += 1;
-                }
-                BatchEvent::Lagged(lag) => {
-                    resyncs +=
-                        flush_holes(&mut holes, &self.topic, &mut self.stats, epoch, &mut emit);
-                    let reason = match (first_lag_reason, self.policy) {
-                        (Some(reason), _) => reason,
-                        (None, LagPolicy::Disconnect) => {
-                            self.stats.missed += lag.missed;
-                            self.topic
-                                .counters
-                                .messages_missed
-                                .fetch_add(lag.missed, Ordering::Relaxed);
-                            let end = Step::Lagged { missed: lag.missed };
+        // A wildcard's member names its topic in every frame.
+        let label = if sink.named() { self.topic.name() } else { "" };
+        let mut laps = Laps {
+            topic: &self.topic,
+            stats: &mut self.stats,
+            first_reason: &mut self.first_lag_reason,
+            policy: self.policy,
+            base,
+            epoch,
+            holes: None,
+        };
+        // Bounded like `Reader::read_batch`: events (a lap counts as one)
+        // and stored bytes; the first message goes whatever its size.
+        let (mut events, mut bytes, mut took) = (0, 0usize, false);
+        while events < limits.max_messages {
+            if took && bytes >= limits.max_bytes {
+                break;
+            }
+            let m = match reader.peek() {
+                Peek::Empty => break,
+                Peek::Lagged(lag) => {
+                    events += 1;
+                    match laps.resync(lag, sink) {
+                        Ok(n) => resyncs += n,
+                        Err(end) => {
                             self.ended = Some(end);
                             return end;
                         }
-                        (None, LagPolicy::SkipToLatest) => ResyncReason::Skipped,
-                        (None, LagPolicy::ResumeOldest) => ResyncReason::Lapped,
-                    };
-                    let resync = ResyncRef {
-                        missed: lag.missed,
-                        resume_seq: base + lag.resume_seq,
-                        reason,
-                        epoch,
-                        topic: "",
-                    };
-                    // Counted inline: `self.batch` is borrowed by the loop.
-                    self.stats.missed += lag.missed;
-                    self.stats.resyncs += 1;
-                    let c = &self.topic.counters;
-                    c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
-                    c.messages_missed.fetch_add(lag.missed, Ordering::Relaxed);
-                    emit(DeliveryRef::Resync(resync));
-                    resyncs += 1;
+                    }
+                    continue;
                 }
+                Peek::Message(m) => m,
+            };
+            let len = m.len();
+            if took && len > limits.max_bytes - bytes {
+                break;
+            }
+            events += 1;
+            bytes += len;
+            took = true;
+            let seq = base + m.seq();
+            let (publish_time_unix_nanos, skip) = stored_head(m.first_word(), len);
+            if publish_time_unix_nanos == HOLE_TIME {
+                // Nothing to copy: a hole is its time alone.
+                let _ = m.copy_into(len, &mut self.scratch);
+                laps.hole(seq);
+                continue;
+            }
+            resyncs += laps.flush_holes(sink);
+            let copied = match sink.frames(len + label.len() + 64) {
+                Some(out) => {
+                    let frame =
+                        MessageFrame::new(seq, epoch, publish_time_unix_nanos, label, len - skip);
+                    let mark = out.len();
+                    out.reserve(frame.len());
+                    frame.put_head(out);
+                    match m.copy_into(skip, out) {
+                        Ok(()) => {
+                            frame.put_tail(out);
+                            sink.framed(Framed {
+                                publish_time_unix_nanos,
+                                payload_len: len - skip,
+                            });
+                            Ok(())
+                        }
+                        Err(lag) => {
+                            out.truncate(mark);
+                            Err(lag)
+                        }
+                    }
+                }
+                None => {
+                    self.scratch.clear();
+                    m.copy_into(skip, &mut self.scratch).map(|()| {
+                        sink.event(DeliveryRef::Message {
+                            seq,
+                            epoch,
+                            publish_time_unix_nanos,
+                            payload: &self.scratch,
+                            topic: "",
+                        })
+                    })
+                }
+            };
+            match copied {
+                Ok(()) => {
+                    // A message first: the start was held after all.
+                    laps.first_reason.take();
+                    laps.stats.delivered += 1;
+                    messages += 1;
+                }
+                // Overwritten while it was copied: the ring has moved the
+                // cursor past the lap.
+                Err(lag) => match laps.resync(lag, sink) {
+                    Ok(n) => resyncs += n,
+                    Err(end) => {
+                        self.ended = Some(end);
+                        return end;
+                    }
+                },
             }
         }
-        resyncs += flush_holes(&mut holes, &self.topic, &mut self.stats, epoch, &mut emit);
+        resyncs += laps.flush_holes(sink);
         delivered_or_idle(messages, resyncs)
     }
 
     /// Emits what the replay has ready, up to one batch; switches to the
     /// ring once the position is one the ring holds. Returns (messages,
     /// resyncs) emitted, or how the subscription ended.
-    fn replay(
+    fn replay<D: Deliver + ?Sized>(
         &mut self,
         limits: BatchLimits,
-        emit: &mut impl FnMut(DeliveryRef<'_>),
+        sink: &mut D,
     ) -> Result<(usize, usize), Step> {
         let epoch = self.topic.epoch();
         let (mut messages, mut resyncs, mut bytes) = (0, 0, 0);
@@ -677,7 +774,7 @@ impl Drain {
                     }
                     *next = seq + 1;
                     bytes += payload.len();
-                    emit(DeliveryRef::Message {
+                    sink.event(DeliveryRef::Message {
                         seq,
                         epoch,
                         publish_time_unix_nanos,
@@ -702,7 +799,7 @@ impl Drain {
                     }
                     *next = resume_seq;
                     self.count_resync(missed);
-                    emit(DeliveryRef::Resync(ResyncRef {
+                    sink.event(DeliveryRef::Resync(ResyncRef {
                         missed,
                         resume_seq,
                         reason: ResyncReason::NotRetained,
@@ -722,12 +819,18 @@ impl Drain {
     }
 
     fn count_resync(&mut self, missed: u64) {
-        self.stats.missed += missed;
-        self.stats.resyncs += 1;
-        let c = &self.topic.counters;
-        c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
-        c.messages_missed.fetch_add(missed, Ordering::Relaxed);
+        count_resync(&self.topic, &mut self.stats, missed);
     }
+}
+
+/// Counts a resync of `missed` messages, in the subscription's stats and
+/// the topic's counters.
+fn count_resync(topic: &Topic, stats: &mut DrainStats, missed: u64) {
+    stats.missed += missed;
+    stats.resyncs += 1;
+    let c = &topic.counters;
+    c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
+    c.messages_missed.fetch_add(missed, Ordering::Relaxed);
 }
 
 impl Drop for Drain {
@@ -747,31 +850,82 @@ fn new_reader(ring: &Arc<lapwing_ring::Ring>, start: Start, policy: LagPolicy) -
     reader
 }
 
-/// Emits a run of holes as one NOT_RETAINED resync, if there is one;
-/// returns the resyncs emitted.
-fn flush_holes(
-    holes: &mut Option<(u64, u64)>,
-    topic: &Topic,
-    stats: &mut DrainStats,
+/// A batch's gaps, as the drain meets them: a lap becomes a resync with
+/// its reason (or, under the disconnect policy, the end), and a run of
+/// holes (seqs the backbone had lost before the feed reached them) one
+/// NOT_RETAINED resync before the next event.
+struct Laps<'a> {
+    topic: &'a Topic,
+    stats: &'a mut DrainStats,
+    /// The reason of a lap met as the very first event (taken by the
+    /// first event, whatever it is).
+    first_reason: &'a mut Option<ResyncReason>,
+    policy: LagPolicy,
+    base: u64,
     epoch: u64,
-    emit: &mut impl FnMut(DeliveryRef<'_>),
-) -> usize {
-    let Some((first, missed)) = holes.take() else {
-        return 0;
-    };
-    stats.missed += missed;
-    stats.resyncs += 1;
-    let c = &topic.counters;
-    c.resyncs_sent.fetch_add(1, Ordering::Relaxed);
-    c.messages_missed.fetch_add(missed, Ordering::Relaxed);
-    emit(DeliveryRef::Resync(ResyncRef {
-        missed,
-        resume_seq: first + missed,
-        reason: ResyncReason::NotRetained,
-        epoch,
-        topic: "",
-    }));
-    1
+    /// The run of holes not yet reported: (first seq, count).
+    holes: Option<(u64, u64)>,
+}
+
+impl Laps<'_> {
+    /// Notes the hole at topic seq `seq`.
+    fn hole(&mut self, seq: u64) {
+        self.first_reason.take();
+        match &mut self.holes {
+            Some((_, n)) => *n += 1,
+            None => self.holes = Some((seq, 1)),
+        }
+    }
+
+    fn count(&mut self, missed: u64) {
+        count_resync(self.topic, self.stats, missed);
+    }
+
+    /// Emits the run of holes as one resync, if there is one; returns the
+    /// resyncs emitted.
+    fn flush_holes<D: Deliver + ?Sized>(&mut self, sink: &mut D) -> usize {
+        let Some((first, missed)) = self.holes.take() else {
+            return 0;
+        };
+        self.count(missed);
+        sink.event(DeliveryRef::Resync(ResyncRef {
+            missed,
+            resume_seq: first + missed,
+            reason: ResyncReason::NotRetained,
+            epoch: self.epoch,
+            topic: "",
+        }));
+        1
+    }
+
+    /// Emits the resync of a lap (after any holes before it); returns the
+    /// resyncs emitted, or the end of the subscription under the
+    /// disconnect policy.
+    fn resync<D: Deliver + ?Sized>(&mut self, lag: Lagged, sink: &mut D) -> Result<usize, Step> {
+        let holes = self.flush_holes(sink);
+        let reason = match (self.first_reason.take(), self.policy) {
+            (Some(reason), _) => reason,
+            (None, LagPolicy::Disconnect) => {
+                self.stats.missed += lag.missed;
+                self.topic
+                    .counters
+                    .messages_missed
+                    .fetch_add(lag.missed, Ordering::Relaxed);
+                return Err(Step::Lagged { missed: lag.missed });
+            }
+            (None, LagPolicy::SkipToLatest) => ResyncReason::Skipped,
+            (None, LagPolicy::ResumeOldest) => ResyncReason::Lapped,
+        };
+        self.count(lag.missed);
+        sink.event(DeliveryRef::Resync(ResyncRef {
+            missed: lag.missed,
+            resume_seq: self.base + lag.resume_seq,
+            reason,
+            epoch: self.epoch,
+            topic: "",
+        }));
+        Ok(holes + 1)
+    }
 }
 
 fn delivered_or_idle(messages: usize, resyncs: usize) -> Step {
@@ -779,6 +933,43 @@ fn delivered_or_idle(messages: usize, resyncs: usize) -> Step {
         Step::Idle
     } else {
         Step::Delivered { messages, resyncs }
+    }
+}
+
+/// A sink that sends frames, as the QUIC edge's does; `before_copy` runs
+/// each time the drain asks for room, which is after it read a message's
+/// header and before it copies the payload.
+#[cfg(test)]
+pub(crate) struct FrameSink<F: FnMut() = fn()> {
+    pub(crate) out: BytesMut,
+    pub(crate) framed: usize,
+    pub(crate) before_copy: F,
+}
+
+#[cfg(test)]
+impl FrameSink {
+    pub(crate) fn new() -> Self {
+        FrameSink {
+            out: BytesMut::new(),
+            framed: 0,
+            before_copy: || {},
+        }
+    }
+}
+
+#[cfg(test)]
+impl<F: FnMut()> Deliver for FrameSink<F> {
+    fn event(&mut self, event: DeliveryRef<'_>) {
+        event.encode_frame(&mut self.out);
+    }
+
+    fn frames(&mut self, _need: usize) -> Option<&mut BytesMut> {
+        (self.before_copy)();
+        Some(&mut self.out)
+    }
+
+    fn framed(&mut self, _message: Framed) {
+        self.framed += 1;
     }
 }
 
@@ -1381,5 +1572,148 @@ mod tests {
         }
         assert_eq!(seqs, vec![0, 1, 2, 3]);
         assert!(times.iter().all(|&t| t > 0));
+    }
+
+    /// Reads `d` until idle (bounded) into `sink`.
+    fn deliver_all<D: Deliver>(d: &mut Drain, sink: &mut D, limits: BatchLimits) {
+        for _ in 0..10_000 {
+            if let Step::Idle = d.deliver(limits, sink) {
+                return;
+            }
+        }
+        panic!("never idle");
+    }
+
+    /// Decodes a stream of frames as a client would, checking that every
+    /// message's payload starts with `m{seq}`, that seqs and resyncs add
+    /// up from `next`, and that no partial frame is left: (seqs delivered,
+    /// resyncs).
+    fn decode_frames(mut frames: BytesMut, mut next: u64) -> (Vec<u64>, Vec<v1::Resync>) {
+        let mut codec = FrameCodec::<v1::Delivery>::new(1 << 20);
+        let (mut seqs, mut resyncs) = (Vec::new(), Vec::new());
+        while let Some(frame) = codec.decode(&mut frames).unwrap() {
+            match frame.kind.expect("a kind") {
+                v1::delivery::Kind::Message(m) => {
+                    assert_eq!(m.seq, next, "gap or repeat without a resync");
+                    assert!(m.payload.starts_with(format!("m{}", m.seq).as_bytes()));
+                    seqs.push(m.seq);
+                    next = m.seq + 1;
+                }
+                v1::delivery::Kind::Resync(r) => {
+                    assert_eq!(r.resume_seq, next + r.missed, "resync accounting");
+                    next = r.resume_seq;
+                    resyncs.push(r);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(frames.is_empty(), "no partial frame left");
+        (seqs, resyncs)
+    }
+
+    /// Messages of 2 to 230 bytes, inline and in the arena, each starting
+    /// with `m{seq}`.
+    fn publish_sized(t: &Topic, n: u64) {
+        publish_padded(t, n, |seq| 2 + (seq as usize * 37) % 224);
+    }
+
+    /// `n` messages `m{seq}` padded to `len(seq)` bytes.
+    fn publish_padded(t: &Topic, n: u64, len: impl Fn(u64) -> usize) {
+        for _ in 0..n {
+            let seq = t.head();
+            let mut payload = format!("m{seq}").into_bytes();
+            payload.resize(len(seq).max(payload.len()), b'.');
+            t.publish(&payload).unwrap();
+        }
+    }
+
+    #[test]
+    fn frames_copied_from_the_ring_are_the_frames_of_the_events() {
+        // A ring of a few dozen messages, lapped between reads: messages
+        // of every width, resyncs, batches cut short by their byte limit.
+        let t = topic(4 * 1024);
+        publish_sized(&t, 1);
+        let limits = BatchLimits {
+            max_messages: 16,
+            max_bytes: 700,
+        };
+        let mut by_events = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::ResumeOldest);
+        let mut by_frames = Drain::new(t.clone(), StartAt::Oldest, LagPolicy::ResumeOldest);
+        let mut expected = BytesMut::new();
+        let mut sink = FrameSink::new();
+        for round in 0..6 {
+            publish_sized(&t, 10 + round * 25);
+            deliver_all(
+                &mut by_events,
+                &mut Events(|d: DeliveryRef<'_>| d.encode_frame(&mut expected)),
+                limits,
+            );
+            deliver_all(&mut by_frames, &mut sink, limits);
+        }
+        assert_eq!(sink.out, expected, "byte for byte");
+        assert_eq!(by_frames.stats(), by_events.stats());
+        let s = by_frames.stats();
+        assert!(s.resyncs > 0, "the ring lapped the readers: {s:?}");
+        assert_eq!(
+            sink.framed as u64, s.delivered,
+            "every message went as a frame"
+        );
+        let (seqs, resyncs) = decode_frames(sink.out, 0);
+        let missed: u64 = resyncs.iter().map(|r| r.missed).sum();
+        assert_eq!(seqs.len() as u64 + missed, t.head());
+    }
+
+    #[test]
+    fn holes_become_the_same_resyncs_in_frames() {
+        let (t, _) = backbone_topic(100, 64 * 1024, Vec::new());
+        let mut by_events = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        let mut by_frames = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        feed_n(&t, 2);
+        t.write_holes(3).unwrap();
+        feed_n(&t, 1);
+        t.write_holes(2).unwrap();
+        let mut expected = BytesMut::new();
+        deliver_all(
+            &mut by_events,
+            &mut Events(|d: DeliveryRef<'_>| d.encode_frame(&mut expected)),
+            BatchLimits::default(),
+        );
+        let mut sink = FrameSink::new();
+        deliver_all(&mut by_frames, &mut sink, BatchLimits::default());
+        assert_eq!(sink.out, expected);
+        let (seqs, resyncs) = decode_frames(sink.out, 100);
+        assert_eq!(seqs, vec![100, 101, 105]);
+        let gaps: Vec<(u64, u64)> = resyncs.iter().map(|r| (r.missed, r.resume_seq)).collect();
+        assert_eq!(gaps, vec![(3, 105), (2, 108)]);
+    }
+
+    #[test]
+    fn a_payload_overwritten_while_it_is_copied_into_a_frame_leaves_only_its_resync() {
+        let t = topic(4 * 1024);
+        publish_n(&t, 1);
+        let mut d = Drain::new(t.clone(), StartAt::Latest, LagPolicy::ResumeOldest);
+        // Arena messages only (an inline one outlives them, see the crate
+        // docs of lapwing-ring): the publisher overwrites seq 1's chunks
+        // after the drain has read its header, before the copy.
+        publish_padded(&t, 1, |_| 200);
+        let publisher = t.clone();
+        let mut overwritten = false;
+        let mut sink = FrameSink {
+            out: BytesMut::new(),
+            framed: 0,
+            before_copy: move || {
+                if !overwritten {
+                    overwritten = true;
+                    publish_padded(&publisher, 100, |_| 200);
+                }
+            },
+        };
+        deliver_all(&mut d, &mut sink, BatchLimits::default());
+        assert_eq!(sink.framed as u64, d.stats().delivered);
+        let (seqs, resyncs) = decode_frames(sink.out, 1);
+        assert_eq!(resyncs.len(), 1, "{resyncs:?}");
+        assert_eq!(resyncs[0].reason, ResyncReason::Lapped as i32);
+        assert!(seqs[0] > 1, "seq 1 was not delivered torn: {seqs:?}");
+        assert_eq!(seqs.len() as u64 + resyncs[0].missed, t.head() - 1);
     }
 }

@@ -45,9 +45,9 @@ use crate::auth::{Auth, AuthError, Directory};
 use crate::backbone::Backbone;
 use crate::budget::Budget;
 use crate::connections::{
-    BatchTally, Connection, Connections, Metered, SubscriptionGuard, Tracked,
+    BatchTally, Connection, Connections, Metered, SubscriptionGuard, Tallied, Tracked,
 };
-use crate::drain::{BatchLimits, DeliveryRef, Drain, DrainStats, StartAt, Step};
+use crate::drain::{BatchLimits, Deliver, DeliveryRef, Drain, DrainStats, Events, StartAt, Step};
 use crate::error::{Exhausted, RequestError};
 use crate::limits::{self, Limits};
 use crate::permissions::{Action as Permission, Denials, Guard};
@@ -526,21 +526,22 @@ impl Subscription {
 
     /// Reads one batch, emits its events in order, and records the batch
     /// once in the meter and the metrics.
-    pub fn next_batch(
-        &mut self,
-        limits: BatchLimits,
-        mut emit: impl FnMut(DeliveryRef<'_>),
-    ) -> Step {
-        let mut tally = BatchTally::default();
-        let see = |d: DeliveryRef<'_>| {
-            tally.see(&d);
-            emit(d);
+    pub fn next_batch(&mut self, limits: BatchLimits, emit: impl FnMut(DeliveryRef<'_>)) -> Step {
+        self.deliver(limits, &mut Events(emit))
+    }
+
+    /// [`Subscription::next_batch`] into a [`Deliver`] sink (one that
+    /// sends frames gets messages encoded straight from the ring).
+    pub fn deliver<D: Deliver + ?Sized>(&mut self, limits: BatchLimits, sink: &mut D) -> Step {
+        let mut tallied = Tallied {
+            sink,
+            tally: BatchTally::default(),
         };
         let (step, stats, lag) = match &mut self.feed {
-            Feed::Topic(d) => (d.next_batch(limits, see), d.stats(), 0),
-            Feed::Pattern(w) => (w.next_batch(limits, see), w.stats(), w.lag()),
+            Feed::Topic(d) => (d.deliver(limits, &mut tallied), d.stats(), 0),
+            Feed::Pattern(w) => (w.deliver(limits, &mut tallied), w.stats(), w.lag()),
         };
-        self.meter.meter().record(stats, lag, &tally, step);
+        self.meter.meter().record(stats, lag, &tallied.tally, step);
         step
     }
 

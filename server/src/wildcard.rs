@@ -42,7 +42,9 @@ use lapwing_proto::pattern::Pattern;
 use lapwing_proto::v1::LagPolicy;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use crate::drain::{BatchLimits, DeliveryRef, Drain, DrainStats, StartAt, Step};
+use crate::drain::{
+    BatchLimits, Deliver, DeliveryRef, Drain, DrainStats, Events, Framed, StartAt, Step,
+};
 use crate::error::{Exhausted, RequestError};
 use crate::registry::Registry;
 use crate::topic::Topic;
@@ -233,22 +235,25 @@ impl Wildcard {
     /// Emits `Left` for topics deleted since the last call and `Joined` for
     /// new ones, then reads up to `limits` from the topics in turn (see the
     /// module docs on fairness).
-    pub fn next_batch(
-        &mut self,
-        limits: BatchLimits,
-        mut emit: impl FnMut(DeliveryRef<'_>),
-    ) -> Step {
+    pub fn next_batch(&mut self, limits: BatchLimits, emit: impl FnMut(DeliveryRef<'_>)) -> Step {
+        self.deliver(limits, &mut Events(emit))
+    }
+
+    /// [`Wildcard::next_batch`] into a [`Deliver`] sink: a sink that
+    /// sends frames gets each topic's messages encoded in its buffer,
+    /// naming the topic ([`Drain::deliver`]).
+    pub fn deliver<D: Deliver + ?Sized>(&mut self, limits: BatchLimits, sink: &mut D) -> Step {
         if let Some(end) = self.ended {
             return end;
         }
-        let mut announced = self.leave_deleted(&mut emit);
+        let mut announced = self.leave_deleted(sink);
         if let Err(end) = self.admit_new_topics() {
             self.ended = Some(end);
             return end;
         }
         for m in self.members.iter_mut().filter(|m| m.announce) {
             m.announce = false;
-            emit(DeliveryRef::Joined {
+            sink.event(DeliveryRef::Joined {
                 topic: m.drain.topic().name(),
                 epoch: m.drain.epoch(),
                 start_seq: m.drain.start_seq(),
@@ -283,13 +288,13 @@ impl Wildcard {
                 max_bytes: quantum_bytes.min(bytes_left),
             };
             let topic = member.drain.topic().clone();
-            let mut bytes = 0;
-            let step = member.drain.next_batch(quantum, |d| {
-                if let DeliveryRef::Message { payload, .. } = d {
-                    bytes += payload.len();
-                }
-                emit(d.in_topic(topic.name()));
-            });
+            let mut named = Named {
+                sink: &mut *sink,
+                topic: topic.name(),
+                bytes: 0,
+            };
+            let step = member.drain.deliver(quantum, &mut named);
+            let bytes = named.bytes;
             match step {
                 Step::Delivered {
                     messages: m,
@@ -310,7 +315,7 @@ impl Wildcard {
         }
         self.cursor = if n == 0 { 0 } else { next_cursor % n };
         if deleted {
-            announced += self.leave_deleted(&mut emit);
+            announced += self.leave_deleted(sink);
         }
         if messages + resyncs + announced == 0 {
             Step::Idle
@@ -385,7 +390,7 @@ impl Wildcard {
     /// Forgets members whose topic was deleted, keeping their accounting,
     /// and emits `Left` for each whose `Joined` was emitted; returns how
     /// many `Left` it emitted.
-    fn leave_deleted(&mut self, emit: &mut impl FnMut(DeliveryRef<'_>)) -> usize {
+    fn leave_deleted<D: Deliver + ?Sized>(&mut self, sink: &mut D) -> usize {
         let departed = &mut self.departed;
         let mut left = 0;
         self.members.retain(|m| {
@@ -397,7 +402,7 @@ impl Wildcard {
                 departed.resyncs += s.resyncs;
                 // One never announced leaves as quietly as it came.
                 if !m.announce {
-                    emit(DeliveryRef::Left {
+                    sink.event(DeliveryRef::Left {
                         topic: m.drain.topic().name(),
                     });
                     left += 1;
@@ -406,6 +411,36 @@ impl Wildcard {
             !gone
         });
         left
+    }
+}
+
+/// One member's events on their way to the subscription's sink: each
+/// names its topic, and the payload bytes are counted against the batch.
+struct Named<'a, D: ?Sized> {
+    sink: &'a mut D,
+    topic: &'a str,
+    bytes: usize,
+}
+
+impl<D: Deliver + ?Sized> Deliver for Named<'_, D> {
+    fn event(&mut self, event: DeliveryRef<'_>) {
+        if let DeliveryRef::Message { payload, .. } = event {
+            self.bytes += payload.len();
+        }
+        self.sink.event(event.in_topic(self.topic));
+    }
+
+    fn frames(&mut self, need: usize) -> Option<&mut bytes::BytesMut> {
+        self.sink.frames(need)
+    }
+
+    fn framed(&mut self, message: Framed) {
+        self.bytes += message.payload_len;
+        self.sink.framed(message);
+    }
+
+    fn named(&self) -> bool {
+        true
     }
 }
 
@@ -833,5 +868,70 @@ mod tests {
         c.drain(&mut w, BatchLimits::default());
         assert_eq!(c.ledger("many.a").delivered, 1);
         assert_eq!(c.ledger("many.b").delivered, 1);
+    }
+    #[test]
+    fn frames_copied_from_the_rings_name_their_topics_as_the_events_do() {
+        let r = registry(100);
+        publish(&r, "prices.eur", 1);
+        publish(&r, "prices.usd", 1);
+        let limits = BatchLimits {
+            max_messages: 20,
+            max_bytes: 1024,
+        };
+        let mut by_events = wildcard(&r, "prices.*", StartAt::Oldest);
+        let mut by_frames = wildcard(&r, "prices.*", StartAt::Oldest);
+        let mut expected = bytes::BytesMut::new();
+        let mut sink = crate::drain::FrameSink::new();
+        for _ in 0..3 {
+            publish(&r, "prices.eur", 300);
+            publish(&r, "prices.usd", 7);
+            for _ in 0..10_000 {
+                let step = by_events.deliver(
+                    limits,
+                    &mut Events(|d: DeliveryRef<'_>| d.encode_frame(&mut expected)),
+                );
+                if step == Step::Idle {
+                    break;
+                }
+            }
+            while by_frames.deliver(limits, &mut sink) != Step::Idle {}
+        }
+        assert_eq!(sink.out, expected, "byte for byte");
+        assert_eq!(by_frames.stats(), by_events.stats());
+        assert!(by_frames.stats().resyncs > 0, "eur lapped its ring");
+        assert_eq!(sink.framed as u64, by_frames.stats().delivered);
+        // And a client reading the frames sees every topic's accounting.
+        let mut c = Client::default();
+        let mut codec = lapwing_proto::FrameCodec::<lapwing_proto::v1::Delivery>::new(1 << 20);
+        let mut frames = sink.out;
+        while let Some(d) = tokio_util::codec::Decoder::decode(&mut codec, &mut frames).unwrap() {
+            use lapwing_proto::v1::delivery::Kind;
+            match d.kind.unwrap() {
+                Kind::Joined(j) => c.take(DeliveryRef::Joined {
+                    topic: &j.topic,
+                    epoch: j.epoch,
+                    start_seq: j.start_seq,
+                }),
+                Kind::Message(m) => c.take(DeliveryRef::Message {
+                    seq: m.seq,
+                    epoch: m.epoch,
+                    publish_time_unix_nanos: m.publish_time_unix_nanos,
+                    payload: &m.payload,
+                    topic: &m.topic,
+                }),
+                Kind::Resync(x) => c.take(DeliveryRef::Resync(ResyncRef {
+                    missed: x.missed,
+                    resume_seq: x.resume_seq,
+                    reason: ResyncReason::try_from(x.reason).unwrap(),
+                    epoch: x.epoch,
+                    topic: &x.topic,
+                })),
+                Kind::Left(l) => c.take(DeliveryRef::Left { topic: &l.topic }),
+            }
+        }
+        let eur = c.ledger("prices.eur");
+        assert_eq!(eur.delivered + eur.missed, 901);
+        let usd = c.ledger("prices.usd");
+        assert_eq!((usd.delivered, usd.missed), (22, 0));
     }
 }

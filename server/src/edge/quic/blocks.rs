@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::drain::{Deliver, DeliveryRef};
+
 /// Idle batch blocks shared by every subscription of an edge.
 #[derive(Debug)]
 pub(crate) struct BlockPool {
@@ -160,6 +162,18 @@ impl BatchBuf {
         };
         self.last = batch.len();
         Some(batch)
+    }
+}
+
+/// A subscription's events become frames in its batch buffer; messages
+/// are encoded by the drain, their payloads copied straight from the ring.
+impl Deliver for BatchBuf {
+    fn event(&mut self, event: DeliveryRef<'_>) {
+        event.encode_frame(self.room(event.frame_len_hint()));
+    }
+
+    fn frames(&mut self, need: usize) -> Option<&mut BytesMut> {
+        Some(self.room(need))
     }
 }
 

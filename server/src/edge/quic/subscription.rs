@@ -53,7 +53,7 @@ pub(super) async fn run(
         if let Some(e) = sub.revoked() {
             break Some(e);
         }
-        let step = sub.next_batch(limits, |d| d.encode_frame(buf.room(d.frame_len_hint())));
+        let step = sub.deliver(limits, &mut buf);
         // One write per batch, handed to quinn without a copy.
         if let Some(chunk) = buf.take() {
             tokio::select! {
