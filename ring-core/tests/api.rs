@@ -345,7 +345,11 @@ fn any_skip_copies_exactly_the_rest_of_the_message() {
             let mut out = vec![0xEE; 3];
             m.copy_into(skip, &mut out).unwrap();
             assert_eq!(&out[..3], &[0xEE; 3]);
-            assert_eq!(&out[3..], &payload[skip.min(len)..], "len {len} skip {skip}");
+            assert_eq!(
+                &out[3..],
+                &payload[skip.min(len)..],
+                "len {len} skip {skip}"
+            );
         }
     }
 }
