@@ -470,6 +470,29 @@ fn fanout(c: &mut Criterion) {
 /// Messages kept in the ring for `read/*`: well inside its capacity.
 const READ_BACKLOG: u64 = 2048;
 
+/// Reads batches (`batch` returns how many messages it read) until `n`
+/// messages were read, starting over from seq 0 at the end of the
+/// backlog; the time per message, scaled to `n`.
+fn per_message(
+    ring: &Arc<Ring>,
+    n: u64,
+    mut batch: impl FnMut(&mut lapwing_ring::Reader) -> u64,
+) -> Duration {
+    let mut reader = ring.reader(Start::At(0));
+    let mut read = 0;
+    let t = Instant::now();
+    while read < n {
+        let got = batch(&mut reader);
+        if got == 0 {
+            reader = ring.reader(Start::At(0));
+        }
+        read += got;
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(reader.stats().missed, 0, "read/* must not lap");
+    elapsed.mul_f64(n as f64 / read as f64)
+}
+
 fn read(c: &mut Criterion) {
     let mut g = c.benchmark_group("read");
     g.throughput(Throughput::Elements(1));
@@ -480,38 +503,26 @@ fn read(c: &mut Criterion) {
         for _ in 0..READ_BACKLOG {
             p.publish(&payload).unwrap();
         }
-        let mut reader = ring.reader(Start::At(0));
         let mut batch = Batch::with_capacity(64, 64 * 1024);
         g.bench_function(BenchmarkId::new("lapwing-mp", size), |b| {
             b.iter_custom(|n| {
-                let mut read = 0;
-                let t = Instant::now();
-                while read < n {
+                per_message(&ring, n, |reader| {
                     batch.clear();
-                    let got = reader.read_batch(&mut batch, 64, 64 * 1024) as u64;
-                    if got == 0 {
-                        reader = ring.reader(Start::At(0));
-                    }
-                    read += got;
+                    let got = reader.read_batch(&mut batch, 64, 64 * 1024);
                     black_box(batch.payload_bytes());
-                }
-                let elapsed = t.elapsed();
-                assert_eq!(reader.stats().missed, 0, "read/* must not lap");
-                elapsed.mul_f64(n as f64 / read as f64)
+                    got as u64
+                })
             })
         });
         // The QUIC edge's path: a 16-byte frame head, then the payload
         // from byte 8 on (the server's publish time stays behind),
         // appended into one buffer per 64 messages.
-        let mut reader = ring.reader(Start::At(0));
         let mut frames: Vec<u8> = Vec::with_capacity(64 * 1024 + 64 * 16);
         g.bench_function(BenchmarkId::new("lapwing-mp-peek", size), |b| {
             b.iter_custom(|n| {
-                let mut read = 0;
-                let t = Instant::now();
-                while read < n {
+                per_message(&ring, n, |reader| {
                     frames.clear();
-                    let mut got = 0u64;
+                    let mut got = 0;
                     while got < 64 {
                         let lapwing_ring::Peek::Message(m) = reader.peek() else {
                             break;
@@ -520,15 +531,9 @@ fn read(c: &mut Criterion) {
                         m.copy_into(8, &mut frames).unwrap();
                         got += 1;
                     }
-                    if got == 0 {
-                        reader = ring.reader(Start::At(0));
-                    }
-                    read += got;
                     black_box(frames.len());
-                }
-                let elapsed = t.elapsed();
-                assert_eq!(reader.stats().missed, 0, "read/* must not lap");
-                elapsed.mul_f64(n as f64 / read as f64)
+                    got
+                })
             })
         });
     }
