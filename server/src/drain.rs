@@ -318,7 +318,7 @@ impl<F: FnMut(DeliveryRef<'_>)> Deliver for Events<F> {
     }
 }
 
-/// What one call to [`Drain::next_batch`] did.
+/// What one call to [`Drain::deliver`] (or [`Drain::next_batch`]) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Emitted this many events; call again (there may be more).
@@ -549,7 +549,7 @@ impl Drain {
         self.topic.head().saturating_sub(next)
     }
 
-    /// Whether [`Drain::next_batch`] has something to do.
+    /// Whether [`Drain::deliver`] has something to do.
     pub fn has_new(&self) -> bool {
         if self.ended.is_some() || self.pending.is_some() || self.topic.is_deleted() {
             return true;
