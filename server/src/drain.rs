@@ -22,7 +22,7 @@
 //!
 //! On a backbone topic (cluster mode) the drain speaks topic seqs, which
 //! are the backbone's: ring seqs plus [`Topic::base`]. A resume older than
-//! the ring's oldest is first replayed from the backbone ([`History`]):
+//! the ring's oldest is first replayed from the backbone ([`History`](crate::history::History)):
 //! the drain reads the replay until its position reaches what the ring
 //! holds (`next >= topic.oldest_retained()`), then reads the ring from
 //! there; what the backbone no longer retains is a `NOT_RETAINED` resync,

@@ -18,12 +18,12 @@
 //!
 //! A **backbone topic** (cluster mode, `backbone/`) is not written by
 //! publishers: its messages come from the backbone, in the backbone's
-//! order, through the node's feed ([`Topic::write_from_backbone`]). Its
+//! order, through the node's feed (`Topic::write_from_backbone`). Its
 //! epoch is the backbone stream's, and its seqs are the backbone's: the
 //! ring's seq 0 is topic seq [`Topic::base`] (the backbone's head when this
 //! node began to follow the topic), so every node reports the same
 //! `{epoch, seq}` for a message. A seq the backbone no longer held when the
-//! feed reached it is written as a *hole* ([`Topic::write_holes`]), which a
+//! feed reached it is written as a *hole* (`Topic::write_holes`), which a
 //! drain reports as missed (`NOT_RETAINED`), never as a message; what came
 //! before `base` is replayed from the backbone ([`History`]).
 
