@@ -132,12 +132,8 @@ impl Pending<'_> {
         let skip = skip.min(len);
         if len <= INLINE_MAX {
             append_words(out, &words, skip, len);
-        } else {
-            let mark = out.len();
-            if !reader.ring.copy_arena(&words, len, skip, out) {
-                out.truncate(mark);
-                return Err(reader.lag());
-            }
+        } else if !reader.ring.copy_arena(&words, len, skip, out) {
+            return Err(reader.lag());
         }
         reader.next = seq + 1;
         reader.stats.received += 1;

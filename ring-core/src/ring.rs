@@ -344,7 +344,7 @@ impl Ring {
     /// arena position `pos` is written by one writer only, ever, so an exact
     /// stamp before and after proves the bytes are that message's. (No header
     /// re-check is needed afterwards.) False if any chunk was overwritten;
-    /// `out` then holds a partial copy the caller must truncate.
+    /// `out` is then truncated to what it held before. `skip <= len`.
     ///
     /// The message is stored as whole words (`PREFIX_BYTES` and
     /// `CHUNK_BYTES` are multiples of 8): word `i` of the payload is copied
@@ -360,7 +360,6 @@ impl Ring {
     ) -> bool {
         const PREFIX_WORDS: usize = PREFIX_BYTES / 8;
         const _: () = assert!(PREFIX_BYTES % 8 == 0 && CHUNK_BYTES % 8 == 0);
-        let skip = skip.min(len);
         let start = out.len();
         let first = skip / 8;
         let dst = out.grow((len.div_ceil(8) - first) * 8);
@@ -377,6 +376,7 @@ impl Ring {
             let slot = self.arena_slot(pos + i);
             let want = done(pos + i);
             if slot.stamp.load(Ordering::Acquire) != want {
+                out.truncate(start);
                 return false;
             }
             let n = left.min(CHUNK_BYTES);
@@ -390,6 +390,7 @@ impl Ring {
                 word += 1;
             }
             if !still_stamped(slot, want) {
+                out.truncate(start);
                 return false;
             }
             left -= n;

@@ -664,7 +664,10 @@ impl Drain {
             let seq = base + m.seq();
             let (publish_time_unix_nanos, skip) = stored_head(m.first_word(), len);
             if publish_time_unix_nanos == HOLE_TIME {
-                // Nothing to copy: a hole is its time alone.
+                // Nothing to copy: a hole is its time alone, an inline
+                // entry, so the checked header read was the whole read and
+                // this copy of no bytes only moves the cursor (it cannot
+                // fail).
                 let _ = m.copy_into(len, &mut self.scratch);
                 laps.hole(seq);
                 continue;
@@ -877,17 +880,13 @@ impl Laps<'_> {
         }
     }
 
-    fn count(&mut self, missed: u64) {
-        count_resync(self.topic, self.stats, missed);
-    }
-
     /// Emits the run of holes as one resync, if there is one; returns the
     /// resyncs emitted.
     fn flush_holes<D: Deliver + ?Sized>(&mut self, sink: &mut D) -> usize {
         let Some((first, missed)) = self.holes.take() else {
             return 0;
         };
-        self.count(missed);
+        count_resync(self.topic, self.stats, missed);
         sink.event(DeliveryRef::Resync(ResyncRef {
             missed,
             resume_seq: first + missed,
@@ -916,7 +915,7 @@ impl Laps<'_> {
             (None, LagPolicy::SkipToLatest) => ResyncReason::Skipped,
             (None, LagPolicy::ResumeOldest) => ResyncReason::Lapped,
         };
-        self.count(lag.missed);
+        count_resync(self.topic, self.stats, lag.missed);
         sink.event(DeliveryRef::Resync(ResyncRef {
             missed: lag.missed,
             resume_seq: self.base + lag.resume_seq,
