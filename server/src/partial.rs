@@ -33,14 +33,19 @@ use crate::error::{Exhausted, RequestError};
 /// See the module docs.
 ///
 /// Cheap on the hot path: a frame that completes within one read costs no
-/// budget operation, and the timer is armed only when a read has to wait
-/// with a frame in progress (a busy stream never touches the timer).
+/// budget operation, the clock is read once per read (not per frame: the
+/// frames one read brings all arrived then), and the timer is armed only
+/// when a read has to wait with a frame in progress (a busy stream never
+/// touches the timer).
 #[derive(Debug)]
 pub struct FrameProgress {
     held: Reservation,
     timeout: Duration,
     /// When the frame now in progress started arriving (None: none is).
     since: Option<Instant>,
+    /// When the last bytes arrived: a frame that starts in them started
+    /// then (one clock read per read, not one per frame).
+    last_arrival: Option<Instant>,
     /// Armed only while a read waits with a frame in progress.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -52,12 +57,13 @@ impl FrameProgress {
             held: budget.empty(),
             timeout,
             since: None,
+            last_arrival: None,
             timer: None,
         }
     }
 
-    /// `n` more bytes of an incomplete frame arrived.
-    pub fn arrived(&mut self, n: usize) -> Result<(), RequestError> {
+    /// `n` more bytes of an incomplete frame arrived at `now`.
+    pub fn arrived(&mut self, n: usize, now: Instant) -> Result<(), RequestError> {
         if n == 0 {
             return Ok(());
         }
@@ -67,29 +73,29 @@ impl FrameProgress {
             }
             .into());
         }
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-        }
+        self.since.get_or_insert(now);
+        self.last_arrival = Some(now);
         Ok(())
     }
 
     /// Frames completed; `buffered` bytes of the next one are held now.
-    /// A new frame gets a fresh deadline.
+    /// That frame's deadline runs from the arrival its first bytes came
+    /// in, the last one (they follow the completed frame's bytes).
     pub fn settle(&mut self, buffered: usize) {
         let buffered = buffered.min(self.held.bytes());
         if buffered != self.held.bytes() {
             // Shrinking never fails.
             self.held.set(buffered);
         }
-        self.since = (buffered > 0).then(Instant::now);
+        self.since = self.last_arrival.filter(|_| buffered > 0);
     }
 
-    /// The error for a frame in progress that is already late (checked
+    /// The error for a frame in progress that is late at `now` (checked
     /// when data arrives, so a client trickling bytes cannot hold a frame
     /// open past its deadline).
-    pub fn late(&self) -> Option<RequestError> {
+    pub fn late(&self, now: Instant) -> Option<RequestError> {
         let since = self.since?;
-        (since.elapsed() >= self.timeout).then(|| self.timed_out())
+        (now.saturating_duration_since(since) >= self.timeout).then(|| self.timed_out())
     }
 
     /// For a read that has to wait: ready with an error once the frame in
@@ -140,11 +146,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if let Some(e) = this.progress.late() {
+                let now = Instant::now();
+                if let Some(e) = this.progress.late(now) {
                     return Poll::Ready(Err(into_io(e)));
                 }
                 let n = buf.filled().len() - before;
-                Poll::Ready(this.progress.arrived(n).map_err(into_io))
+                Poll::Ready(this.progress.arrived(n, now).map_err(into_io))
             }
             Poll::Pending => match this.progress.poll_deadline(cx) {
                 Poll::Ready(e) => Poll::Ready(Err(into_io(e))),
@@ -272,6 +279,30 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(30));
         drop(frames);
         assert_eq!(budget.used(), 0, "given back when the stream goes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_arrived_behind_others_is_late_from_when_it_arrived() {
+        // One read brings two whole frames and the start of a third; the
+        // third's deadline runs from that read, however long the server
+        // takes over the first two.
+        let budget = Budget::new(1 << 20);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let progress = FrameProgress::new(&budget, Duration::from_secs(30));
+        let mut frames = MeteredFrames::<_, v1::Publish>::new(server, 1 << 20, progress, 512);
+        let mut wire = publish("a", 100);
+        wire.extend_from_slice(&publish("b", 100));
+        let third = publish("c", 4000);
+        wire.extend_from_slice(&third[..1000]);
+        client.write_all(&wire).await.unwrap();
+        let arrived = tokio::time::Instant::now();
+        assert_eq!(frames.next().await.unwrap().unwrap().topic, "a");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(frames.next().await.unwrap().unwrap().topic, "b");
+        assert!(budget.used() > 0, "the third frame's start is held");
+        let err = refused(frames.next().await.unwrap().unwrap_err());
+        assert_eq!(err.code(), lapwing_proto::v1::ErrorCode::Timeout, "{err}");
+        assert_eq!(arrived.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]

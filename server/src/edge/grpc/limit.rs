@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
 use crate::budget::Budget;
 use crate::error::RequestError;
@@ -104,7 +105,7 @@ impl MeteredBody {
     }
 
     /// Follows the framing through one DATA chunk, charging and releasing.
-    fn account(&mut self, mut chunk: &[u8]) -> Result<(), RequestError> {
+    fn account(&mut self, mut chunk: &[u8], now: Instant) -> Result<(), RequestError> {
         while !chunk.is_empty() {
             let took = self.framing.take(chunk);
             chunk = &chunk[took..];
@@ -120,7 +121,7 @@ impl MeteredBody {
                 self.framing = Framing::default();
                 self.progress.settle(0);
             } else {
-                self.progress.arrived(took)?;
+                self.progress.arrived(took, now)?;
             }
         }
         Ok(())
@@ -146,12 +147,13 @@ impl Body for MeteredBody {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(e) = self.progress.late() {
+                let now = Instant::now();
+                if let Some(e) = self.progress.late(now) {
                     return self.fail(e);
                 }
                 if let Some(data) = frame.data_ref() {
                     let data = data.clone();
-                    if let Err(e) = self.account(&data) {
+                    if let Err(e) = self.account(&data, now) {
                         return self.fail(e);
                     }
                 }
@@ -251,13 +253,13 @@ mod tests {
         wire.extend(message(0));
         wire.extend(message(300));
         for chunk in wire.chunks(7) {
-            b.account(chunk).unwrap();
+            b.account(chunk, Instant::now()).unwrap();
         }
         assert_eq!(budget.used(), 0, "all three complete");
         let next = message(1000);
-        b.account(&next[..400]).unwrap();
+        b.account(&next[..400], Instant::now()).unwrap();
         assert_eq!(budget.used(), 400);
-        b.account(&next[400..]).unwrap();
+        b.account(&next[400..], Instant::now()).unwrap();
         assert_eq!(budget.used(), 0);
     }
 
@@ -266,11 +268,13 @@ mod tests {
         let budget = Budget::new(1000);
         let mut a = body(&budget, 1 << 20);
         let mut b = body(&budget, 1 << 20);
-        a.account(&message(5000)[..800]).unwrap();
-        let e = b.account(&message(5000)[..800]).unwrap_err();
+        a.account(&message(5000)[..800], Instant::now()).unwrap();
+        let e = b
+            .account(&message(5000)[..800], Instant::now())
+            .unwrap_err();
         assert_eq!(e.code(), lapwing_proto::v1::ErrorCode::ResourceExhausted);
         let mut c = body(&Budget::new(1 << 20), 100);
-        let e = c.account(&message(101)[..10]).unwrap_err();
+        let e = c.account(&message(101)[..10], Instant::now()).unwrap_err();
         assert_eq!(e.code(), lapwing_proto::v1::ErrorCode::FrameTooLarge);
     }
 }
