@@ -46,6 +46,7 @@ pub struct MessageFrame<'t> {
 
 impl<'t> MessageFrame<'t> {
     /// The frame of a message of `payload_len` bytes.
+    #[inline(always)]
     pub fn new(seq: u64, epoch: u64, time: u64, topic: &'t str, payload_len: usize) -> Self {
         use prost::encoding::encoded_len_varint as vlen;
         // Message fields: 1 seq (varint), 2 payload (bytes), 3 time (varint),
@@ -54,7 +55,11 @@ impl<'t> MessageFrame<'t> {
         // fields around the payload are assembled on the stack and appended
         // with a few copies instead of one bounds-checked `put_u8` per
         // varint byte (profiled: prost's `encode_varint` was ~9 % of server
-        // CPU in a 100-subscriber fanout).
+        // CPU in a 100-subscriber fanout). Always inlined: the server's
+        // drain loop is in another crate and too large for the inliner to
+        // take this in by itself, and as a call the frame was built here
+        // and then copied out to the caller (the proto bench `frame`:
+        // 40 -> 26 ns per 64 B frame with inlining).
         let varint_field = |v: u64| if v == 0 { 0 } else { 1 + vlen(v) };
         let payload_field = if payload_len == 0 {
             0
@@ -108,6 +113,7 @@ impl<'t> MessageFrame<'t> {
     }
 
     /// The whole frame's length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.head.len + self.payload_len + self.tail.len + self.topic.len()
     }
@@ -118,11 +124,13 @@ impl<'t> MessageFrame<'t> {
     }
 
     /// Appends what goes before the payload.
+    #[inline]
     pub fn put_head(&self, out: &mut BytesMut) {
         out.extend_from_slice(self.head.bytes());
     }
 
     /// Appends what goes after the payload.
+    #[inline]
     pub fn put_tail(&self, out: &mut BytesMut) {
         out.extend_from_slice(self.tail.bytes());
         out.extend_from_slice(self.topic.as_bytes());
@@ -172,6 +180,25 @@ mod tests {
     use crate::{encode_frame, v1};
 
     #[test]
+    fn varints_match_prost_at_every_width() {
+        let mut values = vec![0, u64::MAX];
+        for bit in 1..64 {
+            let v = 1u64 << bit;
+            values.extend([v - 1, v, v + 1, v | (v >> 1) | 0x55]);
+        }
+        for v in values {
+            let mut ours = Varints::<48>::new();
+            ours.byte(0x08);
+            ours.varint(v);
+            ours.varint(v);
+            let mut theirs = vec![0x08];
+            prost::encoding::encode_varint(v, &mut theirs);
+            prost::encoding::encode_varint(v, &mut theirs);
+            assert_eq!(ours.bytes(), &theirs[..], "{v:#x}");
+        }
+    }
+
+    #[test]
     fn message_frames_match_prost_at_varint_boundaries() {
         // Every varint width of every field, the largest values included.
         let values = [
@@ -182,6 +209,11 @@ mod tests {
             16_383,
             16_384,
             u64::from(u32::MAX),
+            (1 << 56) - 1,
+            1 << 56,
+            1_796_000_000_000_000_000, // a publish time, in nanoseconds
+            (1 << 63) - 1,
+            1 << 63,
             u64::MAX,
         ];
         let payload = vec![7u8; 20_000];
