@@ -377,6 +377,8 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
     })?;
     let tracker = TaskTracker::new();
     let batch = drain::BatchLimits::default();
+    let blocks = quic::BlockPool::new(batch.frame_bytes());
+    tokio::spawn(blocks.clone().trim_until(shutdown.clone()));
     let accept_task = tokio::spawn(quic::serve(
         endpoint.clone(),
         Arc::new(quic::Shared {
@@ -385,7 +387,7 @@ pub fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
             drain: Duration::from_millis(config.shutdown.drain_ms),
             reconnect_after_ms: config.shutdown.reconnect_after_ms,
             batch,
-            blocks: quic::BlockPool::new(batch.frame_bytes()),
+            blocks,
             ingest: ingest.handle().clone(),
             loopback,
         }),

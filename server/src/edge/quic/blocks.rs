@@ -15,43 +15,74 @@
 //!
 //! So a large batch goes into a fixed-size block from a [`BlockPool`]
 //! shared by the whole edge: the block comes back to the pool when quinn
-//! drops the last reference to it, already mapped and faulted in, and the
-//! pool keeps at most [`BlockPool::KEEP`] idle blocks (the rest go back to
-//! the OS, as their own mappings). A small batch (a quiet topic, a message
-//! now and then) stays in the subscription's own small buffer, so ten
-//! thousand quiet subscribers do not pin a block each.
+//! drops the last reference to it, already mapped and faulted in. The
+//! pool keeps what the edge cycles through and no more: every
+//! [`BlockPool::TRIM_EVERY`] it gives back to the OS (as their own
+//! mappings) the idle blocks no batch took since the last trim, and it
+//! never holds more than [`BlockPool::KEEP`]. A small batch (a quiet topic,
+//! a message now and then) stays in the subscription's own small buffer,
+//! so ten thousand quiet subscribers do not pin a block each.
+//!
+//! Why a trim and not a smaller quota: with 100 subscribers of a 1 KiB
+//! topic a few hundred blocks are out with quinn at once, so a quota of 64
+//! freed and re-mapped blocks every round (page faults, the zeroing of
+//! fresh pages, a TLB shootdown per unmap); 256 delivered 14 % more per
+//! server CPU-second (BENCHMARKS.md, change 10). A fixed 256 would pin
+//! 16 MiB after a burst for good; the trim gives it back within two
+//! periods of its last use.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio_util::sync::CancellationToken;
 
 use crate::drain::{Deliver, DeliveryRef};
 
 /// Idle batch blocks shared by every subscription of an edge.
 #[derive(Debug)]
 pub(crate) struct BlockPool {
-    free: Mutex<Vec<BytesMut>>,
+    idle: Mutex<Idle>,
     block_bytes: usize,
 }
 
+#[derive(Debug, Default)]
+struct Idle {
+    blocks: Vec<BytesMut>,
+    /// The fewest idle blocks there were since the last trim: that many
+    /// sat in the pool the whole time, unused.
+    low: usize,
+}
+
 impl BlockPool {
-    /// Idle blocks the pool keeps (4 MiB of 64 KiB blocks): enough for a
-    /// burst of batches in flight to come back and be reused, little
-    /// enough that what a burst leaves behind is small.
-    pub(crate) const KEEP: usize = 64;
+    /// Idle blocks the pool keeps at most (16 MiB of 64 KiB blocks): what
+    /// a few hundred busy subscriptions cycle through.
+    pub(crate) const KEEP: usize = 256;
+    /// How often [`BlockPool::trim`] runs: an idle block is given back
+    /// one to two periods after a batch last needed it.
+    pub(crate) const TRIM_EVERY: Duration = Duration::from_secs(1);
 
     /// A pool of blocks of `block_bytes` each: the size of a full batch's
     /// frames ([`crate::drain::BatchLimits::frame_bytes`]).
     pub(crate) fn new(block_bytes: usize) -> Arc<BlockPool> {
         Arc::new(BlockPool {
-            free: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idle::default()),
             block_bytes,
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An empty block: an idle one, or a new one.
     fn take(&self) -> BytesMut {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let reused = {
+            let mut idle = self.lock();
+            let block = idle.blocks.pop();
+            idle.low = idle.low.min(idle.blocks.len());
+            block
+        };
         reused.unwrap_or_else(|| BytesMut::with_capacity(self.block_bytes))
     }
 
@@ -62,16 +93,44 @@ impl BlockPool {
         if block.capacity() != self.block_bytes {
             return;
         }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < Self::KEEP {
-            free.push(block);
+        let mut idle = self.lock();
+        if idle.blocks.len() < Self::KEEP {
+            idle.blocks.push(block);
+        }
+    }
+
+    /// Gives back to the OS the idle blocks that no batch took since the
+    /// last trim; returns how many.
+    pub(crate) fn trim(&self) -> usize {
+        let unused = {
+            let mut idle = self.lock();
+            let keep = idle.blocks.len() - idle.low.min(idle.blocks.len());
+            let unused = idle.blocks.split_off(keep);
+            idle.low = idle.blocks.len();
+            unused
+        };
+        // Unmapped here, outside the lock.
+        unused.len()
+    }
+
+    /// Trims every [`BlockPool::TRIM_EVERY`] until `stop`.
+    pub(crate) async fn trim_until(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(Self::TRIM_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    self.trim();
+                }
+                () = stop.cancelled() => return,
+            }
         }
     }
 
     /// Idle blocks held now.
     #[cfg(test)]
     fn idle(&self) -> usize {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().blocks.len()
     }
 }
 
@@ -263,5 +322,48 @@ mod tests {
         let batches: Vec<Bytes> = bufs.iter_mut().map(|b| fill(b, 20, 1000)).collect();
         drop(batches);
         assert_eq!(pool.idle(), BlockPool::KEEP);
+    }
+
+    /// `rounds` rounds of `busy` subscriptions each writing a batch that
+    /// outgrows its small buffer, all out with quinn at once, then back.
+    fn cycle(pool: &Arc<BlockPool>, busy: usize, rounds: usize) {
+        let mut bufs: Vec<BatchBuf> = (0..busy).map(|_| BatchBuf::new(pool.clone())).collect();
+        for _ in 0..rounds {
+            let batches: Vec<Bytes> = bufs.iter_mut().map(|b| fill(b, 20, 1000)).collect();
+            drop(batches);
+        }
+    }
+
+    #[test]
+    fn a_trim_gives_back_what_no_batch_took_and_keeps_what_the_edge_cycles() {
+        let pool = BlockPool::new(BLOCK);
+        cycle(&pool, 30, 1);
+        assert_eq!(pool.idle(), 30);
+        // A quieter period: 10 batches at a time.
+        pool.trim();
+        cycle(&pool, 10, 5);
+        assert_eq!(pool.idle(), 30, "the surplus waits for the trim");
+        assert_eq!(pool.trim(), 20, "20 blocks were never taken");
+        assert_eq!(pool.idle(), 10);
+        // The same load: the working set stays, nothing is given back.
+        cycle(&pool, 10, 5);
+        assert_eq!(pool.trim(), 0);
+        assert_eq!(pool.idle(), 10);
+        // Silence: all of it goes.
+        assert_eq!(pool.trim(), 10);
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blocks_left_idle_go_back_within_two_periods() {
+        let pool = BlockPool::new(BLOCK);
+        let stop = CancellationToken::new();
+        let trimmer = tokio::spawn(pool.clone().trim_until(stop.clone()));
+        cycle(&pool, 30, 1);
+        assert_eq!(pool.idle(), 30);
+        tokio::time::sleep(2 * BlockPool::TRIM_EVERY + Duration::from_millis(1)).await;
+        assert_eq!(pool.idle(), 0);
+        stop.cancel();
+        trimmer.await.expect("the trimmer stops when told");
     }
 }
