@@ -26,8 +26,8 @@
 //! Why a trim and not a smaller quota: with 100 subscribers of a 1 KiB
 //! topic a few hundred blocks are out with quinn at once, so a quota of 64
 //! freed and re-mapped blocks every round (page faults, the zeroing of
-//! fresh pages, a TLB shootdown per unmap); 256 delivered 14 % more per
-//! server CPU-second (BENCHMARKS.md, change 10). A fixed 256 would pin
+//! fresh pages, a TLB shootdown per unmap); 256 delivered 10–15 % more
+//! per server CPU-second (BENCHMARKS.md, change 10). A fixed 256 would pin
 //! 16 MiB after a burst for good; the trim gives it back within two
 //! periods of its last use.
 
