@@ -249,6 +249,19 @@ mod tests {
         }
     }
 
+    /// A client end, and the server's metered frames of a publish stream
+    /// with a 30 s frame deadline.
+    fn metered_stream(
+        budget: &Arc<Budget>,
+    ) -> (
+        tokio::io::DuplexStream,
+        MeteredFrames<tokio::io::DuplexStream, v1::Publish>,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let progress = FrameProgress::new(budget, Duration::from_secs(30));
+        (client, MeteredFrames::new(server, 1 << 20, progress, 512))
+    }
+
     fn publish(topic: &str, len: usize) -> bytes::BytesMut {
         let mut buf = bytes::BytesMut::new();
         lapwing_proto::encode_frame(
@@ -264,9 +277,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_frame_times_out_and_complete_frames_release_their_bytes() {
         let budget = Budget::new(1 << 20);
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let progress = FrameProgress::new(&budget, Duration::from_secs(30));
-        let mut frames = MeteredFrames::<_, v1::Publish>::new(server, 1 << 20, progress, 512);
+        let (mut client, mut frames) = metered_stream(&budget);
         client.write_all(&publish("a", 1000)).await.unwrap();
         let first = frames.next().await.unwrap().unwrap();
         assert_eq!(first.payload.len(), 1000);
@@ -287,9 +298,7 @@ mod tests {
         // third's deadline runs from that read, however long the server
         // takes over the first two.
         let budget = Budget::new(1 << 20);
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let progress = FrameProgress::new(&budget, Duration::from_secs(30));
-        let mut frames = MeteredFrames::<_, v1::Publish>::new(server, 1 << 20, progress, 512);
+        let (mut client, mut frames) = metered_stream(&budget);
         let mut wire = publish("a", 100);
         wire.extend_from_slice(&publish("b", 100));
         let third = publish("c", 4000);
@@ -308,9 +317,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_frame_trickled_byte_by_byte_still_times_out() {
         let budget = Budget::new(1 << 20);
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let progress = FrameProgress::new(&budget, Duration::from_secs(30));
-        let mut frames = MeteredFrames::<_, v1::Publish>::new(server, 1 << 20, progress, 512);
+        let (mut client, mut frames) = metered_stream(&budget);
         let frame = publish("a", 100);
         let started = tokio::time::Instant::now();
         let reader = tokio::spawn(async move { frames.next().await });
