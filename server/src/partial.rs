@@ -44,7 +44,7 @@ pub struct FrameProgress {
     /// When the frame now in progress started arriving (None: none is).
     since: Option<Instant>,
     /// When the last bytes arrived: a frame that starts in them started
-    /// then (one clock read per read, not one per frame).
+    /// then.
     last_arrival: Option<Instant>,
     /// Armed only while a read waits with a frame in progress.
     timer: Option<Pin<Box<Sleep>>>,
